@@ -1,0 +1,161 @@
+// Which tables make up a pair's training file, and what their columns are called in it.
+// Pure functions over the INFORMATION_SCHEMA listing; no I/O.
+import {
+  KEY_COLUMN,
+  NON_FEATURE_COLUMNS,
+  SHARED_FAMILIES,
+  TARGET_COLUMNS,
+  TARGET_ROW_FILTER_COLUMN,
+  targetTableName,
+} from "./constants.ts";
+import { JobError } from "./errors.ts";
+import type { ColumnMapping, TableInfo } from "./warehouse/port.ts";
+
+export interface PlannedTable {
+  dataset: string;
+  table: string;
+  role: "target" | "feature";
+  /** The name prefix used for this table's columns ("" for the target table). */
+  prefix: string;
+  columns: ColumnMapping[];
+}
+
+export interface SkippedTable {
+  dataset: string;
+  table: string;
+  reason: string;
+}
+
+export interface Discovery {
+  target: PlannedTable;
+  features: PlannedTable[];
+  skipped: SkippedTable[];
+  /** Output columns in file order: key, targets, then features table by table. */
+  columnCount: number;
+}
+
+/** Key types that are a UTC instant in the warehouses we support. */
+const KEY_TYPES = new Set(["TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"]);
+
+export function isPairTable(name: string, pair: string): boolean {
+  return name.includes(pair);
+}
+
+export function sharedFamilyOf(name: string): string | undefined {
+  return SHARED_FAMILIES.find((family) => name.startsWith(`${family}_`));
+}
+
+/**
+ * Prefix rule that keeps 17,000 names unique: pair tables lose the pair from their name
+ * (`agg_bqx_eurusd` -> `agg_bqx`, `cov_agg_eurusd_gbpusd` -> `cov_agg_gbpusd`), shared-family
+ * tables (tri/mkt/var/csi) keep their full name.
+ */
+export function columnPrefix(table: string, pair: string): string {
+  if (sharedFamilyOf(table) !== undefined) return table;
+  const parts = table.split("_");
+  const kept = parts.filter((part) => part !== pair);
+  const prefix = kept.length === parts.length ? table.replace(pair, "").replace(/__+/g, "_").replace(/^_|_$/g, "") : kept.join("_");
+  return prefix === "" ? table : prefix;
+}
+
+export function featureColumnName(prefix: string, column: string): string {
+  return `${prefix}_${column}`;
+}
+
+/**
+ * Applies the production selection rules to the listings of the features and targets datasets.
+ * Throws a JobError naming the problem when the result cannot make a valid training file.
+ */
+export function planTables(
+  pair: string,
+  features: { dataset: string; tables: TableInfo[] },
+  targets: { dataset: string; tables: TableInfo[] },
+): Discovery {
+  const skipped: SkippedTable[] = [];
+  const problems: string[] = [];
+
+  const targetName = targetTableName(pair);
+  const targetInfo = targets.tables.find((t) => t.name === targetName);
+  if (!targetInfo) {
+    throw new JobError(`target table ${targets.dataset}.${targetName} not found`, {
+      reason: "target-table-missing",
+      fix: `create ${targetName} in ${targets.dataset}, or set TARGETS_DATASET to the dataset that holds it`,
+    });
+  }
+  const keyProblem = checkKey(targetInfo);
+  if (keyProblem) problems.push(keyProblem);
+  const targetColumns = new Set(targetInfo.columns.map((c) => c.name));
+  const missingTargets = TARGET_COLUMNS.filter((c) => !targetColumns.has(c));
+  if (missingTargets.length > 0) {
+    problems.push(`${targets.dataset}.${targetName} lacks ${missingTargets.length} target columns: ${missingTargets.slice(0, 7).join(", ")}${missingTargets.length > 7 ? ", ..." : ""}`);
+  }
+  const target: PlannedTable = {
+    dataset: targets.dataset,
+    table: targetName,
+    role: "target",
+    prefix: "",
+    columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({ source: c, target: c })),
+  };
+
+  const selected = features.tables
+    .filter((t) => isPairTable(t.name, pair) || sharedFamilyOf(t.name) !== undefined)
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  const planned: PlannedTable[] = [];
+  const owners = new Map<string, string>(TARGET_COLUMNS.map((c) => [c, targetName]));
+  owners.set(KEY_COLUMN, targetName);
+  for (const info of selected) {
+    if (!info.columns.some((c) => c.name === KEY_COLUMN)) {
+      skipped.push({ dataset: features.dataset, table: info.name, reason: `no ${KEY_COLUMN} column, so it cannot be joined` });
+      continue;
+    }
+    const problem = checkKey(info);
+    if (problem) {
+      problems.push(problem);
+      continue;
+    }
+    const prefix = columnPrefix(info.name, pair);
+    const columns = info.columns
+      .filter((c) => !NON_FEATURE_COLUMNS.includes(c.name))
+      .map((c) => ({ source: c.name, target: featureColumnName(prefix, c.name) }));
+    if (columns.length === 0) {
+      skipped.push({ dataset: features.dataset, table: info.name, reason: "no feature columns besides the key" });
+      continue;
+    }
+    for (const column of columns) {
+      const owner = owners.get(column.target);
+      if (owner !== undefined) {
+        problems.push(`column ${column.target} from ${info.name}.${column.source} collides with a column of ${owner} after prefixing`);
+      } else {
+        owners.set(column.target, info.name);
+      }
+    }
+    planned.push({ dataset: features.dataset, table: info.name, role: "feature", prefix, columns });
+  }
+
+  if (planned.length === 0) {
+    problems.push(
+      `no feature tables for ${pair} in ${features.dataset} (looked for names containing "${pair}" and the ${SHARED_FAMILIES.map((f) => `${f}_*`).join("/")} families)`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new JobError(`discovery found ${problems.length} problem(s):\n  ${problems.join("\n  ")}`, {
+      reason: "discovery",
+      fix: "fix the tables named above in the warehouse, or check TARGET_PAIR, FEATURES_DATASET and TARGETS_DATASET",
+    });
+  }
+  const columnCount = 1 + target.columns.length + planned.reduce((n, t) => n + t.columns.length, 0);
+  return { target, features: planned, skipped, columnCount };
+}
+
+function checkKey(info: TableInfo): string | undefined {
+  const key = info.columns.find((c) => c.name === KEY_COLUMN);
+  if (!key) return `${info.dataset}.${info.name} has no ${KEY_COLUMN} column`;
+  if (!KEY_TYPES.has(key.type.toUpperCase())) {
+    return `${info.dataset}.${info.name}.${KEY_COLUMN} has type ${key.type}; expected TIMESTAMP (a UTC instant)`;
+  }
+  return undefined;
+}
+
+/** The target table's row rule, shared by every backend's extraction. */
+export const TARGET_NOT_NULL_COLUMN = TARGET_ROW_FILTER_COLUMN;

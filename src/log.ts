@@ -1,0 +1,81 @@
+// pino set up for Cloud Logging: one JSON object per line with `severity` and `message`, which
+// Cloud Logging parses into structured entries. In a terminal the same records are pretty-printed.
+import pino, { type DestinationStream, type Logger } from "pino";
+import pretty from "pino-pretty";
+import type { Config } from "./config.ts";
+
+export type { Logger } from "pino";
+
+const SEVERITY: Record<string, string> = {
+  trace: "DEBUG",
+  debug: "DEBUG",
+  info: "INFO",
+  warn: "WARNING",
+  error: "ERROR",
+  fatal: "CRITICAL",
+};
+
+/** Field names never written as they are: credentials and tokens. */
+export const REDACTED_PATHS = [
+  "token",
+  "accessToken",
+  "access_token",
+  "refreshToken",
+  "private_key",
+  "credentials",
+  "authorization",
+  "headers.authorization",
+  "*.token",
+  "*.access_token",
+  "*.private_key",
+  "*.authorization",
+];
+
+export interface LoggerOptions {
+  level: Config["logLevel"];
+  format: Config["logFormat"];
+  base?: Record<string, unknown>;
+  /** Where lines go; stdout when omitted. Tests pass a stream to read the lines back. */
+  destination?: DestinationStream;
+}
+
+export function createLogger(opts: LoggerOptions): Logger {
+  const common = {
+    level: opts.level,
+    messageKey: "message",
+    base: opts.base ?? {},
+    redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  if (opts.format === "pretty") {
+    const stream = pretty({
+      sync: true,
+      colorize: process.stdout.isTTY === true && opts.destination === undefined,
+      messageKey: "message",
+      translateTime: "HH:MM:ss",
+      ignore: "pid,hostname",
+      singleLine: true,
+      ...(opts.destination ? { destination: opts.destination } : {}),
+    });
+    return pino(common, stream);
+  }
+  return pino(
+    {
+      ...common,
+      formatters: { level: (label: string) => ({ severity: SEVERITY[label] ?? "DEFAULT" }) },
+    },
+    opts.destination ?? pino.destination({ dest: 1, sync: true }),
+  );
+}
+
+export function loggerBase(config: Config): Record<string, unknown> {
+  const base: Record<string, unknown> = { pair: config.pair };
+  const run = config.cloudRun;
+  if (run.job) base.job = run.job;
+  if (run.execution) base.execution = run.execution;
+  if (run.taskCount > 1 || run.job) {
+    base.task = run.taskIndex;
+    base.attempt = run.attempt;
+  }
+  return base;
+}

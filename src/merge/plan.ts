@@ -1,0 +1,36 @@
+// How many target rows the merge handles at a time, from the memory budget. Pure.
+
+/** Float64 values plus validity; every column of the training file is 8 bytes wide or less. */
+export const BYTES_PER_VALUE = 8;
+/**
+ * Copies of a row range alive at the peak: the assembled range, the parquet writer's encoded
+ * buffers for it, and the slice of the table being joined, plus polars' allocator slack.
+ */
+export const WORKING_SET_FACTOR = 3;
+export const MIN_RANGE_ROWS = 64;
+
+export interface RowRange {
+  index: number;
+  /** First row (inclusive) and end row (exclusive) in target order. */
+  start: number;
+  end: number;
+}
+
+export interface MergePlan {
+  rowsPerRange: number;
+  ranges: RowRange[];
+  /** Estimated peak bytes held by the merge's data at once. */
+  estimatedPeakBytes: number;
+}
+
+export function planRowRanges(rows: number, columns: number, budgetBytes: number): MergePlan {
+  if (rows <= 0) return { rowsPerRange: 0, ranges: [], estimatedPeakBytes: 0 };
+  const bytesPerRow = Math.max(1, columns) * BYTES_PER_VALUE * WORKING_SET_FACTOR;
+  const fit = Math.floor(budgetBytes / bytesPerRow);
+  const rowsPerRange = Math.min(rows, Math.max(MIN_RANGE_ROWS, fit));
+  const ranges: RowRange[] = [];
+  for (let start = 0, index = 0; start < rows; start += rowsPerRange, index += 1) {
+    ranges.push({ index, start, end: Math.min(rows, start + rowsPerRange) });
+  }
+  return { rowsPerRange, ranges, estimatedPeakBytes: rowsPerRange * bytesPerRow };
+}

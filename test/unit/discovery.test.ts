@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import { TARGET_COLUMNS } from "../../src/constants.ts";
+import { columnPrefix, planTables } from "../../src/discovery.ts";
+import { JobError } from "../../src/errors.ts";
+import type { TableInfo } from "../../src/warehouse/port.ts";
+
+const F = "bqx_ml_v3_features_v2";
+const T = "bqx_ml_v3_analytics_v2";
+const key = { name: "interval_time", type: "TIMESTAMP WITH TIME ZONE" };
+const table = (name: string, cols: string[], dataset = F, withKey = true): TableInfo => ({
+  dataset,
+  name,
+  columns: [...(withKey ? [key] : []), ...cols.map((c) => ({ name: c, type: "DOUBLE" }))],
+});
+const targets = { dataset: T, tables: [table("targets_eurusd", [...TARGET_COLUMNS], T), table("targets_gbpusd", [...TARGET_COLUMNS], T)] };
+
+describe("column prefixes", () => {
+  it.each([
+    ["agg_bqx_eurusd", "agg_bqx"],
+    ["agg_eurusd", "agg"],
+    ["cov_agg_eurusd_gbpusd", "cov_agg_gbpusd"],
+    ["lag_eurusd_45", "lag_45"],
+    ["lag_bqx_eurusd_w90", "lag_bqx_w90"],
+    ["tri_agg_bqx_eur_usd_gbp", "tri_agg_bqx_eur_usd_gbp"],
+    ["mkt_vol", "mkt_vol"],
+    ["var_mom_idx_eur", "var_mom_idx_eur"],
+    ["csi_agg_usd", "csi_agg_usd"],
+  ])("%s -> %s", (name, prefix) => expect(columnPrefix(name, "eurusd")).toBe(prefix));
+});
+
+describe("table selection", () => {
+  const features = {
+    dataset: F,
+    tables: [
+      table("agg_eurusd", ["x", "pair"]),
+      table("agg_bqx_eurusd", ["x"]),
+      table("cov_agg_eurusd_gbpusd", ["c"]),
+      table("tri_agg_bqx_eur_usd_gbp", ["t"]),
+      table("mkt_vol", ["m"]),
+      table("mkt_vol_summary", ["s"], F, false),
+      table("var_mom_bqx_eur", ["v"]),
+      table("csi_agg_usd", ["s"]),
+      table("agg_gbpusd", ["x"]),
+      table("targets_eurusd", ["decoy"]),
+    ],
+  };
+
+  it("takes pair tables and the tri/mkt/var/csi families, never other pairs' tables", () => {
+    const d = planTables("eurusd", features, targets);
+    expect(d.features.map((t) => t.table)).toEqual([
+      "agg_bqx_eurusd",
+      "agg_eurusd",
+      "cov_agg_eurusd_gbpusd",
+      "csi_agg_usd",
+      "mkt_vol",
+      "targets_eurusd",
+      "tri_agg_bqx_eur_usd_gbp",
+      "var_mom_bqx_eur",
+    ]);
+    expect(d.target).toMatchObject({ dataset: T, table: "targets_eurusd", role: "target" });
+    expect(d.target.columns).toHaveLength(49);
+  });
+
+  it("skips a table without interval_time with a logged reason, not by its name", () => {
+    const d = planTables("eurusd", features, targets);
+    expect(d.skipped).toEqual([{ dataset: F, table: "mkt_vol_summary", reason: "no interval_time column, so it cannot be joined" }]);
+  });
+
+  it("renames columns by the prefix rule and leaves out the key and pair columns", () => {
+    const d = planTables("eurusd", features, targets);
+    const agg = d.features.find((t) => t.table === "agg_eurusd")!;
+    expect(agg.columns).toEqual([{ source: "x", target: "agg_x" }]);
+    const cov = d.features.find((t) => t.table === "cov_agg_eurusd_gbpusd")!;
+    expect(cov.columns).toEqual([{ source: "c", target: "cov_agg_gbpusd_c" }]);
+    expect(d.columnCount).toBe(1 + 49 + 8);
+  });
+
+  it("fails naming the target table when it is missing from the targets dataset", () => {
+    expect(() => planTables("eurusd", features, { dataset: T, tables: [] })).toThrowError(/target table bqx_ml_v3_analytics_v2\.targets_eurusd not found/);
+  });
+
+  it("fails when no feature table is found for the pair", () => {
+    expect(() => planTables("usdjpy", { dataset: F, tables: [table("agg_eurusd", ["x"])] }, { dataset: T, tables: [table("targets_usdjpy", [...TARGET_COLUMNS], T)] })).toThrowError(
+      /no feature tables for usdjpy/,
+    );
+  });
+
+  it("fails naming both tables when prefixed names collide", () => {
+    const clash = { dataset: F, tables: [table("agg_eurusd", ["bqx_x"]), table("agg_bqx_eurusd", ["x"])] };
+    let error: unknown;
+    try {
+      planTables("eurusd", clash, targets);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(JobError);
+    expect((error as JobError).message).toMatch(/column agg_bqx_x from agg_eurusd\.bqx_x collides with a column of agg_bqx_eurusd/);
+  });
+
+  it("fails naming the table whose key has the wrong type", () => {
+    const wrong: TableInfo = { dataset: F, name: "agg_eurusd", columns: [{ name: "interval_time", type: "BIGINT" }, { name: "x", type: "DOUBLE" }] };
+    expect(() => planTables("eurusd", { dataset: F, tables: [wrong] }, targets)).toThrowError(/agg_eurusd\.interval_time has type BIGINT; expected TIMESTAMP/);
+  });
+});
