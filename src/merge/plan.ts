@@ -3,10 +3,12 @@
 /** Float64 values plus validity; every column of the training file is 8 bytes wide or less. */
 export const BYTES_PER_VALUE = 8;
 /**
- * Copies of a row range alive at the peak: the assembled range, the parquet writer's encoded
- * buffers for it, and the slice of the table being joined, plus polars' allocator slack.
+ * Resident bytes per byte of a row range at the peak: the joined pieces and the assembled range,
+ * the parquet writer's encoded buffers, the decoded row groups of the table being read, and
+ * what polars' allocator keeps for reuse. Measured at about 4.3 (40 checkpoints x 75 columns,
+ * 1,833-row ranges: 195 MiB resident above the baseline for a 45 MiB range); 5 leaves a margin.
  */
-export const WORKING_SET_FACTOR = 3;
+export const WORKING_SET_FACTOR = 5;
 export const MIN_RANGE_ROWS = 64;
 
 export interface RowRange {

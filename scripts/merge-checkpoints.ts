@@ -1,0 +1,57 @@
+// Runs Stage 2's merge alone on a directory of checkpoints and prints one JSON line with its
+// figures, the peak RSS among them (getrusage of this process). Used by the memory test and the
+// merge benchmark; a person can use it to try a MEMORY_BUDGET on checkpoints kept with
+// KEEP_CHECKPOINTS=true.
+//   node scripts/merge-checkpoints.ts --target T.parquet --features DIR --budget 3GiB --out OUT.parquet
+import { readdir } from "node:fs/promises";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { mergeCheckpoints } from "../src/merge/merge.ts";
+import { readFooterSummary } from "../src/parquet/footer.ts";
+import { peakRssBytes } from "../src/peak-rss.ts";
+import { parseSize } from "../src/units.ts";
+
+const { values } = parseArgs({
+  options: {
+    target: { type: "string" },
+    features: { type: "string" },
+    budget: { type: "string", default: "3GiB" },
+    out: { type: "string" },
+  },
+});
+const budgetBytes = parseSize(values.budget ?? "");
+if (!values.target || !values.features || !values.out || budgetBytes === undefined) {
+  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet\n");
+  process.exit(2);
+}
+const files = (await readdir(values.features))
+  .filter((f) => f.endsWith(".parquet") && path.resolve(values.features!, f) !== path.resolve(values.target!))
+  .sort()
+  .map((f) => path.join(values.features!, f));
+let columns = (await readFooterSummary(values.target)).columnNames.length;
+for (const f of files) columns += (await readFooterSummary(f)).columnNames.length - 1;
+
+const started = performance.now();
+const result = await mergeCheckpoints({
+  target: values.target,
+  features: files.map((f) => ({ table: path.basename(f, ".parquet"), path: f })),
+  columns,
+  budgetBytes,
+  partsDir: `${values.out}.parts`,
+  outPath: values.out,
+  onRange: process.env.MERGE_TRACE ? (done, total) => process.stderr.write(`range ${done}/${total} rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB peak ${(peakRssBytes() / 2 ** 20).toFixed(0)} MiB\n`) : undefined,
+});
+const seconds = (performance.now() - started) / 1000;
+process.stdout.write(
+  `${JSON.stringify({
+    files: files.length + 1,
+    rows: result.rows,
+    columns: result.columns,
+    rowGroups: result.rowGroups,
+    rowsPerRange: result.plan.rowsPerRange,
+    bytes: result.bytes,
+    seconds: Number(seconds.toFixed(3)),
+    budget_bytes: budgetBytes,
+    peak_rss_bytes: peakRssBytes(),
+  })}\n`,
+);

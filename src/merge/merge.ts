@@ -1,0 +1,128 @@
+// Stage 2's engine: left-join every checkpoint onto the target's rows, one row range at a time,
+// so at most one range of the output (sized from the memory budget) is in memory. Each range is
+// written as a parquet part; the parts' row groups are then copied into one file without being
+// decoded again.
+import { mkdir, rm } from "node:fs/promises";
+import path from "node:path";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
+import pl from "nodejs-polars";
+import { KEY_COLUMN } from "../constants.ts";
+import { JobError } from "../errors.ts";
+import { concatParquetFiles } from "../parquet/concat.ts";
+import { releaseNativeMemory } from "./native-memory.ts";
+import { planRowRanges, type MergePlan } from "./plan.ts";
+
+export interface MergeInput {
+  /** The target checkpoint: its keys define the rows, in order. */
+  target: string;
+  /** Feature checkpoints in output column order. */
+  features: { table: string; path: string }[];
+  /** Columns of the output, for the range plan. */
+  columns: number;
+  budgetBytes: number;
+  partsDir: string;
+  outPath: string;
+  keyValueMetadata?: Record<string, string>;
+  signal?: AbortSignal;
+  onPlan?: (plan: MergePlan, rows: number) => void;
+  onRange?: (done: number, total: number) => void;
+}
+
+export interface MergeResult {
+  rows: number;
+  columns: number;
+  rowGroups: number;
+  bytes: number;
+  plan: MergePlan;
+}
+
+const KEY_DTYPE = pl.Datetime("us", "UTC");
+
+/** A Datetime literal from exact microseconds (numbers are exact for µs timestamps until year 2255). */
+function keyLiteral(micros: bigint) {
+  return pl.lit(Number(micros)).cast(pl.Int64).cast(KEY_DTYPE);
+}
+
+async function readTargetKeys(target: string): Promise<BigInt64Array> {
+  const keys = pl.readParquet(target, { columns: [KEY_COLUMN] }).getColumn(KEY_COLUMN);
+  if (keys.dtype.toString() !== KEY_DTYPE.toString()) {
+    throw new JobError(`${target}: ${KEY_COLUMN} has type ${keys.dtype.toString()}, expected ${KEY_DTYPE.toString()}`, {
+      reason: "key-type",
+    });
+  }
+  return keys.cast(pl.Int64).toTypedArray() as BigInt64Array;
+}
+
+async function alignedSlice(file: string, table: string, keys: pl.DataFrame, lo: bigint, hi: bigint, keepKey: boolean): Promise<pl.DataFrame> {
+  const key = pl.col(KEY_COLUMN);
+  const slice = await pl
+    .scanParquet(file)
+    .filter(key.gtEq(keyLiteral(lo)).and(key.ltEq(keyLiteral(hi))))
+    .collect();
+  const keyType = slice.getColumn(KEY_COLUMN).dtype.toString();
+  if (keyType !== KEY_DTYPE.toString()) {
+    throw new JobError(`checkpoint of ${table}: ${KEY_COLUMN} has type ${keyType}, expected ${KEY_DTYPE.toString()}`, {
+      reason: "key-type",
+      fix: `store ${KEY_COLUMN} in ${table} as TIMESTAMP`,
+    });
+  }
+  let joined: pl.DataFrame;
+  try {
+    joined = keys.join(slice, { on: KEY_COLUMN, how: "left", maintainOrder: "left", validate: "m:1" });
+  } catch (err) {
+    throw new JobError(`${table} repeats ${KEY_COLUMN} values; joining it would add rows`, {
+      reason: "duplicate-keys",
+      fix: `deduplicate ${table} on ${KEY_COLUMN}`,
+      cause: err,
+    });
+  }
+  return keepKey ? joined : joined.drop(KEY_COLUMN);
+}
+
+export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> {
+  const keys = await readTargetKeys(input.target);
+  const plan = planRowRanges(keys.length, input.columns, input.budgetBytes);
+  input.onPlan?.(plan, keys.length);
+  await rm(input.partsDir, { recursive: true, force: true });
+  await mkdir(input.partsDir, { recursive: true });
+
+  // Above this the merge collects garbage fully after each table (see native-memory.ts).
+  const ceilingBytes = process.memoryUsage.rss() + plan.estimatedPeakBytes;
+  const parts: string[] = [];
+  const tables = [{ table: "target", path: input.target }, ...input.features];
+  for (const range of plan.ranges) {
+    if (input.signal?.aborted) throw input.signal.reason;
+    const keyFrame = pl.DataFrame([pl.Series(KEY_COLUMN, keys.subarray(range.start, range.end) as unknown as number[]).cast(KEY_DTYPE)]);
+    const lo = keys[range.start]!;
+    const hi = keys[range.end - 1]!;
+    const pieces: pl.DataFrame[] = [];
+    for (const [i, t] of tables.entries()) {
+      pieces.push(await alignedSlice(t.path, t.table, keyFrame, lo, hi, i === 0));
+      // Native memory held by polars objects is released only when the event loop turns
+      // and V8 has collected their wrappers.
+      await yieldToEventLoop();
+      releaseNativeMemory({ ceilingBytes });
+    }
+    let frame: pl.DataFrame | undefined = pl.concat(pieces, { how: "horizontal" });
+    pieces.length = 0;
+    await yieldToEventLoop();
+    releaseNativeMemory({ ceilingBytes });
+    const part = path.join(input.partsDir, `part-${String(range.index).padStart(5, "0")}.parquet`);
+    await frame
+      .lazy()
+      .sinkParquet(part, { compression: "zstd", compressionLevel: 1, statistics: true, rowGroupSize: range.end - range.start })
+      .collect();
+    frame = undefined;
+    parts.push(part);
+    await yieldToEventLoop();
+    releaseNativeMemory({ ceilingBytes });
+    input.onRange?.(range.index + 1, plan.ranges.length);
+  }
+
+  if (parts.length === 0) {
+    throw new JobError("the target table has no rows to merge", { reason: "target-empty" });
+  }
+  const out = await concatParquetFiles(parts, input.outPath, { keyValueMetadata: input.keyValueMetadata });
+  await rm(input.partsDir, { recursive: true, force: true });
+  return { rows: out.rows, columns: input.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan };
+}

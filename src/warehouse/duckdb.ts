@@ -1,0 +1,170 @@
+// The embedded default warehouse: a DuckDB database file whose schemas stand for the BigQuery
+// datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
+import { existsSync, statSync } from "node:fs";
+import { rename, rm, stat } from "node:fs/promises";
+import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { KEY_COLUMN } from "../constants.ts";
+import { JobError } from "../errors.ts";
+import { nextDay, quoteIdent, quoteString } from "../sql.ts";
+import type { ExtractTask, TableInfo, Warehouse } from "./port.ts";
+
+/** Checkpoint row groups: small enough that a key-range read skips most of a file. */
+export const CHECKPOINT_ROW_GROUP_ROWS = 10_000;
+export const FINGERPRINT_KEY = "bqx.fingerprint";
+
+function checkWarehouseFile(path: string): void {
+  if (!existsSync(path)) {
+    throw new JobError(`warehouse file ${path} does not exist`, {
+      reason: "warehouse-missing",
+      fix: "set WAREHOUSE to your DuckDB warehouse file, or build the sample one with `npm run sample` (npm start does this for the demo)",
+    });
+  }
+  if (statSync(path).size === 0) {
+    throw new JobError(`warehouse file ${path} is empty`, {
+      reason: "warehouse-empty",
+      fix: "rebuild it with `npm run sample`, or point WAREHOUSE at a populated DuckDB file",
+    });
+  }
+}
+
+async function openReadOnly(path: string, threads: number): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection }> {
+  checkWarehouseFile(path);
+  let instance: DuckDBInstance;
+  try {
+    instance = await DuckDBInstance.create(path, { access_mode: "READ_ONLY", threads: String(threads) });
+  } catch (err) {
+    throw new JobError(`warehouse file ${path} cannot be opened as a DuckDB database (${(err as Error).message})`, {
+      reason: "warehouse-unreadable",
+      fix: "check that WAREHOUSE names a DuckDB file (build one with `npm run sample`)",
+      cause: err,
+    });
+  }
+  const connection = await instance.connect();
+  await connection.run("SET TimeZone = 'UTC'");
+  return { instance, connection };
+}
+
+export class DuckDBWarehouse implements Warehouse {
+  private readonly instance: DuckDBInstance;
+  private readonly connection: DuckDBConnection;
+  readonly path: string;
+
+  private constructor(instance: DuckDBInstance, connection: DuckDBConnection, path: string) {
+    this.instance = instance;
+    this.connection = connection;
+    this.path = path;
+  }
+
+  static async open(path: string): Promise<DuckDBWarehouse> {
+    const { instance, connection } = await openReadOnly(path, 2);
+    return new DuckDBWarehouse(instance, connection, path);
+  }
+
+  async preflight(datasets: readonly string[]): Promise<void> {
+    const reader = await this.connection.runAndReadAll(
+      "SELECT table_schema, count(*) AS n FROM information_schema.tables GROUP BY table_schema",
+    );
+    const counts = new Map(reader.getRowObjectsJS().map((r) => [String(r.table_schema), Number(r.n)]));
+    const total = [...counts.values()].reduce((a, b) => a + b, 0);
+    if (total === 0) {
+      throw new JobError(`warehouse ${this.path} holds no tables`, {
+        reason: "warehouse-empty",
+        fix: "load the feature and target tables into it, or build the sample with `npm run sample`",
+      });
+    }
+    for (const dataset of datasets) {
+      if (!counts.has(dataset)) {
+        throw new JobError(`dataset ${dataset} not found in warehouse ${this.path} (it has: ${[...counts.keys()].sort().join(", ")})`, {
+          reason: "dataset-missing",
+          fix: "set FEATURES_DATASET / TARGETS_DATASET to datasets that exist",
+        });
+      }
+    }
+  }
+
+  async listTables(dataset: string): Promise<TableInfo[]> {
+    const tables = await this.connection.runAndReadAll(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = $dataset AND table_type = 'BASE TABLE' ORDER BY table_name",
+      { dataset },
+    );
+    const columns = await this.connection.runAndReadAll(
+      "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = $dataset ORDER BY table_name, ordinal_position",
+      { dataset },
+    );
+    const byTable = new Map<string, TableInfo>();
+    for (const row of tables.getRowObjectsJS()) {
+      const name = String(row.table_name);
+      byTable.set(name, { dataset, name, columns: [] });
+    }
+    for (const row of columns.getRowObjectsJS()) {
+      byTable.get(String(row.table_name))?.columns.push({ name: String(row.column_name), type: String(row.data_type) });
+    }
+    return [...byTable.values()];
+  }
+
+  async close(): Promise<void> {
+    this.connection.closeSync();
+    this.instance.closeSync();
+  }
+}
+
+/** The production query shape, in DuckDB's dialect. */
+export function extractionQuery(task: ExtractTask): string {
+  const select = [
+    quoteIdent(KEY_COLUMN),
+    ...task.columns.map((c) => (c.source === c.target ? quoteIdent(c.source) : `${quoteIdent(c.source)} AS ${quoteIdent(c.target)}`)),
+  ].join(", ");
+  const where = [
+    `${quoteIdent(KEY_COLUMN)} >= CAST(${quoteString(task.dateFrom)} AS TIMESTAMPTZ)`,
+    `${quoteIdent(KEY_COLUMN)} < CAST(${quoteString(nextDay(task.dateTo))} AS TIMESTAMPTZ)`,
+    ...(task.notNullColumn ? [`${quoteIdent(task.notNullColumn)} IS NOT NULL`] : []),
+  ].join(" AND ");
+  const limit = task.rowLimit !== undefined ? ` LIMIT ${task.rowLimit}` : "";
+  return `SELECT ${select} FROM ${quoteIdent(task.dataset)}.${quoteIdent(task.table)} WHERE ${where} ORDER BY ${quoteIdent(KEY_COLUMN)}${limit}`;
+}
+
+/**
+ * Runs one table's query into a parquet checkpoint. The file is written under a temporary name
+ * and renamed into place only after its key has been checked, so a checkpoint is whole or absent.
+ */
+export async function extractWithDuckDB(task: ExtractTask): Promise<{ rows: number; bytes: number }> {
+  const tmp = `${task.checkpointPath}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const { instance, connection } = await openReadOnly(task.warehouse, 1);
+  try {
+    const kv = `{${quoteIdent(FINGERPRINT_KEY)}: ${quoteString(task.fingerprint)}, "bqx.table": ${quoteString(`${task.dataset}.${task.table}`)}}`;
+    await connection.run(
+      `COPY (${extractionQuery(task)}) TO ${quoteString(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${CHECKPOINT_ROW_GROUP_ROWS}, KV_METADATA ${kv})`,
+    );
+    const check = await connection.runAndReadAll(
+      `SELECT count(*) AS n, count(DISTINCT ${quoteIdent(KEY_COLUMN)}) AS d, count(${quoteIdent(KEY_COLUMN)}) AS nn FROM read_parquet(${quoteString(tmp)})`,
+    );
+    const row = check.getRowObjectsJS()[0] ?? {};
+    const rows = Number(row.n);
+    const distinct = Number(row.d);
+    if (Number(row.nn) !== rows) {
+      throw new JobError(`${task.dataset}.${task.table} has ${rows - Number(row.nn)} rows with a NULL ${KEY_COLUMN}`, {
+        reason: "null-key",
+        fix: `remove those rows from ${task.table}; every row needs its ${KEY_COLUMN}`,
+      });
+    }
+    if (distinct !== rows) {
+      throw new JobError(
+        `${task.dataset}.${task.table} repeats ${rows - distinct} ${KEY_COLUMN} values in the date range; a join on it would silently add rows`,
+        { reason: "duplicate-keys", fix: `deduplicate ${task.table} on ${KEY_COLUMN} in the warehouse` },
+      );
+    }
+    await rename(tmp, task.checkpointPath);
+    return { rows, bytes: (await stat(task.checkpointPath)).size };
+  } catch (err) {
+    await rm(tmp, { force: true });
+    if (err instanceof JobError) throw err;
+    throw new JobError(`extracting ${task.dataset}.${task.table} failed: ${(err as Error).message}`, {
+      reason: "extract-failed",
+      retryable: true,
+      cause: err,
+    });
+  } finally {
+    connection.closeSync();
+    instance.closeSync();
+  }
+}

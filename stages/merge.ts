@@ -1,0 +1,49 @@
+// Stage 2: merge the checkpoints into one wide parquet file under the memory budget.
+import { mergeCheckpoints } from "../src/merge/merge.ts";
+import { formatBytes } from "../src/units.ts";
+import type { Stage } from "./types.ts";
+
+const RSS_SAMPLE_MS = 200;
+
+export const mergeStage: Stage = {
+  name: "merge",
+  async run(ctx) {
+    const { config, log, state } = ctx;
+    const checkpoints = state.checkpoints;
+    const discovery = state.discovery;
+    if (!checkpoints || !discovery) throw new Error("merge needs the extract stage's checkpoints");
+
+    let peakRss = process.memoryUsage.rss();
+    const sampler = setInterval(() => {
+      peakRss = Math.max(peakRss, process.memoryUsage.rss());
+    }, RSS_SAMPLE_MS).unref();
+    const started = ctx.now();
+    try {
+      const result = await mergeCheckpoints({
+        target: checkpoints.target.path,
+        features: checkpoints.features.map((c) => ({ table: c.table, path: c.path })),
+        columns: discovery.columnCount,
+        budgetBytes: config.memoryBudgetBytes,
+        partsDir: ctx.layout.mergeParts,
+        outPath: ctx.layout.output,
+        keyValueMetadata: { "bqx.pair": config.pair, "bqx.tables": String(checkpoints.features.length + 1) },
+        signal: ctx.signal,
+        onPlan: (plan, rows) =>
+          log.info(
+            { rows, rowsPerRange: plan.rowsPerRange, ranges: plan.ranges.length, budgetBytes: config.memoryBudgetBytes, estimatedPeakBytes: plan.estimatedPeakBytes },
+            `merging ${rows} rows x ${discovery.columnCount} columns in ${plan.ranges.length} ranges of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource})`,
+          ),
+        onRange: (done, total) => {
+          peakRss = Math.max(peakRss, process.memoryUsage.rss());
+          const seconds = (ctx.now() - started) / 1000;
+          log.info({ done, total, rssBytes: process.memoryUsage.rss() }, `merged range ${done}/${total} (${((done / seconds) * 60).toFixed(1)}/min, ETA ${Math.round(((total - done) * seconds) / done)}s)`);
+        },
+      });
+      peakRss = Math.max(peakRss, process.memoryUsage.rss());
+      state.merged = { path: ctx.layout.output, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss };
+      return { rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
+    } finally {
+      clearInterval(sampler);
+    }
+  },
+};

@@ -1,0 +1,54 @@
+// Stage 4: copy the validated file and its manifest to the bucket, verifying checksums.
+import { rm, writeFile } from "node:fs/promises";
+import { fileChecksums } from "../src/checksum.ts";
+import { effectiveConfig } from "../src/config.ts";
+import { JobError } from "../src/errors.ts";
+import { manifestObjectName, trainingObjectName } from "../src/layout.ts";
+import type { Stage } from "./types.ts";
+
+export const MANIFEST_VERSION = 1;
+
+export const uploadStage: Stage = {
+  name: "upload",
+  async run(ctx) {
+    const { config, state, bucket, log } = ctx;
+    const { merged, validation, discovery, checkpoints } = state;
+    if (!merged || !validation?.ok || !discovery || !checkpoints) {
+      throw new JobError("refusing to upload: the file has not passed validation", { reason: "not-validated" });
+    }
+    const local = await fileChecksums(merged.path);
+    if (local.bytes !== merged.bytes) {
+      throw new JobError(`${merged.path} changed size after validation (${merged.bytes} -> ${local.bytes} bytes)`, {
+        reason: "file-changed",
+        fix: "make sure nothing else writes to WORK_DIR while the job runs",
+      });
+    }
+    const training = await bucket.put(merged.path, trainingObjectName(config.pair), local);
+    log.info({ uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c }, `uploaded ${training.uri} (checksum verified)`);
+
+    const manifest = {
+      manifestVersion: MANIFEST_VERSION,
+      pair: config.pair,
+      createdAt: new Date().toISOString(),
+      file: { object: trainingObjectName(config.pair), uri: training.uri, bytes: training.bytes, ...training.checksums },
+      rows: validation.rows,
+      columns: validation.columns,
+      features: validation.features,
+      rowGroups: merged.rowGroups,
+      tables: {
+        target: { table: `${discovery.target.dataset}.${discovery.target.table}`, rows: checkpoints.target.rows },
+        features: checkpoints.features.map((c) => ({ table: `${c.dataset}.${c.table}`, rows: c.rows, reused: c.reused })),
+        skipped: discovery.skipped,
+      },
+      validation: { horizons: validation.horizons, warnings: validation.warnings, overallNullRate: validation.overallNullRate, nulls: validation.nulls },
+      stageSeconds: state.durations,
+      config: effectiveConfig(config),
+    };
+    const manifestPath = `${merged.path}.manifest.json`;
+    await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+    const manifestUpload = await bucket.put(manifestPath, manifestObjectName(config.pair), await fileChecksums(manifestPath));
+    await rm(manifestPath, { force: true });
+    state.uploaded = { training, manifest: manifestUpload };
+    return { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, manifest: manifestUpload.uri };
+  },
+};
