@@ -54,7 +54,8 @@ export function createLogger(opts: LoggerOptions): Logger {
       messageKey: "message",
       translateTime: "HH:MM:ss",
       ignore: "pid,hostname",
-      singleLine: true,
+      // A person reads the message; the structured fields stay in the JSON format.
+      hideObject: true,
       ...(opts.destination ? { destination: opts.destination } : {}),
     });
     return pino(common, stream);

@@ -10,6 +10,12 @@ export const BYTES_PER_VALUE = 8;
  */
 export const WORKING_SET_FACTOR = 5;
 export const MIN_RANGE_ROWS = 64;
+/**
+ * Each range becomes one row group of the output. A reader streams the file a row group at a
+ * time, so a row group is kept under this many uncompressed bytes even when the budget would
+ * allow more (17,038 float64 columns: 3,938 rows).
+ */
+export const MAX_ROW_GROUP_BYTES = 512 * 1024 ** 2;
 
 export interface RowRange {
   index: number;
@@ -29,7 +35,8 @@ export function planRowRanges(rows: number, columns: number, budgetBytes: number
   if (rows <= 0) return { rowsPerRange: 0, ranges: [], estimatedPeakBytes: 0 };
   const bytesPerRow = Math.max(1, columns) * BYTES_PER_VALUE * WORKING_SET_FACTOR;
   const fit = Math.floor(budgetBytes / bytesPerRow);
-  const rowsPerRange = Math.min(rows, Math.max(MIN_RANGE_ROWS, fit));
+  const readable = Math.floor(MAX_ROW_GROUP_BYTES / (Math.max(1, columns) * BYTES_PER_VALUE));
+  const rowsPerRange = Math.min(rows, Math.max(MIN_RANGE_ROWS, Math.min(fit, readable)));
   const ranges: RowRange[] = [];
   for (let start = 0, index = 0; start < rows; start += rowsPerRange, index += 1) {
     ranges.push({ index, start, end: Math.min(rows, start + rowsPerRange) });
