@@ -40,8 +40,8 @@ export const mergeStage: Stage = {
         },
       });
       peakRss = Math.max(peakRss, process.memoryUsage.rss());
-      state.merged = { path: ctx.layout.output, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss };
-      return { rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
+      state.merged = { path: ctx.layout.output, tablesMerged: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss };
+      return { tables: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
     } finally {
       clearInterval(sampler);
     }

@@ -20,7 +20,7 @@ export interface Checkpoint {
 export interface RunState {
   discovery?: Discovery;
   checkpoints?: { target: Checkpoint; features: Checkpoint[] };
-  merged?: { path: string; rows: number; columns: number; rowGroups: number; bytes: number; peakRssBytes: number };
+  merged?: { path: string; tablesMerged: number; rows: number; columns: number; rowGroups: number; bytes: number; peakRssBytes: number };
   validation?: ValidationReport;
   uploaded?: { training: PutResult; manifest: PutResult };
   durations: Record<string, number>;

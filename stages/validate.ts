@@ -1,4 +1,5 @@
 // Stage 3: validate the merged file from its footer and a streamed read of the key column.
+import { readdir } from "node:fs/promises";
 import { KEY_COLUMN } from "../src/constants.ts";
 import { JobError } from "../src/errors.ts";
 import { readColumn, readFooterSummary } from "../src/parquet/footer.ts";
@@ -23,6 +24,14 @@ export async function checkKeyOrder(file: string): Promise<{ strictlyIncreasing:
   return firstViolationRow === undefined ? { strictlyIncreasing: true } : { strictlyIncreasing: false, firstViolationRow };
 }
 
+async function countCheckpointFiles(dir: string): Promise<number> {
+  try {
+    return (await readdir(dir)).filter((name) => name.endsWith(".parquet")).length;
+  } catch {
+    return 0;
+  }
+}
+
 export const validateStage: Stage = {
   name: "validate",
   async run(ctx) {
@@ -44,7 +53,9 @@ export const validateStage: Stage = {
       nullCounts: footer.nullCounts,
       key: { present, ...key },
       expectedRows: checkpoints.target.rows,
-      checkpointsUsed: 1 + checkpoints.features.length,
+      // Counted where they are, not where they were planned: the original once wrote
+      // checkpoints to one directory and counted them in another.
+      checkpointsUsed: Math.min(merged.tablesMerged, await countCheckpointFiles(ctx.layout.checkpoints)),
       tablesDiscovered: 1 + discovery.features.length,
       familyOf: (column) => familyByColumn.get(column) ?? "unknown",
       minRows: config.minRows,

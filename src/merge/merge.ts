@@ -29,6 +29,8 @@ export interface MergeInput {
 }
 
 export interface MergeResult {
+  /** Checkpoint files the merge actually joined, the target included. */
+  tablesMerged: number;
   rows: number;
   columns: number;
   rowGroups: number;
@@ -124,5 +126,5 @@ export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> 
   }
   const out = await concatParquetFiles(parts, input.outPath, { keyValueMetadata: input.keyValueMetadata });
   await rm(input.partsDir, { recursive: true, force: true });
-  return { rows: out.rows, columns: input.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan };
+  return { tablesMerged: tables.length, rows: out.rows, columns: input.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan };
 }
