@@ -1,0 +1,207 @@
+// npm run bench:merge -- [--rows 177748] [--files 668] [--repeat 1] [--budget 3GiB] [--no-duckdb]
+//                        [--sweep-rows 10000] [--no-sweep] [--dir bench]
+// Measures this project's merge against the I/O floor (read every checkpoint once, write the same
+// data, no join) and DuckDB joining the same files, each in its own child process, interleaved.
+// Checkpoints shaped like EURUSD are made once and cached under --dir: the sample warehouse at
+// --rows rows, extracted by the job's own Stage 1. Ends with one JSON line of figures, also
+// written to <dir>/results/.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { extractStage } from "../stages/extract.ts";
+import { LocalDirectoryBucket } from "../src/bucket/local.ts";
+import { parseConfig, realHostFacts } from "../src/config.ts";
+import { layoutFor } from "../src/layout.ts";
+import { createLogger } from "../src/log.ts";
+import { buildSampleWarehouse } from "../src/sample/build.ts";
+import { formatBytes } from "../src/units.ts";
+import { parseSize } from "../src/units.ts";
+import { DuckDBWarehouse } from "../src/warehouse/duckdb.ts";
+import { generateCheckpoints } from "../test/support/checkpoints.ts";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { values } = parseArgs({
+  options: {
+    rows: { type: "string", default: "177748" },
+    files: { type: "string", default: "668" },
+    repeat: { type: "string", default: "1" },
+    budget: { type: "string", default: "3GiB" },
+    "no-duckdb": { type: "boolean", default: false },
+    "sweep-rows": { type: "string", default: "10000" },
+    "no-sweep": { type: "boolean", default: false },
+    dir: { type: "string", default: path.join(ROOT, "bench") },
+  },
+});
+const rows = Number(values.rows);
+const fileCount = Number(values.files);
+const repeat = Number(values.repeat);
+const budgetBytes = parseSize(values.budget!);
+if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(fileCount) || fileCount < 2 || fileCount > 668 || !(repeat >= 1) || !budgetBytes) {
+  process.stderr.write("bench:merge: --rows N (>0), --files 2..668, --repeat N (>0), --budget SIZE\n");
+  process.exit(2);
+}
+const dir = path.resolve(values.dir!);
+const say = (line: string) => process.stderr.write(`[bench:merge] ${line}\n`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** EURUSD-shaped checkpoints, made by the job's own extraction from the sample warehouse. */
+async function productionShapeCheckpoints(): Promise<{ target: string; dir: string }> {
+  const base = path.join(dir, `eurusd-${rows}`);
+  const layout = layoutFor(path.join(base, "work"), "eurusd");
+  const marker = path.join(base, "checkpoints.complete");
+  if (!existsSync(marker)) {
+    const warehouse = path.join(base, "warehouse.duckdb");
+    await mkdir(base, { recursive: true });
+    if (!existsSync(warehouse)) {
+      say(`building the sample warehouse (${rows} rows, 668 tables) in ${warehouse}; cached for later runs`);
+      await buildSampleWarehouse({ path: warehouse, pair: "eurusd", rows });
+    }
+    say("extracting 668 checkpoints with Stage 1 (cached for later runs)");
+    const config = parseConfig(
+      { TARGET_PAIR: "eurusd", WAREHOUSE: warehouse, WORK_DIR: path.join(base, "work"), OUTPUT_URI: path.join(base, "unused-bucket"), LOG_LEVEL: "warn", LOG_FORMAT: "json" },
+      realHostFacts(),
+    );
+    const wh = await DuckDBWarehouse.open(warehouse);
+    try {
+      await extractStage.run({
+        config,
+        // stdout carries only the result line.
+        log: createLogger({ level: "warn", format: "json", destination: pino.destination({ dest: 2, sync: true }) }),
+        warehouse: wh,
+        bucket: new LocalDirectoryBucket(path.join(base, "unused-bucket")),
+        layout,
+        signal: new AbortController().signal,
+        now: () => performance.now(),
+        state: { durations: {} },
+      });
+    } finally {
+      await wh.close();
+    }
+    await rm(warehouse, { force: true });
+    await writeFile(marker, new Date().toISOString());
+  }
+  const target = path.join(layout.checkpoints, "bqx_ml_v3_analytics_v2.targets_eurusd.parquet");
+  if (fileCount === 668) return { target, dir: layout.checkpoints };
+  // A subset spread evenly over the sorted names, so every family stays represented.
+  const features = (await readdir(layout.checkpoints)).filter((f) => f.startsWith("bqx_ml_v3_features_v2.")).sort();
+  const subset = path.join(base, `subset-${fileCount}`);
+  await rm(subset, { recursive: true, force: true });
+  await mkdir(subset, { recursive: true });
+  const subsetTarget = path.join(subset, path.basename(target));
+  await symlink(target, subsetTarget);
+  for (let i = 0; i < fileCount - 1; i += 1) {
+    const f = features[Math.floor((i * features.length) / (fileCount - 1))]!;
+    await symlink(path.join(layout.checkpoints, f), path.join(subset, f));
+  }
+  return { target: subsetTarget, dir: subset };
+}
+
+interface Figures {
+  seconds: number;
+  peak_rss_bytes: number;
+  bytes: number;
+  rows?: number;
+  columns?: number;
+  error?: string | null;
+}
+
+/** Runs a contender script in its own process; peak RSS as the kernel accounted it (GNU time when present). */
+function runChild(script: string, args: string[]): Promise<Figures> {
+  const useTime = existsSync("/usr/bin/time");
+  const command = useTime ? "/usr/bin/time" : process.execPath;
+  const argv = useTime ? ["-f", "__peak_kb=%M", process.execPath, script, ...args] : [script, ...args];
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      const line = stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
+      const timed = /__peak_kb=(\d+)/.exec(stderr);
+      const peakFromOs = timed ? Number(timed[1]) * 1024 : undefined;
+      if (!line) {
+        resolve({ seconds: Number.NaN, peak_rss_bytes: peakFromOs ?? 0, bytes: 0, error: `exit ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}` });
+        return;
+      }
+      const f = JSON.parse(line) as Figures;
+      resolve({ ...f, peak_rss_bytes: peakFromOs ?? f.peak_rss_bytes });
+    });
+  });
+}
+
+const { target, dir: features } = await productionShapeCheckpoints();
+const out = path.join(dir, "out");
+await mkdir(out, { recursive: true });
+const runs: Record<"merge" | "floor" | "duckdb", Figures[]> = { merge: [], floor: [], duckdb: [] };
+for (let r = 0; r < repeat; r += 1) {
+  say(`round ${r + 1}/${repeat}: merge (budget ${formatBytes(budgetBytes)})`);
+  runs.merge.push(await runChild("scripts/merge-checkpoints.ts", ["--target", target, "--features", features, "--budget", String(budgetBytes), "--out", path.join(out, "merge.parquet")]));
+  const m = runs.merge.at(-1)!;
+  say(`  merge ${m.error ? `failed: ${m.error}` : `${m.seconds}s`}, peak ${formatBytes(m.peak_rss_bytes)}; floor`);
+  runs.floor.push(await runChild("scripts/bench/floor.ts", ["--features", features, "--out", path.join(out, "floor")]));
+  say(`  floor ${runs.floor.at(-1)!.seconds}s, peak ${formatBytes(runs.floor.at(-1)!.peak_rss_bytes)}`);
+  if (!values["no-duckdb"]) {
+    runs.duckdb.push(await runChild("scripts/bench/duckdb-merge.ts", ["--target", target, "--features", features, "--out", path.join(out, "duckdb.parquet"), "--memory", "12GB"]));
+    const d = runs.duckdb.at(-1)!;
+    say(`  duckdb ${d.error ? `failed: ${d.error}` : `${d.seconds}s`}, peak ${formatBytes(d.peak_rss_bytes)}`);
+  }
+  await rm(path.join(out, "merge.parquet"), { force: true });
+  await rm(path.join(out, "duckdb.parquet"), { force: true });
+}
+
+const sweep: Array<{ rows: number; files: number; columns: number; seconds: number; peak_rss_bytes: number }> = [];
+if (!values["no-sweep"]) {
+  const base = Number(values["sweep-rows"]);
+  for (const factor of [1, 2, 4]) {
+    const sweepRows = base * factor;
+    const sweepDir = path.join(dir, `sweep-${sweepRows}`);
+    if (!existsSync(path.join(sweepDir, "complete"))) {
+      say(`generating sweep checkpoints: ${sweepRows} rows x 40 files x 75 columns`);
+      await generateCheckpoints({ dir: sweepDir, rows: sweepRows, files: 40, columnsPerFile: 75 });
+      await writeFile(path.join(sweepDir, "complete"), "");
+    }
+    const f = await runChild("scripts/merge-checkpoints.ts", ["--target", path.join(sweepDir, "target.parquet"), "--features", sweepDir, "--budget", "256MiB", "--out", path.join(out, "sweep.parquet")]);
+    await rm(path.join(out, "sweep.parquet"), { force: true });
+    sweep.push({ rows: sweepRows, files: 41, columns: f.columns ?? 0, seconds: f.seconds, peak_rss_bytes: f.peak_rss_bytes });
+    say(`  sweep x${factor}: ${sweepRows} rows, ${f.seconds}s, peak ${formatBytes(f.peak_rss_bytes)} (budget 256 MiB)`);
+  }
+}
+
+const mergeS = median(runs.merge.map((m) => m.seconds));
+const floorS = median(runs.floor.map((m) => m.seconds));
+const duckOk = runs.duckdb.filter((d) => !d.error);
+const duckdbS = duckOk.length > 0 ? median(duckOk.map((d) => d.seconds)) : null;
+const result = {
+  files: fileCount,
+  rows: runs.merge[0]?.rows ?? rows,
+  columns: runs.merge[0]?.columns ?? null,
+  repeat,
+  merge_s: mergeS,
+  merge_peak_rss_bytes: Math.max(...runs.merge.map((m) => m.peak_rss_bytes)),
+  merge_bytes: runs.merge[0]?.bytes ?? null,
+  budget_bytes: budgetBytes,
+  floor_s: floorS,
+  floor_peak_rss_bytes: Math.max(...runs.floor.map((m) => m.peak_rss_bytes)),
+  floor_bytes: runs.floor[0]?.bytes ?? null,
+  duckdb_s: duckdbS,
+  duckdb_peak_rss_bytes: runs.duckdb.length > 0 ? Math.max(...runs.duckdb.map((d) => d.peak_rss_bytes)) : null,
+  duckdb_error: runs.duckdb.find((d) => d.error)?.error ?? (values["no-duckdb"] ? "not run (--no-duckdb)" : null),
+  ratio_floor: Number((mergeS / floorS).toFixed(3)),
+  ratio_duckdb: duckdbS ? Number((mergeS / duckdbS).toFixed(3)) : null,
+  sweep,
+};
+await mkdir(path.join(dir, "results"), { recursive: true });
+const resultsFile = path.join(dir, "results", `merge-${new Date().toISOString().replaceAll(":", "-")}.json`);
+await writeFile(resultsFile, `${JSON.stringify(result, null, 2)}\n`);
+say(`results written to ${resultsFile}`);
+process.stdout.write(`${JSON.stringify(result)}\n`);
