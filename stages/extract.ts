@@ -1,5 +1,6 @@
 // Stage 1: discover the pair's tables and extract each into a parquet checkpoint on a worker pool.
 import { createHash } from "node:crypto";
+import { statfsSync } from "node:fs";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -10,6 +11,9 @@ import { progressFigures, progressMessage } from "../src/extract/progress.ts";
 import type { WorkerFailure } from "../src/extract/worker.ts";
 import { checkpointFileName } from "../src/layout.ts";
 import { readFooterSummary } from "../src/parquet/footer.ts";
+import { planMemory } from "../src/preflight.ts";
+import { isInMemoryFilesystem } from "../src/resources.ts";
+import { formatBytes } from "../src/units.ts";
 import { FINGERPRINT_KEY } from "../src/warehouse/duckdb.ts";
 import type { ExtractResult, ExtractTask } from "../src/warehouse/port.ts";
 import type { Checkpoint, Stage, StageContext } from "./types.ts";
@@ -64,6 +68,15 @@ async function reusableCheckpoint(task: ExtractTask): Promise<{ rows: number; by
   }
 }
 
+function freeBytes(dir: string): number | undefined {
+  try {
+    const { bavail, bsize } = statfsSync(dir);
+    return bavail * bsize;
+  } catch {
+    return undefined;
+  }
+}
+
 function isFailure(result: ExtractResult | WorkerFailure): result is WorkerFailure {
   return "failed" in result;
 }
@@ -92,6 +105,26 @@ export const extractStage: Stage = {
     );
 
     await mkdir(ctx.layout.checkpoints, { recursive: true });
+    const rowsByTable = new Map([...features, ...targets].map((t) => [`${t.dataset}.${t.name}`, t.rows]));
+    const plan = planMemory({
+      tables: [discovery.target, ...discovery.features].map((t) => ({ rows: rowsByTable.get(`${t.dataset}.${t.table}`), columns: t.columns.length + 1 })),
+      targetRows: rowsByTable.get(`${discovery.target.dataset}.${discovery.target.table}`),
+      outputColumns: discovery.columnCount,
+      rowLimit: config.rowLimit,
+      budgetBytes: config.memoryBudgetBytes,
+      memoryLimitBytes: config.memoryLimitBytes,
+      memoryLimitSource: config.memoryLimitSource,
+      workDir: config.workDir,
+      workDirInMemory: isInMemoryFilesystem(ctx.layout.checkpoints),
+      workDirFreeBytes: freeBytes(ctx.layout.checkpoints),
+    });
+    log.info(
+      { plan },
+      `memory plan: checkpoints ~${formatBytes(plan.checkpointBytes)}, output ~${formatBytes(plan.outputBytes)}, merge ~${formatBytes(plan.mergeWorkingBytes)}; needs ~${formatBytes(plan.memoryNeededBytes)} of ${formatBytes(config.memoryLimitBytes)} memory`,
+    );
+    if (!plan.fits) {
+      throw new JobError(plan.problems.join("\n  "), { reason: "memory-plan", fix: "see the numbers above; nothing was extracted" });
+    }
     // Temporary files from an attempt that was killed mid-write are never valid checkpoints.
     for (const name of await readdir(ctx.layout.checkpoints)) {
       if (name.includes(".tmp-")) await rm(path.join(ctx.layout.checkpoints, name), { force: true });

@@ -84,7 +84,10 @@ export class DuckDBWarehouse implements Warehouse {
 
   async listTables(dataset: string): Promise<TableInfo[]> {
     const tables = await this.connection.runAndReadAll(
-      "SELECT table_name FROM information_schema.tables WHERE table_schema = $dataset AND table_type = 'BASE TABLE' ORDER BY table_name",
+      `SELECT t.table_name, d.estimated_size AS row_count
+       FROM information_schema.tables t
+       LEFT JOIN duckdb_tables() d ON d.schema_name = t.table_schema AND d.table_name = t.table_name AND d.database_name = t.table_catalog
+       WHERE t.table_schema = $dataset AND t.table_type = 'BASE TABLE' ORDER BY t.table_name`,
       { dataset },
     );
     const columns = await this.connection.runAndReadAll(
@@ -94,7 +97,7 @@ export class DuckDBWarehouse implements Warehouse {
     const byTable = new Map<string, TableInfo>();
     for (const row of tables.getRowObjectsJS()) {
       const name = String(row.table_name);
-      byTable.set(name, { dataset, name, columns: [] });
+      byTable.set(name, { dataset, name, columns: [], ...(row.row_count === null ? {} : { rows: Number(row.row_count) }) });
     }
     for (const row of columns.getRowObjectsJS()) {
       byTable.get(String(row.table_name))?.columns.push({ name: String(row.column_name), type: String(row.data_type) });

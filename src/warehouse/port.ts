@@ -13,6 +13,8 @@ export interface TableInfo {
   name: string;
   /** Every column in ordinal order, the key included. */
   columns: ColumnInfo[];
+  /** Row count from the warehouse's table metadata, when it has one (for the memory plan). */
+  rows?: number;
 }
 
 export interface Warehouse {
