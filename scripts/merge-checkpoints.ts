@@ -17,11 +17,12 @@ const { values } = parseArgs({
     features: { type: "string" },
     budget: { type: "string", default: "3GiB" },
     out: { type: "string" },
+    strategy: { type: "string", default: "auto" },
   },
 });
 const budgetBytes = parseSize(values.budget ?? "");
-if (!values.target || !values.features || !values.out || budgetBytes === undefined) {
-  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet\n");
+if (!values.target || !values.features || !values.out || budgetBytes === undefined || !["auto", "stitch", "ranges"].includes(values.strategy ?? "")) {
+  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet [--strategy auto|stitch|ranges]\n");
   process.exit(2);
 }
 const files = (await readdir(values.features))
@@ -39,7 +40,8 @@ const result = await mergeCheckpoints({
   budgetBytes,
   partsDir: `${values.out}.parts`,
   outPath: values.out,
-  onRange: process.env.MERGE_TRACE ? (done, total) => process.stderr.write(`range ${done}/${total} rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB peak ${(peakRssBytes() / 2 ** 20).toFixed(0)} MiB\n`) : undefined,
+  strategy: values.strategy as "auto" | "stitch" | "ranges",
+  onProgress: process.env.MERGE_TRACE ? (done, total) => process.stderr.write(`range ${done}/${total} rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB peak ${(peakRssBytes() / 2 ** 20).toFixed(0)} MiB\n`) : undefined,
 });
 const seconds = (performance.now() - started) / 1000;
 process.stdout.write(
@@ -48,6 +50,7 @@ process.stdout.write(
     rows: result.rows,
     columns: result.columns,
     rowGroups: result.rowGroups,
+    strategy: result.strategy,
     rowsPerRange: result.plan.rowsPerRange,
     bytes: result.bytes,
     seconds: Number(seconds.toFixed(3)),

@@ -1,9 +1,11 @@
 // Stage 2: merge the checkpoints into one wide parquet file under the memory budget.
+import { progressFigures, progressMessage } from "../src/extract/progress.ts";
 import { mergeCheckpoints } from "../src/merge/merge.ts";
 import { formatBytes } from "../src/units.ts";
 import type { Stage } from "./types.ts";
 
 const RSS_SAMPLE_MS = 200;
+const PROGRESS_EVERY_MS = 5_000;
 
 export const mergeStage: Stage = {
   name: "merge",
@@ -18,6 +20,7 @@ export const mergeStage: Stage = {
       peakRss = Math.max(peakRss, process.memoryUsage.rss());
     }, RSS_SAMPLE_MS).unref();
     const started = ctx.now();
+    let lastProgress = started;
     try {
       const result = await mergeCheckpoints({
         target: checkpoints.target.path,
@@ -28,20 +31,25 @@ export const mergeStage: Stage = {
         outPath: ctx.layout.output,
         keyValueMetadata: { "bqx.pair": config.pair, "bqx.tables": String(checkpoints.features.length + 1) },
         signal: ctx.signal,
-        onPlan: (plan, rows) =>
+        onPlan: (plan, rows, strategy) =>
           log.info(
-            { rows, rowsPerRange: plan.rowsPerRange, ranges: plan.ranges.length, budgetBytes: config.memoryBudgetBytes, estimatedPeakBytes: plan.estimatedPeakBytes },
-            `merging ${rows} rows x ${discovery.columnCount} columns in ${plan.ranges.length} ranges of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource})`,
+            { rows, strategy, rowsPerRange: plan.rowsPerRange, ranges: plan.ranges.length, budgetBytes: config.memoryBudgetBytes, estimatedPeakBytes: plan.estimatedPeakBytes },
+            strategy === "stitch"
+              ? `merging ${rows} rows x ${discovery.columnCount} columns: aligning each table to the target rows, then stitching ${plan.ranges.length} row groups of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource})`
+              : `merging ${rows} rows x ${discovery.columnCount} columns in ${plan.ranges.length} ranges of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource}; the widest table does not fit it whole)`,
           ),
-        onRange: (done, total) => {
+        onProgress: (done, total) => {
           peakRss = Math.max(peakRss, process.memoryUsage.rss());
-          const seconds = (ctx.now() - started) / 1000;
-          log.info({ done, total, rssBytes: process.memoryUsage.rss() }, `merged range ${done}/${total} (${((done / seconds) * 60).toFixed(1)}/min, ETA ${Math.round(((total - done) * seconds) / done)}s)`);
+          const now = ctx.now();
+          if (done < total && now - lastProgress < PROGRESS_EVERY_MS) return;
+          lastProgress = now;
+          const figures = progressFigures(done, total, now - started);
+          log.info({ progress: figures, rssBytes: process.memoryUsage.rss() }, progressMessage("merged", figures));
         },
       });
       peakRss = Math.max(peakRss, process.memoryUsage.rss());
       state.merged = { path: ctx.layout.output, tablesMerged: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss };
-      return { tables: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
+      return { strategy: result.strategy, tables: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
     } finally {
       clearInterval(sampler);
     }

