@@ -61,6 +61,23 @@ export function readKeys(file: string, table = path.basename(file, ".parquet")):
   return keys.cast(pl.Int64).toTypedArray() as BigInt64Array;
 }
 
+/**
+ * Left-joins `data` onto the key frame, keeping the keys' order. A repeated key in `data` is an
+ * error: joining it would add rows.
+ */
+export function joinOntoKeys(keyFrame: pl.DataFrame, data: pl.DataFrame, table: string): pl.DataFrame {
+  checkKeyType(data.getColumn(KEY_COLUMN).dtype, table);
+  try {
+    return keyFrame.join(data, { on: KEY_COLUMN, how: "left", maintainOrder: "left", validate: "m:1" });
+  } catch (err) {
+    throw new JobError(`${table} repeats ${KEY_COLUMN} values; joining it would add rows`, {
+      reason: "duplicate-keys",
+      fix: `deduplicate ${table} on ${KEY_COLUMN}`,
+      cause: err,
+    });
+  }
+}
+
 function checkKeyType(dtype: pl.DataType, table: string): void {
   if (dtype.toString() !== KEY_DTYPE.toString()) {
     throw new JobError(`checkpoint of ${table}: ${KEY_COLUMN} has type ${dtype.toString()}, expected ${KEY_DTYPE.toString()}`, {
@@ -109,17 +126,7 @@ export async function alignCheckpoint(opts: AlignOptions): Promise<AlignResult> 
       if (!data.columns.includes(KEY_COLUMN)) {
         throw new JobError(`checkpoint of ${table} (${source}) has no ${KEY_COLUMN} column`, { reason: "key-missing" });
       }
-      checkKeyType(data.getColumn(KEY_COLUMN).dtype, table);
-      let joined: pl.DataFrame;
-      try {
-        joined = keyFrame.join(data, { on: KEY_COLUMN, how: "left", maintainOrder: "left", validate: "m:1" });
-      } catch (err) {
-        throw new JobError(`${table} repeats ${KEY_COLUMN} values; joining it would add rows`, {
-          reason: "duplicate-keys",
-          fix: `deduplicate ${table} on ${KEY_COLUMN}`,
-          cause: err,
-        });
-      }
+      let joined = joinOntoKeys(keyFrame, data, table);
       if (joined.height !== keys.length) {
         throw new Error(`alignCheckpoint(${table}): join produced ${joined.height} rows for ${keys.length} keys`);
       }

@@ -12,7 +12,7 @@ import { concatParquetFiles } from "../parquet/concat.ts";
 import { releaseNativeMemory } from "./native-memory.ts";
 import { readFooterSummary } from "../parquet/footer.ts";
 import { stitchParquetColumns } from "../parquet/stitch.ts";
-import { alignCheckpoint } from "./align.ts";
+import { alignCheckpoint, joinOntoKeys, readKeys } from "./align.ts";
 import { BYTES_PER_VALUE, planRowRanges, type MergePlan } from "./plan.ts";
 
 export interface MergeInput {
@@ -60,44 +60,18 @@ function keyLiteral(micros: bigint) {
   return pl.lit(Number(micros)).cast(pl.Int64).cast(KEY_DTYPE);
 }
 
-async function readTargetKeys(target: string): Promise<BigInt64Array> {
-  const keys = pl.readParquet(target, { columns: [KEY_COLUMN] }).getColumn(KEY_COLUMN);
-  if (keys.dtype.toString() !== KEY_DTYPE.toString()) {
-    throw new JobError(`${target}: ${KEY_COLUMN} has type ${keys.dtype.toString()}, expected ${KEY_DTYPE.toString()}`, {
-      reason: "key-type",
-    });
-  }
-  return keys.cast(pl.Int64).toTypedArray() as BigInt64Array;
-}
-
 async function alignedSlice(file: string, table: string, keys: pl.DataFrame, lo: bigint, hi: bigint, keepKey: boolean): Promise<pl.DataFrame> {
   const key = pl.col(KEY_COLUMN);
   const slice = await pl
     .scanParquet(file)
     .filter(key.gtEq(keyLiteral(lo)).and(key.ltEq(keyLiteral(hi))))
     .collect();
-  const keyType = slice.getColumn(KEY_COLUMN).dtype.toString();
-  if (keyType !== KEY_DTYPE.toString()) {
-    throw new JobError(`checkpoint of ${table}: ${KEY_COLUMN} has type ${keyType}, expected ${KEY_DTYPE.toString()}`, {
-      reason: "key-type",
-      fix: `store ${KEY_COLUMN} in ${table} as TIMESTAMP`,
-    });
-  }
-  let joined: pl.DataFrame;
-  try {
-    joined = keys.join(slice, { on: KEY_COLUMN, how: "left", maintainOrder: "left", validate: "m:1" });
-  } catch (err) {
-    throw new JobError(`${table} repeats ${KEY_COLUMN} values; joining it would add rows`, {
-      reason: "duplicate-keys",
-      fix: `deduplicate ${table} on ${KEY_COLUMN}`,
-      cause: err,
-    });
-  }
+  const joined = joinOntoKeys(keys, slice, table);
   return keepKey ? joined : joined.drop(KEY_COLUMN);
 }
 
 export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> {
-  const keys = await readTargetKeys(input.target);
+  const keys = readKeys(input.target, "target");
   const plan = planRowRanges(keys.length, input.columns, input.budgetBytes);
   let strategy = input.strategy ?? "auto";
   if (strategy === "auto") {

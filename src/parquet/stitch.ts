@@ -51,6 +51,36 @@ import {
   readRawFooter,
   readStruct,
 } from "./footer.ts";
+import {
+  CC_COLUMN_INDEX_LENGTH,
+  CC_FILE_OFFSET,
+  CC_META,
+  CC_OFFSET_INDEX_OFFSET,
+  CMD_BLOOM_LENGTH,
+  CMD_BLOOM_OFFSET,
+  CMD_DATA_PAGE_OFFSET,
+  CMD_DICT_PAGE_OFFSET,
+  CMD_INDEX_PAGE_OFFSET,
+  FMD_COLUMN_ORDERS,
+  FMD_CREATED_BY,
+  FMD_ENCRYPTION_ALGORITHM,
+  FMD_FOOTER_SIGNING_KEY,
+  FMD_KV,
+  FMD_NUM_ROWS,
+  FMD_ROW_GROUPS,
+  FMD_SCHEMA,
+  FMD_VERSION,
+  RG_COLUMNS,
+  RG_FILE_OFFSET,
+  RG_NUM_ROWS,
+  RG_ORDINAL,
+  RG_TOTAL_BYTE_SIZE,
+  RG_TOTAL_COMPRESSED,
+  SE_NAME,
+  SE_NUM_CHILDREN,
+  SE_TYPE,
+  readChunkPages,
+} from "./fields.ts";
 
 export interface StitchOptions {
   /** Return true to leave out column `columnName` of file `fileIndex` (e.g. the key of files > 0). */
@@ -78,40 +108,6 @@ const FLUSH_BYTES = 4 << 20;
 const MAX_OPEN = 64;
 const MAGIC = Buffer.from("PAR1", "latin1");
 const ARROW_SCHEMA_KEY = "ARROW:schema";
-
-// Field ids (parquet.thrift)
-const FMD_VERSION = 1;
-const FMD_SCHEMA = 2;
-const FMD_NUM_ROWS = 3;
-const FMD_ROW_GROUPS = 4;
-const FMD_KV = 5;
-const FMD_CREATED_BY = 6;
-const FMD_COLUMN_ORDERS = 7;
-const FMD_ENCRYPTION_ALGORITHM = 8;
-const FMD_FOOTER_SIGNING_KEY = 9;
-const SE_TYPE = 1;
-const SE_NAME = 4;
-const SE_NUM_CHILDREN = 5;
-const RG_COLUMNS = 1;
-const RG_TOTAL_BYTE_SIZE = 2;
-const RG_NUM_ROWS = 3;
-const RG_FILE_OFFSET = 5;
-const RG_TOTAL_COMPRESSED = 6;
-const RG_ORDINAL = 7;
-const CC_FILE_PATH = 1;
-const CC_FILE_OFFSET = 2;
-const CC_META = 3;
-const CC_OFFSET_INDEX_OFFSET = 4;
-const CC_COLUMN_INDEX_LENGTH = 7;
-const CC_CRYPTO = 8;
-const CC_ENCRYPTED_META = 9;
-const CMD_TOTAL_UNCOMPRESSED = 6;
-const CMD_TOTAL_COMPRESSED = 7;
-const CMD_DATA_PAGE_OFFSET = 9;
-const CMD_INDEX_PAGE_OFFSET = 10;
-const CMD_DICT_PAGE_OFFSET = 11;
-const CMD_BLOOM_OFFSET = 14;
-const CMD_BLOOM_LENGTH = 15;
 
 const utf8 = new TextDecoder();
 
@@ -308,26 +304,7 @@ function planRowGroup(r: Reader, plan: FilePlan, g: number): void {
       let k = 0;
       let uncompressed = 0;
       for (let c = 0; c < n; c++) {
-        let data = -1;
-        let dict = 0;
-        let size = -1;
-        let usize = 0;
-        readStruct(r, (cf) => {
-          if (cf === CC_FILE_PATH) {
-            const len = r.varint();
-            r.p += len;
-            if (len > 0) throw new Error(`${plan.path}: column chunks in external files (file_path) are not supported`);
-          } else if (cf === CC_CRYPTO || cf === CC_ENCRYPTED_META) {
-            throw new Error(`${plan.path}: encrypted columns are not supported`);
-          } else if (cf === CC_META) {
-            readStruct(r, (mf) => {
-              if (mf === CMD_DATA_PAGE_OFFSET) data = r.zigzag();
-              else if (mf === CMD_DICT_PAGE_OFFSET) dict = r.zigzag();
-              else if (mf === CMD_TOTAL_COMPRESSED) size = r.zigzag();
-              else if (mf === CMD_TOTAL_UNCOMPRESSED) usize = r.zigzag();
-            });
-          }
-        });
+        const { data, dict, size, uncompressed: usize } = readChunkPages(r, plan.path);
         if (!plan.keep[c]) continue;
         if (data < 4 || size < 0) {
           throw new Error(`${plan.path}: row group ${g} column ${c} lacks data_page_offset/total_compressed_size`);

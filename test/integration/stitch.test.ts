@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { alignCheckpoint, readKeys, rowGroupSizes } from "../../src/merge/align.ts";
 import { readColumn, readFooter, readFooterSummary } from "../../src/parquet/footer.ts";
 import { stitchParquetColumns } from "../../src/parquet/stitch.ts";
-import { generateCheckpoints } from "../support/checkpoints.ts";
+import { generateCheckpoints, rng } from "../support/checkpoints.ts";
 
 const KEY = "interval_time";
 const KEY_DTYPE = pl.Datetime("us", "UTC");
@@ -21,18 +21,6 @@ const RG = 2_000;
 
 let dir = "";
 let duck: DuckDBConnection;
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Key of minute m, with sub-millisecond parts and gaps (every 13th minute is absent). */
 function minuteKey(m: number): bigint {

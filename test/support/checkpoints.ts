@@ -20,7 +20,7 @@ const START_MICROS = 1_577_836_800_000_000n; // 2020-01-01T00:00:00Z
 const MINUTE_MICROS = 60_000_000n;
 
 /** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
