@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { mergeCheckpoints } from "../src/merge/merge.ts";
 import { readFooterSummary } from "../src/parquet/footer.ts";
 import { peakRssBytes } from "../src/peak-rss.ts";
+import { detectCpus } from "../src/resources.ts";
 import { parseSize } from "../src/units.ts";
 
 const { values } = parseArgs({
@@ -18,11 +19,17 @@ const { values } = parseArgs({
     budget: { type: "string", default: "3GiB" },
     out: { type: "string" },
     strategy: { type: "string", default: "auto" },
+    workers: { type: "string" },
   },
 });
 const budgetBytes = parseSize(values.budget ?? "");
 if (!values.target || !values.features || !values.out || budgetBytes === undefined || !["auto", "stitch", "ranges"].includes(values.strategy ?? "")) {
-  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet [--strategy auto|stitch|ranges]\n");
+  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet [--strategy auto|stitch|ranges] [--workers N]\n");
+  process.exit(2);
+}
+const workers = values.workers === undefined ? detectCpus().value : Number(values.workers);
+if (!Number.isInteger(workers) || workers < 1) {
+  process.stderr.write("merge-checkpoints: --workers must be a positive integer\n");
   process.exit(2);
 }
 const files = (await readdir(values.features))
@@ -41,6 +48,7 @@ const result = await mergeCheckpoints({
   partsDir: `${values.out}.parts`,
   outPath: values.out,
   strategy: values.strategy as "auto" | "stitch" | "ranges",
+  workers,
   onProgress: process.env.MERGE_TRACE ? (done, total) => process.stderr.write(`range ${done}/${total} rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB peak ${(peakRssBytes() / 2 ** 20).toFixed(0)} MiB\n`) : undefined,
 });
 const seconds = (performance.now() - started) / 1000;
@@ -51,9 +59,12 @@ process.stdout.write(
     columns: result.columns,
     rowGroups: result.rowGroups,
     strategy: result.strategy,
+    workers: result.workers,
     rowsPerRange: result.plan.rowsPerRange,
     bytes: result.bytes,
     seconds: Number(seconds.toFixed(3)),
+    prepare_s: Number(result.phaseSeconds.prepare.toFixed(3)),
+    assemble_s: Number(result.phaseSeconds.assemble.toFixed(3)),
     budget_bytes: budgetBytes,
     peak_rss_bytes: peakRssBytes(),
   })}\n`,

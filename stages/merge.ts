@@ -31,11 +31,12 @@ export const mergeStage: Stage = {
         outPath: ctx.layout.output,
         keyValueMetadata: { "bqx.pair": config.pair, "bqx.tables": String(checkpoints.features.length + 1) },
         signal: ctx.signal,
+        workers: config.maxWorkers,
         onPlan: (plan, rows, strategy) =>
           log.info(
             { rows, strategy, rowsPerRange: plan.rowsPerRange, ranges: plan.ranges.length, budgetBytes: config.memoryBudgetBytes, estimatedPeakBytes: plan.estimatedPeakBytes },
             strategy === "stitch"
-              ? `merging ${rows} rows x ${discovery.columnCount} columns: aligning each table to the target rows, then stitching ${plan.ranges.length} row groups of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource})`
+              ? `merging ${rows} rows x ${discovery.columnCount} columns: aligning each table to the target rows (up to ${config.maxWorkers} at once, within the budget) and appending its column chunks to the output, in ${plan.ranges.length} row groups of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource})`
               : `merging ${rows} rows x ${discovery.columnCount} columns in ${plan.ranges.length} ranges of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource}; the widest table does not fit it whole)`,
           ),
         onProgress: (done, total) => {
@@ -49,7 +50,7 @@ export const mergeStage: Stage = {
       });
       peakRss = Math.max(peakRss, process.memoryUsage.rss());
       state.merged = { path: ctx.layout.output, tablesMerged: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss };
-      return { strategy: result.strategy, tables: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
+      return { strategy: result.strategy, workers: result.workers, tables: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
     } finally {
       clearInterval(sampler);
     }

@@ -115,7 +115,7 @@ const utf8 = new TextDecoder();
 // Pass 1: plan (one footer at a time; only numbers and schema element bytes are kept)
 // ---------------------------------------------------------------------------------------------
 
-interface FilePlan {
+export interface FilePlan {
   path: string;
   /** Offset of the thrift FileMetaData in the file. */
   footerStart: number;
@@ -152,7 +152,7 @@ function readString(r: Reader): string {
   return s;
 }
 
-function planFile(
+export function planFile(
   thrift: Uint8Array,
   path: string,
   footerStart: number,
@@ -383,7 +383,7 @@ function readExactly(fd: number, buf: Uint8Array, offset: number, length: number
 }
 
 /** Sequential output through one buffer; input ranges are read straight into it. */
-class Output {
+export class Output {
   readonly fh: FileHandle;
   readonly buf: Buffer;
   len = 0;
@@ -553,7 +553,6 @@ export async function stitchParquetColumns(files: string[], outPath: string, opt
   const first = plans[0] as FilePlan;
   const rowGroups = first.rowGroupRows.length;
   const totalRows = first.numRows;
-  const withOrders = plans.every((p) => p.columnOrders !== undefined);
   let totalBytes = 0;
   for (const p of plans) for (const s of p.chunkSize) totalBytes += s;
 
@@ -605,92 +604,19 @@ export async function stitchParquetColumns(files: string[], outPath: string, opt
       opts.onProgress?.(copied, totalBytes);
       await yieldToEventLoop(); // reads are synchronous: let signals and timers run
     }
-    // Footer.
-    const footerStart = out.pos;
-    const sink = new Sink(1 << 20);
-    const drain = async (): Promise<void> => {
-      await out.write(sink.take());
-    };
-    let last = 0;
-    last = sink.field(T_I32, FMD_VERSION, last);
-    sink.zigzag(first.version ?? 1);
-
-    last = sink.field(T_LIST, FMD_SCHEMA, last);
-    sink.listHeader(T_STRUCT, columns + 1);
-    sink.u8((SE_NAME << 4) | T_BINARY);
-    sink.string(first.rootName);
-    sink.u8(((SE_NUM_CHILDREN - SE_NAME) << 4) | T_I32);
-    sink.zigzag(columns);
-    sink.u8(T_STOP);
-    for (const p of plans) {
-      for (const el of p.schemaElements) sink.bytes(el, 0, el.length);
-      if (sink.len >= FLUSH_BYTES) await drain();
-    }
-
-    last = writeI64Field(sink, FMD_NUM_ROWS, last, totalRows);
-
-    last = sink.field(T_LIST, FMD_ROW_GROUPS, last);
-    sink.listHeader(T_STRUCT, rowGroups);
-    let scratch = new Uint8Array(1 << 16);
-    for (let g = 0; g < rowGroups; g++) {
-      let rgLast = sink.field(T_LIST, RG_COLUMNS, 0);
-      sink.listHeader(T_STRUCT, columns);
-      let uncompressed = 0;
-      for (const plan of plans) {
-        if (plan.kept === 0) continue;
-        uncompressed += plan.uncompressed[g] ?? 0;
+    await writeStitchedFooter(out, plans, {
+      columns,
+      rowGroupStart: (g) => rgStart[g] ?? 0,
+      rowGroupCompressed: (g) => rgCompressed[g] ?? 0,
+      chunkList: (plan, g, scratch) => {
         const a = plan.chunksAt[2 * g] ?? 0;
         const b = plan.chunksAt[2 * g + 1] ?? 0;
-        if (scratch.length < b - a) scratch = new Uint8Array(Math.max(b - a, scratch.length * 2));
-        const src = pool.get(plan.path);
-        readExactly(src, scratch, 0, b - a, plan.footerStart + a, plan.path);
-        const r = new Reader(scratch.subarray(0, b - a));
-        let k = 0;
-        for (let c = 0; c < plan.columns; c++) {
-          if (!plan.keep[c]) {
-            r.skip(T_STRUCT);
-            continue;
-          }
-          const i = g * plan.kept + k;
-          const s = plan.chunkStart[i] ?? 0;
-          const delta = (plan.chunkOut[i] ?? 0) - s;
-          transcodeColumnChunk(r, sink, delta, s, s + (plan.chunkSize[i] ?? 0), `${plan.path} row group ${g} column ${c}`);
-          k++;
-        }
-        if (sink.len >= FLUSH_BYTES) await drain();
-      }
-      rgLast = writeI64Field(sink, RG_TOTAL_BYTE_SIZE, rgLast, uncompressed);
-      rgLast = writeI64Field(sink, RG_NUM_ROWS, rgLast, first.rowGroupRows[g] ?? 0);
-      rgLast = writeI64Field(sink, RG_FILE_OFFSET, rgLast, rgStart[g] ?? 0);
-      rgLast = writeI64Field(sink, RG_TOTAL_COMPRESSED, rgLast, rgCompressed[g] ?? 0);
-      if (g <= 0x7fff) {
-        rgLast = sink.field(T_I16, RG_ORDINAL, rgLast);
-        sink.zigzag(g);
-      }
-      sink.u8(T_STOP);
-    }
-
-    if (kv.size > 0) {
-      last = sink.field(T_LIST, FMD_KV, last);
-      writeKv(sink, kv);
-    }
-    if (first.createdBy) {
-      last = sink.field(T_BINARY, FMD_CREATED_BY, last);
-      sink.bytes(first.createdBy, 0, first.createdBy.length);
-    }
-    if (withOrders) {
-      last = sink.field(T_LIST, FMD_COLUMN_ORDERS, last);
-      sink.listHeader(T_STRUCT, columns);
-      for (const p of plans) for (const o of p.columnOrders ?? []) sink.bytes(o, 0, o.length);
-    }
-    sink.u8(T_STOP);
-    await drain();
-    const footerLength = out.pos - footerStart;
-    if (footerLength > 0xffffffff) throw new Error(`footer of ${footerLength} bytes exceeds the 4 GiB parquet limit`);
-    const trailer = Buffer.alloc(8);
-    trailer.writeUInt32LE(footerLength, 0);
-    MAGIC.copy(trailer, 4);
-    await out.write(trailer);
+        const buf = scratch(b - a);
+        readExactly(pool.get(plan.path), buf, 0, b - a, plan.footerStart + a, plan.path);
+        return buf;
+      },
+      kv,
+    });
     await out.flush();
     const bytes = out.pos;
 
@@ -706,4 +632,113 @@ export async function stitchParquetColumns(files: string[], outPath: string, opt
     await rm(tmpPath, { force: true }).catch(() => {});
     throw err;
   }
+}
+
+export interface FooterSource {
+  /** Output columns (kept, over all plans). */
+  columns: number;
+  rowGroupStart: (g: number) => number;
+  rowGroupCompressed: (g: number) => number;
+  /** The thrift bytes [chunksAt[2g], chunksAt[2g+1]) of `plan`'s footer; `scratch(n)` lends a buffer. */
+  chunkList: (plan: FilePlan, g: number, scratch: (n: number) => Uint8Array) => Uint8Array;
+  kv: Map<string, string | undefined>;
+}
+
+/**
+ * Streams the merged footer and the trailer to `out`: a new root and every plan's kept schema
+ * elements, row groups whose column chunks are the plans' chunks in plan order with offsets
+ * rebased to `plan.chunkOut`, the key/value metadata, created_by and column orders.
+ */
+export async function writeStitchedFooter(out: Output, plans: FilePlan[], src: FooterSource): Promise<void> {
+  const first = plans[0] as FilePlan;
+  const rowGroups = first.rowGroupRows.length;
+  const columns = src.columns;
+  const kv = src.kv;
+  const withOrders = plans.every((p) => p.columnOrders !== undefined);
+  const totalRows = first.numRows;
+  let scratchBuf = new Uint8Array(1 << 16);
+  const scratch = (n: number): Uint8Array => {
+    if (scratchBuf.length < n) scratchBuf = new Uint8Array(Math.max(n, scratchBuf.length * 2));
+    return scratchBuf.subarray(0, n);
+  };
+  // Footer.
+  const footerStart = out.pos;
+  const sink = new Sink(1 << 20);
+  const drain = async (): Promise<void> => {
+    await out.write(sink.take());
+  };
+  let last = 0;
+  last = sink.field(T_I32, FMD_VERSION, last);
+  sink.zigzag(first.version ?? 1);
+
+  last = sink.field(T_LIST, FMD_SCHEMA, last);
+  sink.listHeader(T_STRUCT, columns + 1);
+  sink.u8((SE_NAME << 4) | T_BINARY);
+  sink.string(first.rootName);
+  sink.u8(((SE_NUM_CHILDREN - SE_NAME) << 4) | T_I32);
+  sink.zigzag(columns);
+  sink.u8(T_STOP);
+  for (const p of plans) {
+    for (const el of p.schemaElements) sink.bytes(el, 0, el.length);
+    if (sink.len >= FLUSH_BYTES) await drain();
+  }
+
+  last = writeI64Field(sink, FMD_NUM_ROWS, last, totalRows);
+
+  last = sink.field(T_LIST, FMD_ROW_GROUPS, last);
+  sink.listHeader(T_STRUCT, rowGroups);
+  for (let g = 0; g < rowGroups; g++) {
+    let rgLast = sink.field(T_LIST, RG_COLUMNS, 0);
+    sink.listHeader(T_STRUCT, columns);
+    let uncompressed = 0;
+    for (const plan of plans) {
+      if (plan.kept === 0) continue;
+      uncompressed += plan.uncompressed[g] ?? 0;
+      const r = new Reader(src.chunkList(plan, g, scratch));
+      let k = 0;
+      for (let c = 0; c < plan.columns; c++) {
+        if (!plan.keep[c]) {
+          r.skip(T_STRUCT);
+          continue;
+        }
+        const i = g * plan.kept + k;
+        const s = plan.chunkStart[i] ?? 0;
+        const delta = (plan.chunkOut[i] ?? 0) - s;
+        transcodeColumnChunk(r, sink, delta, s, s + (plan.chunkSize[i] ?? 0), `${plan.path} row group ${g} column ${c}`);
+        k++;
+      }
+      if (sink.len >= FLUSH_BYTES) await drain();
+    }
+    rgLast = writeI64Field(sink, RG_TOTAL_BYTE_SIZE, rgLast, uncompressed);
+    rgLast = writeI64Field(sink, RG_NUM_ROWS, rgLast, first.rowGroupRows[g] ?? 0);
+    rgLast = writeI64Field(sink, RG_FILE_OFFSET, rgLast, src.rowGroupStart(g));
+    rgLast = writeI64Field(sink, RG_TOTAL_COMPRESSED, rgLast, src.rowGroupCompressed(g));
+    if (g <= 0x7fff) {
+      rgLast = sink.field(T_I16, RG_ORDINAL, rgLast);
+      sink.zigzag(g);
+    }
+    sink.u8(T_STOP);
+  }
+
+  if (kv.size > 0) {
+    last = sink.field(T_LIST, FMD_KV, last);
+    writeKv(sink, kv);
+  }
+  if (first.createdBy) {
+    last = sink.field(T_BINARY, FMD_CREATED_BY, last);
+    sink.bytes(first.createdBy, 0, first.createdBy.length);
+  }
+  if (withOrders) {
+    last = sink.field(T_LIST, FMD_COLUMN_ORDERS, last);
+    sink.listHeader(T_STRUCT, columns);
+    for (const p of plans) for (const o of p.columnOrders ?? []) sink.bytes(o, 0, o.length);
+  }
+  sink.u8(T_STOP);
+  await drain();
+  const footerLength = out.pos - footerStart;
+  if (footerLength > 0xffffffff) throw new Error(`footer of ${footerLength} bytes exceeds the 4 GiB parquet limit`);
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(footerLength, 0);
+  MAGIC.copy(trailer, 4);
+  await out.write(trailer);
 }
