@@ -1,12 +1,12 @@
 // npm run bench:merge -- [--rows 177748] [--files 668] [--repeat 1] [--budget 3GiB] [--no-duckdb]
-//                        [--sweep-rows 10000] [--no-sweep] [--dir bench]
+//                        [--sweep-rows 20000] [--no-sweep] [--dir bench]
 // Measures this project's merge against the I/O floor (read every checkpoint once, write the same
 // data, no join) and DuckDB joining the same files, each in its own child process, interleaved.
 // Checkpoints shaped like EURUSD are made once and cached under --dir: the sample warehouse at
 // --rows rows, extracted by the job's own Stage 1. Ends with one JSON line of figures, also
 // written to <dir>/results/.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,7 +31,7 @@ const { values } = parseArgs({
     repeat: { type: "string", default: "1" },
     budget: { type: "string", default: "3GiB" },
     "no-duckdb": { type: "boolean", default: false },
-    "sweep-rows": { type: "string", default: "10000" },
+    "sweep-rows": { type: "string", default: "20000" },
     "no-sweep": { type: "boolean", default: false },
     dir: { type: "string", default: path.join(ROOT, "bench") },
   },
@@ -113,19 +113,49 @@ interface Figures {
   error?: string | null;
 }
 
+/** Highest VmHWM (peak resident set) among a process and its children, from /proc. */
+function peakOfTree(pid: number): number {
+  let peak = 0;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    peak = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+    for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean)) {
+      peak = Math.max(peak, peakOfTree(Number(child)));
+    }
+  } catch {
+    // the process is gone
+  }
+  return peak;
+}
+
 /** Runs a contender script in its own process; peak RSS as the kernel accounted it (GNU time when present). */
-function runChild(script: string, args: string[]): Promise<Figures> {
+function runChild(script: string, args: string[], timeoutS?: number): Promise<Figures> {
   const useTime = existsSync("/usr/bin/time");
   const command = useTime ? "/usr/bin/time" : process.execPath;
   const argv = useTime ? ["-f", "__peak_kb=%M", process.execPath, script, ...args] : [script, ...args];
   return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    // Its own process group, so a timeout stops GNU time and the contender together.
+    const child = spawn(command, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    let timedOut = false;
+    let peakAtStop = 0;
+    const timer = timeoutS
+      ? setTimeout(() => {
+          timedOut = true;
+          peakAtStop = peakOfTree(child.pid!);
+          process.kill(-child.pid!, "SIGKILL");
+        }, timeoutS * 1000)
+      : undefined;
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("error", reject);
     child.on("close", (code) => {
+      clearTimeout(timer);
+      if (timedOut) {
+        resolve({ seconds: Number.NaN, peak_rss_bytes: peakAtStop, bytes: 0, error: `did not finish within ${timeoutS} s (stopped)` });
+        return;
+      }
       const line = stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
       const timed = /__peak_kb=(\d+)/.exec(stderr);
       const peakFromOs = timed ? Number(timed[1]) * 1024 : undefined;
@@ -151,7 +181,10 @@ for (let r = 0; r < repeat; r += 1) {
   runs.floor.push(await runChild("scripts/bench/floor.ts", ["--features", features, "--out", path.join(out, "floor")]));
   say(`  floor ${runs.floor.at(-1)!.seconds}s, peak ${formatBytes(runs.floor.at(-1)!.peak_rss_bytes)}`);
   if (!values["no-duckdb"]) {
-    runs.duckdb.push(await runChild("scripts/bench/duckdb-merge.ts", ["--target", target, "--features", features, "--out", path.join(out, "duckdb.parquet"), "--memory", "12GB"]));
+    // DuckDB spills to disk instead of failing at times; past 3x the merge's time (10 minutes at
+    // least) the comparison is settled and the run stops.
+    const limitS = Math.max(600, Math.ceil(3 * (m.seconds || 0)));
+    runs.duckdb.push(await runChild("scripts/bench/duckdb-merge.ts", ["--target", target, "--features", features, "--out", path.join(out, "duckdb.parquet"), "--memory", "12GB"], limitS));
     const d = runs.duckdb.at(-1)!;
     say(`  duckdb ${d.error ? `failed: ${d.error}` : `${d.seconds}s`}, peak ${formatBytes(d.peak_rss_bytes)}`);
   }
@@ -159,7 +192,10 @@ for (let r = 0; r < repeat; r += 1) {
   await rm(path.join(out, "duckdb.parquet"), { force: true });
 }
 
-const sweep: Array<{ rows: number; files: number; columns: number; seconds: number; peak_rss_bytes: number }> = [];
+// Small enough that every table is aligned in slices at all three sizes: the sweep then shows
+// that memory follows the budget, not the rows.
+const SWEEP_BUDGET = "64MiB";
+const sweep: Array<{ rows: number; files: number; columns: number; budget: string; seconds: number; peak_rss_bytes: number }> = [];
 if (!values["no-sweep"]) {
   const base = Number(values["sweep-rows"]);
   for (const factor of [1, 2, 4]) {
@@ -170,10 +206,10 @@ if (!values["no-sweep"]) {
       await generateCheckpoints({ dir: sweepDir, rows: sweepRows, files: 40, columnsPerFile: 75 });
       await writeFile(path.join(sweepDir, "complete"), "");
     }
-    const f = await runChild("scripts/merge-checkpoints.ts", ["--target", path.join(sweepDir, "target.parquet"), "--features", sweepDir, "--budget", "256MiB", "--out", path.join(out, "sweep.parquet")]);
+    const f = await runChild("scripts/merge-checkpoints.ts", ["--target", path.join(sweepDir, "target.parquet"), "--features", sweepDir, "--budget", SWEEP_BUDGET, "--out", path.join(out, "sweep.parquet")]);
     await rm(path.join(out, "sweep.parquet"), { force: true });
-    sweep.push({ rows: sweepRows, files: 41, columns: f.columns ?? 0, seconds: f.seconds, peak_rss_bytes: f.peak_rss_bytes });
-    say(`  sweep x${factor}: ${sweepRows} rows, ${f.seconds}s, peak ${formatBytes(f.peak_rss_bytes)} (budget 256 MiB)`);
+    sweep.push({ rows: sweepRows, files: 41, columns: f.columns ?? 0, budget: SWEEP_BUDGET, seconds: f.seconds, peak_rss_bytes: f.peak_rss_bytes });
+    say(`  sweep x${factor}: ${sweepRows} rows, ${f.seconds}s, peak ${formatBytes(f.peak_rss_bytes)} (budget ${SWEEP_BUDGET})`);
   }
 }
 

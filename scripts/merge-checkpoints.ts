@@ -23,8 +23,8 @@ const { values } = parseArgs({
   },
 });
 const budgetBytes = parseSize(values.budget ?? "");
-if (!values.target || !values.features || !values.out || budgetBytes === undefined || !["auto", "stitch", "ranges"].includes(values.strategy ?? "")) {
-  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet [--strategy auto|stitch|ranges] [--workers N]\n");
+if (!values.target || !values.features || !values.out || budgetBytes === undefined || !["auto", "append", "ranges"].includes(values.strategy ?? "")) {
+  process.stderr.write("usage: merge-checkpoints --target T.parquet --features DIR --budget 3GiB --out OUT.parquet [--strategy auto|append|ranges] [--workers N]\n");
   process.exit(2);
 }
 const workers = values.workers === undefined ? detectCpus().value : Number(values.workers);
@@ -47,7 +47,7 @@ const result = await mergeCheckpoints({
   budgetBytes,
   partsDir: `${values.out}.parts`,
   outPath: values.out,
-  strategy: values.strategy as "auto" | "stitch" | "ranges",
+  strategy: values.strategy as "auto" | "append" | "ranges",
   workers,
   onProgress: process.env.MERGE_TRACE ? (done, total) => process.stderr.write(`range ${done}/${total} rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB peak ${(peakRssBytes() / 2 ** 20).toFixed(0)} MiB\n`) : undefined,
 });

@@ -28,6 +28,12 @@ export interface MemoryPlanInput {
   workDirFreeBytes: number | undefined;
 }
 
+/**
+ * Aligned tables waiting to be appended to the output (merge.ts lets at most 32 of 668 queue
+ * behind a slow one, about 5 % of the output), counted twice for safety.
+ */
+export const APPEND_QUEUE_SHARE = 0.1;
+
 export interface MemoryPlan {
   checkpointBytes: number;
   outputBytes: number;
@@ -44,14 +50,16 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const checkpointBytes = input.tables.reduce((n, t) => n + cap(t.rows) * t.columns * STORED_BYTES_PER_VALUE, 0);
   const targetRows = cap(input.targetRows);
   const outputBytes = targetRows * input.outputColumns * STORED_BYTES_PER_VALUE;
-  const diskBytes = checkpointBytes + 2 * outputBytes;
+  // The merge appends each aligned table to the output and deletes it: one copy of the output.
+  const outputCopies = 1 + APPEND_QUEUE_SHARE;
+  const diskBytes = checkpointBytes + outputCopies * outputBytes;
   const mergeWorkingBytes = planRowRanges(targetRows, input.outputColumns, input.budgetBytes).estimatedPeakBytes;
   const memoryNeededBytes = RUNTIME_BYTES + mergeWorkingBytes + (input.workDirInMemory ? diskBytes : 0);
   const problems: string[] = [];
   const fixes = "mount a volume for WORK_DIR (Cloud Storage FUSE or NFS) so its files stop counting as memory, raise the job's memory (--memory), or lower MEMORY_BUDGET";
   if (memoryNeededBytes > input.memoryLimitBytes) {
     const files = input.workDirInMemory
-      ? ` + files in WORK_DIR ${input.workDir}, which is in memory (tmpfs): checkpoints ~${formatBytes(checkpointBytes)}, output ~${formatBytes(outputBytes)} twice while the merge's parts are copied`
+      ? ` + files in WORK_DIR ${input.workDir}, which is in memory (tmpfs): checkpoints ~${formatBytes(checkpointBytes)}, output ~${formatBytes(outputCopies * outputBytes)} with the merge's parts`
       : "";
     problems.push(
       `memory plan does not fit: runtime ~${formatBytes(RUNTIME_BYTES)} + merge working set ~${formatBytes(mergeWorkingBytes)} (MEMORY_BUDGET ${formatBytes(input.budgetBytes)})${files} = ~${formatBytes(memoryNeededBytes)}, but the limit is ${formatBytes(input.memoryLimitBytes)} (${input.memoryLimitSource}). Fix: ${fixes}`,
@@ -59,7 +67,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   }
   if (!input.workDirInMemory && input.workDirFreeBytes !== undefined && diskBytes > input.workDirFreeBytes) {
     problems.push(
-      `WORK_DIR ${input.workDir} has ${formatBytes(input.workDirFreeBytes)} free but the run needs ~${formatBytes(diskBytes)} (checkpoints ~${formatBytes(checkpointBytes)}, output ~${formatBytes(outputBytes)} twice). Fix: point WORK_DIR at a larger volume`,
+      `WORK_DIR ${input.workDir} has ${formatBytes(input.workDirFreeBytes)} free but the run needs ~${formatBytes(diskBytes)} (checkpoints ~${formatBytes(checkpointBytes)}, output and merge parts ~${formatBytes(outputCopies * outputBytes)}). Fix: point WORK_DIR at a larger volume`,
     );
   }
   return { checkpointBytes, outputBytes, diskBytes, mergeWorkingBytes, memoryNeededBytes, fits: problems.length === 0, problems };

@@ -35,7 +35,7 @@ export const mergeStage: Stage = {
         onPlan: (plan, rows, strategy) =>
           log.info(
             { rows, strategy, rowsPerRange: plan.rowsPerRange, ranges: plan.ranges.length, budgetBytes: config.memoryBudgetBytes, estimatedPeakBytes: plan.estimatedPeakBytes },
-            strategy === "stitch"
+            strategy === "append"
               ? `merging ${rows} rows x ${discovery.columnCount} columns: aligning each table to the target rows (up to ${config.maxWorkers} at once, within the budget) and appending its column chunks to the output, in ${plan.ranges.length} row groups of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource})`
               : `merging ${rows} rows x ${discovery.columnCount} columns in ${plan.ranges.length} ranges of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource}; the widest table does not fit it whole)`,
           ),

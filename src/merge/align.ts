@@ -42,6 +42,13 @@ export interface AlignOptions {
    * row group, concatenated byte for byte (slower; for a polars that cannot be trusted).
    */
   rowGroups?: "auto" | "slices";
+  /**
+   * Target rows joined at a time (a multiple of `rowGroupRows`); default all. Each slice reads
+   * only the checkpoint rows in its key range (the scan skips other row groups by their key
+   * statistics) and becomes its own part; the parts are concatenated without decoding. Memory
+   * then follows the slice, not the table, so it stays flat however many rows there are.
+   */
+  sliceRows?: number;
 }
 
 export interface AlignResult {
@@ -105,6 +112,61 @@ async function sink(frame: pl.DataFrame, file: string, rowGroupSize: number, lev
     .collect();
 }
 
+const KEY = pl.col(KEY_COLUMN);
+
+/** A Datetime literal from exact microseconds (numbers are exact for µs timestamps until year 2255). */
+export function keyLiteral(micros: bigint) {
+  return pl.lit(Number(micros)).cast(pl.Int64).cast(KEY_DTYPE);
+}
+
+/** The sliced route of alignCheckpoint: one part per slice, then a byte-level concat into `tmpPath`. */
+async function alignBySlices(opts: AlignOptions, tmpPath: string, level: number): Promise<number> {
+  const { keys, source, outPath, rowGroupRows, table } = opts;
+  const sliceRows = opts.sliceRows!;
+  if (!Number.isSafeInteger(sliceRows) || sliceRows < rowGroupRows || sliceRows % rowGroupRows !== 0) {
+    throw new Error(`alignCheckpoint(${table}): sliceRows ${sliceRows} must be a positive multiple of rowGroupRows ${rowGroupRows}`);
+  }
+  const partsDir = `${outPath}.slices`;
+  await rm(partsDir, { recursive: true, force: true });
+  await mkdir(partsDir, { recursive: true });
+  let columns = 0;
+  try {
+    const parts: string[] = [];
+    for (let start = 0, i = 0; start < keys.length; start += sliceRows, i += 1) {
+      const end = Math.min(keys.length, start + sliceRows);
+      const part = path.join(partsDir, `slice-${String(i).padStart(5, "0")}.parquet`);
+      {
+        const slice = keys.subarray(start, end);
+        const keyFrame = pl.DataFrame([pl.Series(KEY_COLUMN, slice as unknown as number[]).cast(KEY_DTYPE)]);
+        const data = await pl
+          .scanParquet(source)
+          .filter(KEY.gtEq(keyLiteral(slice[0]!)).and(KEY.ltEq(keyLiteral(slice[slice.length - 1]!))))
+          .collect();
+        if (!data.columns.includes(KEY_COLUMN)) {
+          throw new JobError(`checkpoint of ${table} (${source}) has no ${KEY_COLUMN} column`, { reason: "key-missing" });
+        }
+        let joined = joinOntoKeys(keyFrame, data, table);
+        if (joined.height !== slice.length) throw new Error(`alignCheckpoint(${table}): join produced ${joined.height} rows for ${slice.length} keys`);
+        if (opts.omitKey) joined = joined.drop(KEY_COLUMN);
+        columns = joined.width;
+        await sink(joined, part, rowGroupRows, level);
+      }
+      const sizes = (await readFooterSummary(part)).rowGroups.map((g) => g.numRows);
+      if (!sameSizes(sizes, rowGroupSizes(end - start, rowGroupRows))) {
+        throw new Error(`alignCheckpoint(${table}): polars split a ${end - start}-row slice into row groups ${sizes.join(",")}`);
+      }
+      parts.push(part);
+      await yieldToEventLoop();
+      releaseNativeMemory();
+    }
+    await rm(tmpPath, { force: true });
+    await concatParquetFiles(parts, tmpPath);
+    return columns;
+  } finally {
+    await rm(partsDir, { recursive: true, force: true });
+  }
+}
+
 export async function alignCheckpoint(opts: AlignOptions): Promise<AlignResult> {
   const { keys, source, outPath, rowGroupRows, table } = opts;
   if (!Number.isSafeInteger(rowGroupRows) || rowGroupRows < 1) throw new Error(`alignCheckpoint: rowGroupRows must be a positive integer, got ${rowGroupRows}`);
@@ -119,7 +181,9 @@ export async function alignCheckpoint(opts: AlignOptions): Promise<AlignResult> 
   let rewritten = false;
   let columns = 0;
   try {
-    {
+    if (opts.sliceRows !== undefined && opts.sliceRows < keys.length) {
+      columns = await alignBySlices(opts, tmpPath, level);
+    } else {
       // Scoped so the frames are unreachable once written.
       const keyFrame = pl.DataFrame([pl.Series(KEY_COLUMN, keys as unknown as number[]).cast(KEY_DTYPE)]);
       const data = pl.readParquet(source);

@@ -13,9 +13,9 @@ import { releaseNativeMemory } from "./native-memory.ts";
 import { readFooterSummary } from "../parquet/footer.ts";
 import { ColumnAppender } from "../parquet/append.ts";
 import { Piscina } from "piscina";
-import { alignCheckpoint, joinOntoKeys, readKeys, type AlignResult } from "./align.ts";
+import { alignCheckpoint, joinOntoKeys, keyLiteral, readKeys, type AlignResult } from "./align.ts";
 import type { AlignFailure, AlignTask } from "./align-worker.ts";
-import { BYTES_PER_VALUE, planRowRanges, type MergePlan } from "./plan.ts";
+import { planAlignment, planRowRanges, type MergePlan } from "./plan.ts";
 
 export interface MergeInput {
   /** The target checkpoint: its keys define the rows, in order. */
@@ -31,7 +31,7 @@ export interface MergeInput {
   signal?: AbortSignal;
   /** "auto" (default) aligns and stitches when the widest table fits the budget, else ranges. */
   strategy?: MergeStrategy;
-  onPlan?: (plan: MergePlan, rows: number, strategy: "stitch" | "ranges") => void;
+  onPlan?: (plan: MergePlan, rows: number, strategy: "append" | "ranges") => void;
   /** Steps done: tables aligned (stitch) or row ranges merged (ranges). */
   onProgress?: (done: number, total: number) => void;
   /**
@@ -41,21 +41,12 @@ export interface MergeInput {
   workers?: number;
 }
 
-export type MergeStrategy = "auto" | "stitch" | "ranges";
+export type MergeStrategy = "auto" | "append" | "ranges";
 
-/**
- * Resident bytes per byte of one aligned table: the checkpoint as read, the joined frame, the
- * writer's buffers. The align route holds one table at a time.
- */
-export const ALIGN_WORKING_SET_FACTOR = 4;
 
-/** Estimated resident bytes while one table of `columns` columns is aligned to `rows` rows. */
-export function alignWorkingSet(rows: number, columns: number): number {
-  return rows * columns * BYTES_PER_VALUE * ALIGN_WORKING_SET_FACTOR;
-}
 
 export interface MergeResult {
-  strategy: "stitch" | "ranges";
+  strategy: "append" | "ranges";
   /** Checkpoint files the merge actually joined, the target included. */
   tablesMerged: number;
   rows: number;
@@ -71,10 +62,6 @@ export interface MergeResult {
 
 const KEY_DTYPE = pl.Datetime("us", "UTC");
 
-/** A Datetime literal from exact microseconds (numbers are exact for µs timestamps until year 2255). */
-function keyLiteral(micros: bigint) {
-  return pl.lit(Number(micros)).cast(pl.Int64).cast(KEY_DTYPE);
-}
 
 async function alignedSlice(file: string, table: string, keys: pl.DataFrame, lo: bigint, hi: bigint, keepKey: boolean): Promise<pl.DataFrame> {
   const key = pl.col(KEY_COLUMN);
@@ -95,11 +82,11 @@ export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> 
     widths = [];
     for (const t of [{ path: input.target }, ...input.features]) widths.push((await readFooterSummary(t.path)).columnNames.length);
   }
-  if (strategy === "auto") {
-    strategy = alignWorkingSet(keys.length, Math.max(...widths!)) <= input.budgetBytes ? "stitch" : "ranges";
-  }
+  // Aligning in slices keeps any table within the budget, so "auto" always appends; the row
+  // ranges remain as an explicit choice (and a reference in the tests).
+  if (strategy === "auto") strategy = "append";
   input.onPlan?.(plan, keys.length, strategy);
-  return strategy === "stitch" ? mergeByStitching(input, keys, plan, widths!) : mergeByRanges(input, keys, plan);
+  return strategy === "append" ? mergeByAppending(input, keys, plan, widths!) : mergeByRanges(input, keys, plan);
 }
 
 /**
@@ -109,15 +96,14 @@ export async function mergeCheckpoints(input: MergeInput): Promise<MergeResult> 
  * decoded twice, and an aligned table is deleted once appended, so the disk (or Cloud Run's
  * in-memory filesystem) never holds a second copy of the output.
  */
-async function mergeByStitching(input: MergeInput, keys: BigInt64Array, plan: MergePlan, widths: number[]): Promise<MergeResult> {
+async function mergeByAppending(input: MergeInput, keys: BigInt64Array, plan: MergePlan, widths: number[]): Promise<MergeResult> {
   await rm(input.partsDir, { recursive: true, force: true });
   await mkdir(input.partsDir, { recursive: true });
   const tables = [{ table: "target", path: input.target }, ...input.features];
   const aligned = tables.map((_, i) => path.join(input.partsDir, `aligned-${String(i).padStart(5, "0")}.parquet`));
   const tasks: Omit<AlignTask, "keys">[] = tables.map((t, i) => ({ source: t.path, outPath: aligned[i]!, rowGroupRows: plan.rowsPerRange, table: t.table, omitKey: i > 0 }));
-  const weights = widths.map((w) => alignWorkingSet(keys.length, w));
-  // Threads beyond what the budget can feed with the widest table only add allocator arenas.
-  const workers = Math.max(1, Math.min(input.workers ?? 1, tables.length, Math.floor(input.budgetBytes / Math.max(...weights))));
+  const { workers, sliceRows } = planAlignment(keys.length, widths, input.budgetBytes, input.workers ?? 1, plan.rowsPerRange);
+  tasks.forEach((t, i) => (t.sliceRows = sliceRows[i]));
   const started = performance.now();
   const appender = await ColumnAppender.create(input.outPath, { keyValueMetadata: input.keyValueMetadata });
   try {
@@ -147,14 +133,14 @@ async function mergeByStitching(input: MergeInput, keys: BigInt64Array, plan: Me
         await onAligned(i);
       }
     } else {
-      await alignOnPool(tasks, weights, keys, workers, input, onAligned, () => ready.size);
+      await alignOnPool(tasks, keys, workers, input, onAligned, () => ready.size);
     }
     await appending;
     const aligning = performance.now();
     const out = await appender.finish();
     await rm(input.partsDir, { recursive: true, force: true });
     const phaseSeconds = { prepare: (aligning - started) / 1000, assemble: (performance.now() - aligning) / 1000 };
-    return { strategy: "stitch", tablesMerged: tables.length, rows: out.rows, columns: out.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan, phaseSeconds, workers };
+    return { strategy: "append", tablesMerged: tables.length, rows: out.rows, columns: out.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan, phaseSeconds, workers };
   } catch (err) {
     await appender.abort();
     throw err;
@@ -166,14 +152,13 @@ const ALIGN_WORKER = new URL("./align-worker.ts", import.meta.url).href;
 const MAX_WAITING_TABLES = 32;
 
 /**
- * Aligns tables on `workers` threads, starting them in order while the estimated working sets of
- * the tables in flight fit the budget together (one table always runs, whatever its size).
+ * Aligns tables on `workers` threads, in order (each within its share of the budget, see
+ * planAlignment).
  * `onAligned(i)` runs as each table is done; it is awaited before the next table starts only
  * when `waiting()` says too many are queued behind a slow one.
  */
 async function alignOnPool(
   tasks: Omit<AlignTask, "keys">[],
-  weights: number[],
   keys: BigInt64Array,
   workers: number,
   input: MergeInput,
@@ -183,7 +168,6 @@ async function alignOnPool(
   const shared = new BigInt64Array(new SharedArrayBuffer(keys.byteLength));
   shared.set(keys);
   const pool = new Piscina<AlignTask, AlignResult | AlignFailure>({ filename: ALIGN_WORKER, maxThreads: workers, minThreads: workers, idleTimeout: 1_000 });
-  let inFlightBytes = 0;
   let running = 0;
   let next = 0;
   let done = 0;
@@ -200,12 +184,10 @@ async function alignOnPool(
         while (
           next < tasks.length &&
           running < workers &&
-          waiting() < MAX_WAITING_TABLES &&
-          (running === 0 || inFlightBytes + weights[next]! <= input.budgetBytes)
+          waiting() < MAX_WAITING_TABLES
         ) {
           const i = next++;
           running += 1;
-          inFlightBytes += weights[i]!;
           pool
             .run({ ...tasks[i]!, keys: shared }, { signal: input.signal })
             .then((r) => {
@@ -213,7 +195,6 @@ async function alignOnPool(
             })
             .finally(() => {
               running -= 1;
-              inFlightBytes -= weights[i]!;
             })
             .then(async () => {
               done += 1;

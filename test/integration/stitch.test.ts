@@ -149,6 +149,22 @@ describe("alignCheckpoint + stitchParquetColumns", () => {
     expect(await readdir(join(dir, "slices"))).toEqual(["b.parquet"]);
   });
 
+  it("aligning in slices of whole row groups reads each slice's key range and gives the same file content", async () => {
+    const keys = readKeys(sources[0]?.path ?? "");
+    for (const [i, sliceRows] of [RG, 3 * RG].entries()) {
+      const file = join(dir, "sliced", `b-${i}.parquet`);
+      const res = await alignCheckpoint({ keys, source: sources[2]?.path ?? "", outPath: file, rowGroupRows: RG, table: "b", omitKey: true, sliceRows });
+      expect(res.rows).toBe(ROWS);
+      expect((await readFooterSummary(file)).rowGroups.map((g) => g.numRows)).toEqual(rowGroupSizes(ROWS, RG));
+      expect(pl.readParquet(file).frameEqual(pl.readParquet(aligned[2] ?? ""), true)).toBe(true);
+    }
+    expect(await readdir(join(dir, "sliced"))).toEqual(["b-0.parquet", "b-1.parquet"]);
+    await expect(alignCheckpoint({ keys, source: sources[2]?.path ?? "", outPath: join(dir, "sliced", "bad.parquet"), rowGroupRows: RG, table: "b", sliceRows: RG + 1 })).rejects.toThrow(
+      /sliceRows 2001 must be a positive multiple of rowGroupRows 2000/,
+    );
+    expect(await tmpLeftovers(dir)).toEqual([]);
+  });
+
   it("stitches into a file equal to the chain of left joins", async () => {
     const progress: [number, number][] = [];
     const res = await stitchParquetColumns(aligned, out, {

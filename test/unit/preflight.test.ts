@@ -32,7 +32,7 @@ describe("the pre-flight memory plan", () => {
     const plan = planMemory(eurusd);
     expect(plan.fits).toBe(false);
     expect(plan.problems).toHaveLength(1);
-    expect(plan.problems[0]).toMatch(/^memory plan does not fit: runtime ~512 MiB \+ merge working set ~[\d.]+ GiB \(MEMORY_BUDGET 3\.00 GiB\) \+ files in WORK_DIR \/tmp\/bqx-training, which is in memory \(tmpfs\): checkpoints ~[\d.]+ GiB, output ~[\d.]+ GiB twice/);
+    expect(plan.problems[0]).toMatch(/^memory plan does not fit: runtime ~512 MiB \+ merge working set ~[\d.]+ GiB \(MEMORY_BUDGET 3\.00 GiB\) \+ files in WORK_DIR \/tmp\/bqx-training, which is in memory \(tmpfs\): checkpoints ~[\d.]+ GiB, output ~[\d.]+ GiB with the merge's parts/);
     expect(plan.problems[0]).toMatch(/but the limit is 12\.0 GiB \(cgroup v2 memory\.max\)\. Fix: mount a volume for WORK_DIR .*raise the job's memory \(--memory\), or lower MEMORY_BUDGET$/);
   });
 
@@ -41,6 +41,11 @@ describe("the pre-flight memory plan", () => {
     expect(plan.fits).toBe(true);
     expect(plan.memoryNeededBytes).toBe(RUNTIME_BYTES + plan.mergeWorkingBytes);
     expect(plan.memoryNeededBytes).toBeLessThanOrEqual(RUNTIME_BYTES + 3 * GiB);
+  });
+
+  it("counts the output once, plus the aligned tables waiting to be appended", () => {
+    const plan = planMemory({ ...eurusd, workDirInMemory: false });
+    expect(plan.diskBytes).toBeCloseTo(plan.checkpointBytes + 1.1 * plan.outputBytes);
   });
 
   it("refuses a disk too small for checkpoints and output", () => {
