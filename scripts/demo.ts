@@ -22,7 +22,10 @@ env.MIN_COLUMNS ||= "10000";
 
 const say = (line: string) => process.stderr.write(`[demo] ${line}\n`);
 
-if (!existsSync(env.WAREHOUSE)) {
+if (env.BACKEND === "gcp") {
+  // Pointed at BigQuery (or at `npm run standins`): there is no local warehouse to build.
+  say(`BACKEND=gcp: reading from BigQuery${env.BIGQUERY_ENDPOINT ? ` at ${env.BIGQUERY_ENDPOINT}` : ""} (project ${env.GCP_PROJECT ?? "unset"})`);
+} else if (!existsSync(env.WAREHOUSE)) {
   say(`no warehouse at ${env.WAREHOUSE}: building the sample for ${env.TARGET_PAIR} (${sampleRows} rows a table; SAMPLE_ROWS changes it)`);
   const started = Date.now();
   const built = await buildSampleWarehouse({ path: env.WAREHOUSE, pair: env.TARGET_PAIR, rows: sampleRows });

@@ -29,3 +29,15 @@ export function trainingObjectName(pair: string): string {
 export function manifestObjectName(pair: string): string {
   return `training_${pair}.manifest.json`;
 }
+
+/**
+ * Where a pair's checkpoints are staged in CHECKPOINT_URI, so a retried task in a new container
+ * finds them: `<pair>/checkpoints/<checkpoint file name>`.
+ */
+export function stagedCheckpointPrefix(pair: string): string {
+  return `${pair}/checkpoints/`;
+}
+
+export function stagedCheckpointName(pair: string, fileName: string): string {
+  return `${stagedCheckpointPrefix(pair)}${fileName}`;
+}

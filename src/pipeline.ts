@@ -20,6 +20,8 @@ export interface RunOptions {
   log: Logger;
   warehouse: Warehouse;
   bucket: Bucket;
+  /** CHECKPOINT_URI's bucket, when set. */
+  checkpointStore?: Bucket | undefined;
   stages: readonly Stage[];
   signal: AbortSignal;
 }
@@ -39,6 +41,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunOutcome> {
     log,
     warehouse: opts.warehouse,
     bucket: opts.bucket,
+    checkpointStore: opts.checkpointStore,
     layout: layoutFor(config.workDir, config.pair),
     signal: opts.signal,
     now: () => performance.now(),

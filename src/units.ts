@@ -38,3 +38,16 @@ export function formatSeconds(seconds: number): string {
   if (m < 60) return `${m}m${String(s).padStart(2, "0")}s`;
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`;
 }
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 };
+
+/** "90s", "10m", "1h", "1500ms" -> milliseconds; a bare number is seconds; undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  if (!m) return undefined;
+  const unit = (m[2] ?? "").toLowerCase();
+  const factor = unit === "" ? 1000 : DURATION_UNITS[unit];
+  if (factor === undefined) return undefined;
+  const ms = Math.round(Number(m[1]) * factor);
+  return Number.isFinite(ms) ? ms : undefined;
+}

@@ -13,7 +13,10 @@ export interface Checkpoint {
   path: string;
   rows: number;
   bytes: number;
+  /** True when not extracted by this attempt (kept from an earlier one, locally or in CHECKPOINT_URI). */
   reused: boolean;
+  /** True when downloaded from CHECKPOINT_URI. */
+  restored?: boolean;
 }
 
 /** Filled in stage by stage; a later stage reads what an earlier one left. */
@@ -31,6 +34,8 @@ export interface StageContext {
   log: Logger;
   warehouse: Warehouse;
   bucket: Bucket;
+  /** CHECKPOINT_URI: where checkpoints are staged durably; undefined when not configured. */
+  checkpointStore?: Bucket | undefined;
   layout: Layout;
   signal: AbortSignal;
   /** Monotonic milliseconds; injected so tests can reason about time. */

@@ -4,6 +4,7 @@ import { fileChecksums } from "../src/checksum.ts";
 import { effectiveConfig } from "../src/config.ts";
 import { JobError } from "../src/errors.ts";
 import { manifestObjectName, trainingObjectName } from "../src/layout.ts";
+import { schemaSha256 } from "../src/schema-hash.ts";
 import type { Stage } from "./types.ts";
 
 export const MANIFEST_VERSION = 1;
@@ -23,14 +24,28 @@ export const uploadStage: Stage = {
         fix: "make sure nothing else writes to WORK_DIR while the job runs",
       });
     }
-    const training = await bucket.put(merged.path, trainingObjectName(config.pair), local);
-    log.info({ uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c }, `uploaded ${training.uri} (checksum verified)`);
+    // Object metadata lets a consumer check the file's shape (and compare schemas across pairs
+    // and runs) from a listing, without downloading 9 GiB.
+    const schemaHash = await schemaSha256(merged.path);
+    const metadata = { pair: config.pair, rows: String(validation.rows), columns: String(validation.columns), schema_sha256: schemaHash };
+    const training = await bucket.put(merged.path, trainingObjectName(config.pair), local, metadata);
+    log.info(
+      { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, generation: training.generation, schemaSha256: schemaHash },
+      `uploaded ${training.uri} (checksum verified${training.generation ? `, generation ${training.generation}` : ""})`,
+    );
 
     const manifest = {
       manifestVersion: MANIFEST_VERSION,
       pair: config.pair,
       createdAt: new Date().toISOString(),
-      file: { object: trainingObjectName(config.pair), uri: training.uri, bytes: training.bytes, ...training.checksums },
+      file: {
+        object: trainingObjectName(config.pair),
+        uri: training.uri,
+        bytes: training.bytes,
+        ...training.checksums,
+        ...(training.generation ? { generation: training.generation } : {}),
+        schemaSha256: schemaHash,
+      },
       rows: validation.rows,
       columns: validation.columns,
       features: validation.features,
@@ -46,9 +61,12 @@ export const uploadStage: Stage = {
     };
     const manifestPath = `${merged.path}.manifest.json`;
     await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
-    const manifestUpload = await bucket.put(manifestPath, manifestObjectName(config.pair), await fileChecksums(manifestPath));
+    const manifestUpload = await bucket.put(manifestPath, manifestObjectName(config.pair), await fileChecksums(manifestPath), {
+      pair: config.pair,
+      ...(training.generation ? { training_generation: training.generation } : {}),
+    });
     await rm(manifestPath, { force: true });
     state.uploaded = { training, manifest: manifestUpload };
-    return { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, manifest: manifestUpload.uri };
+    return { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, generation: training.generation, schemaSha256: schemaHash, manifest: manifestUpload.uri };
   },
 };

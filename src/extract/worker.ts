@@ -1,5 +1,6 @@
 // Piscina worker: extracts one table into one checkpoint. It receives a small serialisable task
 // and returns a small summary; table data never crosses threads.
+import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { ExtractResult, ExtractTask } from "../warehouse/port.ts";
 import { extractWithDuckDB } from "../warehouse/duckdb.ts";
@@ -15,11 +16,37 @@ export interface WorkerFailure {
   retryable: boolean;
 }
 
+/** FAULT_RATE's draw for one attempt of one table: reproducible from the seed, whatever thread runs it. */
+function injectedFault(task: ExtractTask): boolean {
+  if (!task.fault) return false;
+  const digest = createHash("sha256").update(`${task.fault.seed}:${task.dataset}.${task.table}:${task.fault.attempt}`).digest();
+  return digest.readUInt32BE(0) / 2 ** 32 < task.fault.rate;
+}
+
 export default async function extract(task: ExtractTask): Promise<ExtractResult | WorkerFailure> {
   const started = performance.now();
+  if (injectedFault(task)) {
+    return {
+      failed: true,
+      table: task.table,
+      message: `injected transient fault (FAULT_RATE=${task.fault!.rate}) querying ${task.dataset}.${task.table}`,
+      reason: "injected-fault",
+      fix: "unset FAULT_RATE",
+      retryable: true,
+    };
+  }
   try {
-    const { rows, bytes } = await extractWithDuckDB(task);
-    return { table: task.table, rows, bytes, seconds: (performance.now() - started) / 1000, reused: false };
+    // The BigQuery path loads its client libraries only in workers that need them.
+    const done: { rows: number; bytes: number; retries?: number } =
+      task.backend === "gcp" ? await (await import("../warehouse/bigquery-extract.ts")).extractWithBigQuery(task) : await extractWithDuckDB(task);
+    return {
+      table: task.table,
+      rows: done.rows,
+      bytes: done.bytes,
+      seconds: (performance.now() - started) / 1000,
+      reused: false,
+      ...(done.retries ? { retries: done.retries } : {}),
+    };
   } catch (err) {
     const job = err instanceof JobError ? err : undefined;
     return {

@@ -20,6 +20,8 @@ export interface BuildSampleOptions {
   /** First interval_time, ISO 8601; default "2020-01-01T00:00:00Z". */
   startTime?: string;
   onProgress?: (done: number, total: number) => void;
+  /** Builds only the tables this accepts (quick tests); all of them when omitted. */
+  only?: (table: SampleTable) => boolean;
 }
 
 export interface BuiltSample {
@@ -134,7 +136,7 @@ export async function buildSampleWarehouse(opts: BuildSampleOptions): Promise<Bu
   const finalPath = path.resolve(opts.path);
   const tmpPath = `${finalPath}.tmp-${process.pid}`;
   const schemas = { features: opts.featuresDataset ?? DEFAULT_FEATURES_DATASET, targets: opts.targetsDataset ?? DEFAULT_TARGETS_DATASET };
-  const tables = sampleTables(opts.pair);
+  const tables = sampleTables(opts.pair).filter((t) => opts.only?.(t) ?? true);
 
   await mkdir(path.dirname(finalPath), { recursive: true });
   await removeStaleTemps(finalPath);

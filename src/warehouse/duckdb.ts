@@ -3,14 +3,13 @@
 import { existsSync, statSync } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
-import { KEY_COLUMN } from "../constants.ts";
+import { CHECKPOINT_ROW_GROUP_ROWS, FINGERPRINT_KEY, KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
 import type { ExtractTask, TableInfo, Warehouse } from "./port.ts";
 
-/** Checkpoint row groups: small enough that a key-range read skips most of a file. */
-export const CHECKPOINT_ROW_GROUP_ROWS = 10_000;
-export const FINGERPRINT_KEY = "bqx.fingerprint";
+// Defined with the other data-model facts so the main thread can use them without loading DuckDB.
+export { CHECKPOINT_ROW_GROUP_ROWS, FINGERPRINT_KEY } from "../constants.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {

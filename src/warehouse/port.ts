@@ -31,11 +31,38 @@ export interface ColumnMapping {
   target: string;
 }
 
+/** Backoff for the BigQuery adapter's own retries (a plain object, so it crosses threads). */
+export interface GcpRetrySettings {
+  /** Total tries of one request, the first included. */
+  attempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+/** Where and how a worker reaches BigQuery; the same fields as the config's `gcp` block. */
+export interface GcpTaskSettings {
+  /** Project that runs (and is billed for) the query jobs and read sessions. */
+  project: string;
+  /** BigQuery location of the datasets (US, us-central1, ...); undefined lets BigQuery infer it. */
+  location?: string | undefined;
+  /** BigQuery REST endpoint override, e.g. http://127.0.0.1:9050 for a stand-in. */
+  bigqueryEndpoint?: string | undefined;
+  /** Storage Read API (gRPC) endpoint override; http:// means plaintext, https:// TLS. */
+  storageReadEndpoint?: string | undefined;
+  /** How long one query job may run before it is cancelled and the table fails (retryable). */
+  queryTimeoutMs: number;
+  retry?: GcpRetrySettings | undefined;
+  /** A ReadRows stream silent for this long is cancelled and resumed from its offset. */
+  readIdleTimeoutMs?: number | undefined;
+}
+
 /** Everything a worker needs to extract one table into one checkpoint file. */
 export interface ExtractTask {
-  backend: "local";
-  /** DuckDB database file (local backend). */
+  backend: "local" | "gcp";
+  /** DuckDB database file (local backend; ignored by the gcp backend). */
   warehouse: string;
+  /** Required when backend is "gcp". */
+  gcp?: GcpTaskSettings | undefined;
   dataset: string;
   table: string;
   columns: ColumnMapping[];
@@ -47,6 +74,8 @@ export interface ExtractTask {
   checkpointPath: string;
   /** Identifies the query; a checkpoint carrying the same fingerprint can be reused. */
   fingerprint: string;
+  /** FAULT_RATE (testing only): this attempt's warehouse call fails transiently with that probability. */
+  fault?: { rate: number; seed: number; attempt: number } | undefined;
 }
 
 export interface ExtractResult {
@@ -55,4 +84,6 @@ export interface ExtractResult {
   bytes: number;
   seconds: number;
   reused: boolean;
+  /** Requests retried and streams resumed on the way (gcp backend). */
+  retries?: number;
 }

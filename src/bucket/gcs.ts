@@ -1,0 +1,418 @@
+// The Cloud Storage bucket, through @google-cloud/storage.
+//
+// Who retries what:
+// - The library retries single idempotent requests (metadata, list, download) on 408/429/5xx
+//   and dropped connections, and resumable uploads (session start, chunk PUTs, status queries,
+//   resuming from the offset the server reports) - uploads only because every one carries
+//   `ifGenerationMatch`; without a precondition it treats a 5xx upload as final.
+// - `withRetry` (src/gcp/retry.ts) retries whole operations the library gives up on or never
+//   retries: an upload whose library retries ran out (resuming the same session, so no byte is
+//   sent twice), a DELETE (no precondition, so the library does not retry it), a simple upload
+//   (the library never retries those), a download whose bytes failed their CRC32C.
+// - Errors are JobErrors at this edge: 401/403/404/412 are final and name the fix; 429, 5xx,
+//   network faults and checksum mismatches are `retryable`.
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { crc32c } from "@node-rs/crc32";
+import { IdempotencyStrategy, Storage, type Bucket as StorageBucket, type File } from "@google-cloud/storage";
+import type { AuthClient } from "google-auth-library";
+import { crc32cBase64 } from "../checksum.ts";
+import { JobError } from "../errors.ts";
+import { authClientForEndpoint } from "../gcp/auth.ts";
+import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
+import type { Logger } from "../log.ts";
+import { assertByteRange, type Bucket, type Checksums, type GetResult, type ObjectInfo, type PutResult } from "./port.ts";
+
+/** Resumable chunks are buffered in memory (the library keeps one to resend after a fault). */
+export const DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024;
+const PROBE_PREFIX = ".bqx-write-probe-";
+
+export interface GcsRetryOptions {
+  /** Library retries per request, and per upload session in total (library default 3). */
+  requestRetries?: number;
+  /** Cap of the library's backoff; at least 1000 (below that its upload path throws). */
+  maxRequestDelayMs?: number;
+  /** The library's budget per request or upload session, counted from its start. */
+  totalTimeoutMs?: number;
+  /** Whole-operation tries (first included) for stat, list, get, readRange, delete. */
+  attempts?: number;
+  /** Whole-upload tries; each resumes the same upload session. */
+  uploadAttempts?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export interface GcsBucketOptions {
+  /** Cloud Storage JSON API endpoint (a local stand-in); Google's when omitted. */
+  apiEndpoint?: string;
+  projectId?: string;
+  /** Defaults to `authClientForEndpoint(apiEndpoint)`: a placeholder token for loopback, else ADC. */
+  authClient?: AuthClient;
+  /** Resumable upload chunk size, a multiple of 256 KiB. */
+  chunkSizeBytes?: number;
+  /** Objects per list request (Cloud Storage caps it at 1000). */
+  listPageSize?: number;
+  retry?: GcsRetryOptions;
+  log?: Pick<Logger, "debug" | "info" | "warn">;
+  signal?: AbortSignal;
+}
+
+/** `gs://bucket/optional/prefix` -> bucket and a prefix that is empty or ends in `/`. */
+export function parseGcsUri(uri: string): { bucket: string; prefix: string } {
+  const m = /^gs:\/\/([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:\/(.*))?$/.exec(uri);
+  if (!m) throw new JobError(`not a Cloud Storage URI: ${JSON.stringify(uri)}`, { reason: "bad-uri", fix: "use gs://<bucket>/<optional prefix>" });
+  const prefix = (m[2] ?? "").replace(/^\/+|\/+$/g, "");
+  return { bucket: m[1]!, prefix: prefix ? `${prefix}/` : "" };
+}
+
+export class GcsBucket implements Bucket {
+  readonly location: string;
+  readonly bucketName: string;
+  readonly prefix: string;
+  private readonly bucket: StorageBucket;
+  private readonly chunkSize: number;
+  private readonly listPageSize: number;
+  private readonly attempts: number;
+  private readonly uploadAttempts: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly log: GcsBucketOptions["log"];
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(uri: string, opts: GcsBucketOptions = {}) {
+    const { bucket, prefix } = parseGcsUri(uri);
+    this.bucketName = bucket;
+    this.prefix = prefix;
+    this.location = `gs://${bucket}${prefix ? `/${prefix.slice(0, -1)}` : ""}`;
+    const r = opts.retry ?? {};
+    this.chunkSize = opts.chunkSizeBytes ?? DEFAULT_CHUNK_BYTES;
+    if (this.chunkSize <= 0 || this.chunkSize % (256 * 1024) !== 0) {
+      throw new JobError(`resumable chunk size ${this.chunkSize} is not a positive multiple of 256 KiB`, { reason: "bad-chunk-size" });
+    }
+    this.listPageSize = Math.min(1000, opts.listPageSize ?? 1000);
+    this.attempts = r.attempts ?? 3;
+    this.uploadAttempts = r.uploadAttempts ?? 6;
+    this.baseDelayMs = r.baseDelayMs ?? 1000;
+    this.maxDelayMs = r.maxDelayMs ?? 30_000;
+    this.log = opts.log;
+    this.signal = opts.signal;
+    const storage = new Storage({
+      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
+      ...(opts.projectId ? { projectId: opts.projectId } : {}),
+      authClient: opts.authClient ?? authClientForEndpoint(opts.apiEndpoint),
+      // Without this the library sends NO credentials to any custom endpoint, including a
+      // private googleapis.com endpoint in production.
+      useAuthWithCustomEndpoint: true,
+      retryOptions: {
+        autoRetry: true,
+        maxRetries: r.requestRetries ?? 6,
+        retryDelayMultiplier: 2,
+        maxRetryDelay: Math.max(1000, r.maxRequestDelayMs ?? 64_000) / 1000,
+        // The library counts an upload session's budget from its first byte; a 9 GiB upload
+        // takes minutes, so the 600 s default would turn a late fault into a failure.
+        totalTimeout: (r.totalTimeoutMs ?? 3_600_000) / 1000,
+        idempotencyStrategy: IdempotencyStrategy.RetryConditional,
+      },
+    });
+    this.bucket = storage.bucket(bucket);
+  }
+
+  async checkWritable(): Promise<void> {
+    const name = `${PROBE_PREFIX}${randomBytes(6).toString("hex")}`;
+    const file = this.file(name);
+    const body = Buffer.from("bqx-training-builder write probe\n");
+    await this.retrying("write a probe object to", name, () =>
+      file.save(body, { resumable: false, validation: false, preconditionOpts: { ifGenerationMatch: 0 }, metadata: { crc32c: crc32cBase64(crc32c(body)) } }),
+    );
+    const probe = await this.stat(name);
+    await this.retrying("list", name, () => this.bucket.getFiles({ prefix: this.prefix + name, maxResults: 1, autoPaginate: false }));
+    await this.retrying("delete the probe object", name, async () => {
+      try {
+        await file.delete(probe?.generation ? { ifGenerationMatch: probe.generation } : {});
+      } catch (err) {
+        if (statusOf(err) !== 404) throw err;
+      }
+    });
+  }
+
+  /**
+   * Resumable upload with the CRC32C declared up front and a generation precondition.
+   * An earlier good object is never replaced by a bad one: Cloud Storage makes the new object
+   * visible only when the session is finalized, and refuses to finalize when the bytes do not
+   * match the declared CRC32C (400) or another writer moved the generation (412); a failed or
+   * abandoned session leaves the previous generation in place.
+   */
+  async put(localPath: string, name: string, expected: Checksums, metadata: Record<string, string> = {}): Promise<PutResult> {
+    const uri = this.uriOf(name);
+    const { size } = await stat(localPath);
+    const before = await this.stat(name);
+    const ifGenerationMatch = before?.generation ?? "0";
+    const sameContent = (info: ObjectInfo | undefined): boolean =>
+      info !== undefined && info.bytes === size && info.crc32c === expected.crc32c && info.metadata.sha256 === expected.sha256;
+    let sessionUri: string | undefined;
+    const started = Date.now();
+    this.log?.info({ uri, bytes: size, ifGenerationMatch }, `uploading ${localPath} to ${uri}`);
+    await withRetry(
+      async (attempt) => {
+        if (attempt > 1) {
+          // The previous attempt may have finalized with its answer lost: then the object is ours.
+          const now = await this.stat(name);
+          if (now?.generation !== before?.generation && sameContent(now)) return;
+        }
+        const resumed = sessionUri;
+        try {
+          const stream = this.file(name).createWriteStream({
+            resumable: true,
+            chunkSize: this.chunkSize,
+            // The server checks the declared crc32c before the object exists. The library's own
+            // check runs after finalization and "repairs" a mismatch by deleting the object,
+            // which would leave no object at all where a good one used to be.
+            validation: false,
+            ...(resumed ? { uri: resumed } : {}),
+            preconditionOpts: { ifGenerationMatch },
+            metadata: { contentType: contentTypeOf(name), contentLength: size, crc32c: expected.crc32c, metadata: { ...metadata, sha256: expected.sha256 } },
+          });
+          stream.on("uri", (u: string) => (sessionUri = u));
+          await pipeline(createReadStream(localPath), stream, ...(this.signal ? [{ signal: this.signal }] : []));
+        } catch (err) {
+          const status = statusOf(err);
+          if (status === 412) {
+            const now = await this.stat(name);
+            if (sameContent(now)) return;
+          }
+          // A session that failed (checksum) or expired cannot continue; the next try starts anew.
+          const sessionGone = resumed !== undefined && (status === 404 || status === 410);
+          if (sessionGone || status === 400) sessionUri = undefined;
+          if (sessionGone) throw new JobError(`the upload session for ${uri} expired`, { reason: "upload-session-expired", retryable: true, cause: err });
+          throw this.toJobError(err, "upload", name);
+        }
+      },
+      this.policy(this.uploadAttempts, "upload to", uri),
+    );
+    const stored = await this.stat(name);
+    if (!stored || !sameContent(stored)) {
+      // Unreachable against Cloud Storage (it verified the declared crc32c); a server that
+      // ignores it must not leave an unverified object behind.
+      if (stored?.generation) await this.file(name).delete({ ifGenerationMatch: stored.generation }).catch(() => undefined);
+      throw new JobError(
+        `${uri} does not match what was uploaded: expected ${size} bytes with crc32c ${expected.crc32c}, stored ${stored?.bytes ?? "nothing"} bytes with crc32c ${stored?.crc32c ?? "none"}`,
+        { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, check that GCS_ENDPOINT points at Cloud Storage" },
+      );
+    }
+    this.log?.info({ uri, bytes: stored.bytes, generation: stored.generation, seconds: (Date.now() - started) / 1000 }, `uploaded ${uri} (crc32c verified)`);
+    return { uri, bytes: stored.bytes, checksums: { crc32c: stored.crc32c, sha256: expected.sha256 }, generation: stored.generation };
+  }
+
+  async stat(name: string): Promise<ObjectInfo | undefined> {
+    return this.retrying("read the metadata of", name, async () => {
+      try {
+        const [md] = await this.file(name).getMetadata();
+        const custom = Object.fromEntries(Object.entries(md.metadata ?? {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]));
+        return { name, bytes: Number(md.size ?? 0), crc32c: md.crc32c ?? "", generation: md.generation === undefined ? undefined : String(md.generation), metadata: custom };
+      } catch (err) {
+        if (statusOf(err) === 404 && !bucketMissing(err)) return undefined;
+        throw err;
+      }
+    });
+  }
+
+  async get(name: string, localPath: string): Promise<GetResult> {
+    const uri = this.uriOf(name);
+    const info = await this.stat(name);
+    if (!info) throw new JobError(`cannot download ${uri}: no such object`, { reason: "object-not-found", fix: "check the object name; list the bucket to see what is there" });
+    await mkdir(path.dirname(path.resolve(localPath)), { recursive: true });
+    return this.retrying("download", name, async () => {
+      const staging = `${localPath}.download-${process.pid}-${randomBytes(4).toString("hex")}`;
+      try {
+        const sha = createHash("sha256");
+        let crc = 0;
+        let bytes = 0;
+        const hasher = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            crc = crc32c(chunk, crc);
+            sha.update(chunk);
+            bytes += chunk.length;
+            cb(null, chunk);
+          },
+        });
+        // Pinned to the generation whose crc32c we compare against, so a concurrent replace
+        // fails the download instead of mixing two objects' bytes.
+        const source = this.file(name, info.generation).createReadStream({ validation: false });
+        await pipeline(source, hasher, createWriteStream(staging), ...(this.signal ? [{ signal: this.signal }] : []));
+        const got = { crc32c: crc32cBase64(crc), sha256: sha.digest("hex") };
+        if (bytes !== info.bytes || got.crc32c !== info.crc32c || (info.metadata.sha256 && info.metadata.sha256 !== got.sha256)) {
+          throw new JobError(`checksum mismatch downloading ${uri}: object has ${info.bytes} bytes with crc32c ${info.crc32c}, received ${bytes} bytes with crc32c ${got.crc32c}`, {
+            reason: "checksum-mismatch",
+            retryable: true,
+            fix: "run again; if it repeats, the stored object is damaged: delete it so it is rebuilt",
+          });
+        }
+        await rename(staging, localPath);
+        return { uri, path: localPath, bytes, checksums: got, generation: info.generation };
+      } finally {
+        await rm(staging, { force: true });
+      }
+    });
+  }
+
+  async readRange(name: string, start: number, end: number): Promise<Buffer> {
+    const uri = this.uriOf(name);
+    assertByteRange(uri, start, end);
+    if (start === end) return Buffer.alloc(0);
+    const buf = await this.retrying("read a byte range of", name, async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of this.file(name).createReadStream({ start, end: end - 1, validation: false })) chunks.push(c as Buffer);
+      return Buffer.concat(chunks);
+    });
+    if (buf.length !== end - start) {
+      throw new JobError(`range ${start}-${end} of ${uri} is past its end (${start + buf.length} bytes available)`, { reason: "range-out-of-bounds" });
+    }
+    return buf;
+  }
+
+  async list(prefix = ""): Promise<string[]> {
+    const names: string[] = [];
+    let pageToken: string | undefined;
+    do {
+      const query = { prefix: this.prefix + prefix, maxResults: this.listPageSize, autoPaginate: false, ...(pageToken ? { pageToken } : {}) };
+      const [files, next] = await this.retrying("list", prefix, () => this.bucket.getFiles(query));
+      for (const f of files) {
+        const rel = f.name.slice(this.prefix.length);
+        if (!rel.startsWith(PROBE_PREFIX)) names.push(rel);
+      }
+      pageToken = (next as { pageToken?: string } | null | undefined)?.pageToken;
+    } while (pageToken);
+    return names.sort();
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.retrying("delete", name, async () => {
+      try {
+        await this.file(name).delete();
+      } catch (err) {
+        if (statusOf(err) !== 404 || bucketMissing(err)) throw err;
+      }
+    });
+  }
+
+  private file(name: string, generation?: string): File {
+    if (!name || name.startsWith("/") || name.split("/").some((part) => part === "." || part === "..")) {
+      throw new JobError(`object name ${JSON.stringify(name)} is not a plain relative name`, { reason: "bad-object-name" });
+    }
+    return this.bucket.file(this.prefix + name, generation ? { generation } : {});
+  }
+
+  private uriOf(name: string): string {
+    return `gs://${this.bucketName}/${this.prefix}${name}`;
+  }
+
+  private policy(attempts: number, op: string, target: string): RetryPolicy {
+    return {
+      attempts,
+      baseDelayMs: this.baseDelayMs,
+      maxDelayMs: this.maxDelayMs,
+      isRetryable: (err: unknown) => err instanceof JobError && err.retryable,
+      ...(this.signal ? { signal: this.signal } : {}),
+      onRetry: ({ attempt, delayMs, error }) =>
+        this.log?.warn({ op, target, attempt, delayMs, err: (error as Error).message }, `${op} ${target} failed; trying again in ${delayMs} ms (attempt ${attempt + 1} of ${attempts})`),
+    };
+  }
+
+  /** Runs `fn` under the whole-operation retry, converting failures to JobErrors. */
+  private retrying<T>(op: string, name: string, fn: () => Promise<T>): Promise<T> {
+    return withRetry(async () => {
+      try {
+        return await fn();
+      } catch (err) {
+        throw this.toJobError(err, op, name);
+      }
+    }, this.policy(this.attempts, op, this.uriOf(name)));
+  }
+
+  private toJobError(err: unknown, op: string, name: string): JobError {
+    if (err instanceof JobError) return err;
+    return describeGcsFailure(err, { op, bucket: this.bucketName, uri: this.uriOf(name) });
+  }
+}
+
+function bucketMissing(err: unknown): boolean {
+  return /bucket does not exist/i.test((err as { message?: string })?.message ?? "");
+}
+
+function contentTypeOf(name: string): string {
+  if (name.endsWith(".json")) return "application/json";
+  if (name.endsWith(".parquet")) return "application/vnd.apache.parquet";
+  return "application/octet-stream";
+}
+
+/** The HTTP status behind a library error, whichever of its several shapes it arrived in. */
+export function statusOf(err: unknown): number | undefined {
+  const e = err as { code?: unknown; status?: unknown; response?: { status?: unknown }; message?: unknown } | null | undefined;
+  if (!e || typeof e !== "object") return undefined;
+  if (typeof e.code === "number") return e.code;
+  if (typeof e.status === "number") return e.status;
+  if (typeof e.response?.status === "number") return e.response.status;
+  if (typeof e.code === "string" && /^\d{3}$/.test(e.code)) return Number(e.code);
+  // "Retry limit exceeded - status: 503 ..." from the resumable upload once its retries ran out.
+  const m = typeof e.message === "string" ? /status: (\d{3})/.exec(e.message) : null;
+  return m ? Number(m[1]) : undefined;
+}
+
+const NETWORK = /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|fetch failed|other side closed|Retry (total time )?limit exceeded|premature close/i;
+const OBJECT_ADMIN = "roles/storage.objectAdmin";
+
+/** One Cloud Storage failure as a JobError naming what failed and what to do. */
+export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: string; uri: string }): JobError {
+  const status = statusOf(err);
+  const detail = String((err as { message?: unknown })?.message ?? err);
+  const what = `cannot ${ctx.op} ${ctx.uri}`;
+  const grant = `grant ${OBJECT_ADMIN} on gs://${ctx.bucket} to the job's service account (gcloud storage buckets add-iam-policy-binding gs://${ctx.bucket} --member=serviceAccount:<job service account> --role=${OBJECT_ADMIN}); objectCreator + objectViewer is not enough, replacing and cleaning up objects needs storage.objects.delete`;
+  if (status === 401) {
+    return new JobError(`${what}: Cloud Storage did not accept the credentials (401: ${detail})`, {
+      reason: "gcs-unauthenticated",
+      fix: "run with a service account (Cloud Run: the job's --service-account; locally: gcloud auth application-default login)",
+      cause: err,
+    });
+  }
+  if (status === 403) {
+    const permission = /Permission '([\w.]+)'/.exec(detail)?.[1] ?? /does not have ([\w.]+) access/.exec(detail)?.[1];
+    return new JobError(`${what}: permission denied${permission ? ` (missing ${permission})` : ""} on bucket ${ctx.bucket}`, { reason: "gcs-permission-denied", fix: grant, cause: err });
+  }
+  if (status === 404 && bucketMissing(err)) {
+    return new JobError(`${what}: bucket ${ctx.bucket} does not exist`, {
+      reason: "gcs-bucket-not-found",
+      fix: `create it (gcloud storage buckets create gs://${ctx.bucket} --location=us-central1) or correct the bucket in OUTPUT_URI / CHECKPOINT_URI`,
+      cause: err,
+    });
+  }
+  if (status === 404) return new JobError(`${what}: no such object`, { reason: "object-not-found", fix: "check the object name; it may have been deleted or replaced meanwhile", cause: err });
+  if (status === 412) {
+    return new JobError(`${what}: another writer changed the object meanwhile (generation precondition failed)`, {
+      reason: "gcs-precondition-failed",
+      fix: "make sure only one execution writes this pair's objects at a time, then run again",
+      cause: err,
+    });
+  }
+  if (status === 416) return new JobError(`${what}: the byte range starts past the end of the object`, { reason: "range-out-of-bounds", cause: err });
+  if (status === 400 && /(CRC32C|MD5).*doesn't match/i.test(detail)) {
+    return new JobError(`${what}: Cloud Storage rejected the bytes it received (${detail}); any earlier object is unchanged`, {
+      reason: "checksum-mismatch",
+      retryable: true,
+      fix: "run again; if it repeats, the local file changed after its checksum was computed",
+      cause: err,
+    });
+  }
+  if (status === 408 || status === 429 || (status !== undefined && status >= 500) || NETWORK.test(detail) || NETWORK.test(String((err as { code?: unknown })?.code ?? ""))) {
+    return new JobError(`${what}: Cloud Storage is unavailable or throttling (${status ?? "network"}: ${detail}), after the client's own retries`, {
+      reason: "gcs-unavailable",
+      retryable: true,
+      fix: "run again later; check https://status.cloud.google.com if it persists",
+      cause: err,
+    });
+  }
+  return new JobError(`${what}: ${status ? `HTTP ${status}: ` : ""}${detail}`, { reason: "gcs-error", cause: err });
+}

@@ -1,0 +1,177 @@
+// BigQuery (REST) and Storage Read API (gRPC) failures, turned into JobErrors at the adapter
+// edge: which ones are worth retrying, and for the rest what to do next — the missing role, the
+// dataset or table that is not there. The client libraries raise three shapes of error: an
+// ApiError with an HTTP status and `errors[].reason`, a gRPC ServiceError with a numeric status
+// code, and a plain network error with a string code. A finished query job reports its failure
+// as `status.errorResult`, which `jobFailure` wraps in the same shape.
+import { JobError } from "../errors.ts";
+
+export type GoogleApi = "bigquery" | "storage";
+
+/** What a failure says, whatever shape it arrived in. */
+export interface GoogleApiFault {
+  api: GoogleApi;
+  httpStatus: number | undefined;
+  grpcCode: number | undefined;
+  /** BigQuery's reason (`errors[].reason` or `errorResult.reason`), e.g. rateLimitExceeded. */
+  reason: string | undefined;
+  /** Node's code for a request that got no answer, e.g. ECONNRESET. */
+  networkCode: string | undefined;
+  message: string;
+}
+
+/** Where the failure happened, for the message and the fix. */
+export interface FailureContext {
+  /** What was being done, e.g. "querying bqx-ml.features.agg_eurusd". */
+  action: string;
+  project: string;
+  location?: string | undefined;
+  dataset?: string | undefined;
+  table?: string | undefined;
+}
+
+/** gRPC status codes (grpc/status.h); names for messages. */
+export const GRPC_STATUS: Readonly<Record<number, string>> = {
+  1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND", 6: "ALREADY_EXISTS",
+  7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION", 10: "ABORTED", 11: "OUT_OF_RANGE",
+  12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+};
+const GRPC_UNAVAILABLE = 14;
+
+/** REFERENCE.md: retry these; never retry accessDenied, notFound, invalidQuery, invalid, resourcesExceeded. */
+const RETRYABLE_REASONS = new Set(["rateLimitExceeded", "userRateLimitExceeded", "jobRateLimitExceeded", "backendError", "internalError"]);
+const FINAL_REASONS = new Set(["accessDenied", "notFound", "invalidQuery", "invalid", "resourcesExceeded", "quotaExceeded", "duplicate", "responseTooLarge", "billingNotEnabled", "stopped", "timeout"]);
+/** UNAVAILABLE and INTERNAL are how a dropped connection or an RST_STREAM surface in grpc-js. */
+const RETRYABLE_GRPC = new Set([4, 8, 10, 13, GRPC_UNAVAILABLE]);
+const RETRYABLE_NETWORK = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE", "EAI_AGAIN", "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE", "UND_ERR_SOCKET"]);
+
+/** A query job that finished with `status.errorResult`: thrown like an API error so one mapping serves both. */
+export class BigQueryJobFailure extends Error {
+  readonly reason: string | undefined;
+  readonly jobId: string;
+
+  constructor(jobId: string, errorResult: { reason?: string | null; message?: string | null }) {
+    super(`job ${jobId} failed: ${errorResult.message ?? "no message"}`);
+    this.name = "BigQueryJobFailure";
+    this.reason = errorResult.reason ?? undefined;
+    this.jobId = jobId;
+  }
+}
+
+function field(err: unknown, name: string): unknown {
+  return typeof err === "object" && err !== null ? (err as Record<string, unknown>)[name] : undefined;
+}
+
+export function describeFault(err: unknown, api: GoogleApi): GoogleApiFault {
+  const code = field(err, "code");
+  const errors = field(err, "errors");
+  const firstReason = Array.isArray(errors) ? (errors.find((e) => typeof field(e, "reason") === "string") as { reason?: string } | undefined)?.reason : undefined;
+  const reason = err instanceof BigQueryJobFailure ? err.reason : firstReason;
+  // ApiError carries an HTTP status; a gRPC error a status code 0-16 (and `details`/`metadata`).
+  const isGrpc = typeof code === "number" && code >= 0 && code <= 16 && (field(err, "details") !== undefined || field(err, "metadata") !== undefined);
+  const message = err instanceof Error ? err.message : String(err);
+  return {
+    api,
+    httpStatus: typeof code === "number" && code >= 100 ? code : undefined,
+    grpcCode: isGrpc ? (code as number) : undefined,
+    reason,
+    networkCode: typeof code === "string" ? code : undefined,
+    message: message.split("\n")[0] ?? message,
+  };
+}
+
+export function isRetryableFault(f: GoogleApiFault): boolean {
+  if (f.reason !== undefined && FINAL_REASONS.has(f.reason)) return false;
+  if (f.reason !== undefined && RETRYABLE_REASONS.has(f.reason)) return true;
+  if (f.httpStatus !== undefined) return f.httpStatus === 408 || f.httpStatus === 429 || f.httpStatus >= 500;
+  if (f.grpcCode !== undefined) return RETRYABLE_GRPC.has(f.grpcCode);
+  if (f.networkCode !== undefined) return RETRYABLE_NETWORK.has(f.networkCode);
+  return false;
+}
+
+/** For `withRetry`: transient Google API errors only; a JobError says for itself. */
+export function isRetryableGoogleError(api: GoogleApi): (err: unknown) => boolean {
+  return (err) => (err instanceof JobError ? err.retryable : isRetryableFault(describeFault(err, api)));
+}
+
+function statusLabel(f: GoogleApiFault): string {
+  const parts = [
+    f.httpStatus !== undefined ? `HTTP ${f.httpStatus}` : undefined,
+    f.grpcCode !== undefined ? (GRPC_STATUS[f.grpcCode] ?? `gRPC ${f.grpcCode}`) : undefined,
+    f.reason,
+    f.networkCode,
+  ].filter((p): p is string => p !== undefined);
+  return parts.length > 0 ? parts.join(" ") : "error";
+}
+
+function roleFix(f: GoogleApiFault, ctx: FailureContext): string {
+  const text = f.message.toLowerCase();
+  const who = "the job's service account";
+  if (text.includes("jobs.create")) return `grant roles/bigquery.jobUser on project ${ctx.project} to ${who} (it runs the query jobs)`;
+  const readsTable = text.includes("tables.getdata");
+  if (text.includes("readsession") || (f.api === "storage" && !readsTable)) {
+    return `grant roles/bigquery.readSessionUser on project ${ctx.project} to ${who} (Storage Read API), and roles/bigquery.dataViewer on the dataset it reads`;
+  }
+  const dataset = ctx.dataset ? `dataset ${ctx.project}:${ctx.dataset}` : "the dataset";
+  return (
+    `grant roles/bigquery.dataViewer on ${dataset} to ${who}; the job also needs roles/bigquery.jobUser ` +
+    `(query jobs) and roles/bigquery.readSessionUser (Storage Read API) on project ${ctx.project}`
+  );
+}
+
+function notFoundFix(ctx: FailureContext): string {
+  const where = `project ${ctx.project}${ctx.location ? ` in location ${ctx.location}` : ""}`;
+  const what = ctx.table && ctx.dataset ? `table ${ctx.dataset}.${ctx.table}` : ctx.dataset ? `dataset ${ctx.dataset}` : "the dataset";
+  return (
+    `check that ${what} exists in ${where} (GCP_PROJECT, BQ_LOCATION); ` +
+    "the target table lives in a different dataset than the features (TARGETS_DATASET vs FEATURES_DATASET)"
+  );
+}
+
+/** The JobError for a failed BigQuery or Storage Read call; JobErrors pass through unchanged. */
+export function toJobError(err: unknown, api: GoogleApi, ctx: FailureContext): JobError {
+  if (err instanceof JobError) return err;
+  const f = describeFault(err, api);
+  const head = `${ctx.action} failed (${statusLabel(f)}): ${f.message}`;
+  const opts = { cause: err };
+  // Before the status checks: BigQuery sends some rate limits as HTTP 403 rateLimitExceeded.
+  if (f.reason !== undefined && RETRYABLE_REASONS.has(f.reason)) {
+    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (checkpoints are kept)" });
+  }
+  if (f.reason === "accessDenied" || f.httpStatus === 403 || f.grpcCode === 7) {
+    return new JobError(head, { ...opts, reason: "bigquery-access-denied", fix: roleFix(f, ctx) });
+  }
+  if (f.httpStatus === 401 || f.grpcCode === 16) {
+    return new JobError(head, {
+      ...opts,
+      reason: "bigquery-unauthenticated",
+      fix: "run as a service account (on Cloud Run, the job's service account) or `gcloud auth application-default login` locally",
+    });
+  }
+  if (f.reason === "notFound" || f.httpStatus === 404 || f.grpcCode === 5) {
+    return new JobError(head, { ...opts, reason: "bigquery-not-found", fix: notFoundFix(ctx) });
+  }
+  if (f.reason === "timeout") {
+    // The job's own jobTimeoutMs (set to the query timeout) fired before the client's deadline did.
+    return new JobError(head, { ...opts, reason: "query-timeout", retryable: true, fix: "raise QUERY_TIMEOUT, or look at the job in the BigQuery console" });
+  }
+  if (f.reason === "resourcesExceeded") {
+    return new JobError(head, { ...opts, reason: "bigquery-resources-exceeded", fix: "lower ROW_LIMIT or narrow DATE_FROM/DATE_TO so the query needs less memory" });
+  }
+  if (f.reason === "quotaExceeded") {
+    return new JobError(head, { ...opts, reason: "bigquery-quota", fix: `lower EXTRACT_CONCURRENCY, or raise the BigQuery quota of project ${ctx.project}` });
+  }
+  if (f.reason === "invalidQuery" || f.reason === "invalid" || f.httpStatus === 400 || f.grpcCode === 3) {
+    return new JobError(head, {
+      ...opts,
+      reason: "bigquery-invalid-query",
+      fix: "the query is built from INFORMATION_SCHEMA; if the table changed since discovery, run the job again, otherwise report the message above",
+    });
+  }
+  if (isRetryableFault(f)) {
+    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (checkpoints are kept)" });
+  }
+  // An unknown failure without a definite client-side status: trying again is harmless.
+  const definite = f.httpStatus !== undefined || f.grpcCode !== undefined || f.reason !== undefined;
+  return new JobError(head, { ...opts, reason: "bigquery-failed", retryable: !definite });
+}

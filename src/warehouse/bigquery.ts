@@ -1,0 +1,103 @@
+// The production warehouse: BigQuery. Discovery runs two INFORMATION_SCHEMA queries per dataset
+// (tables, then columns in ordinal order) as query jobs; extraction runs in pool workers
+// (bigquery-extract.ts) and reads results through the Storage Read API. Errors leave as
+// JobErrors that name the dataset, the table or the missing role (../gcp/errors.ts).
+import type { BigQuery } from "@google-cloud/bigquery";
+import type { Logger } from "../log.ts";
+import { JobError } from "../errors.ts";
+import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts";
+import { withRetry } from "../gcp/retry.ts";
+import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
+import { fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
+import type { GcpRetrySettings, TableInfo, Warehouse } from "./port.ts";
+
+export { closeWorkerClients } from "./bigquery-clients.ts";
+
+export interface BigQueryWarehouseOptions {
+  project: string;
+  location?: string | undefined;
+  /** REST endpoint override (a stand-in); undefined means Google's. */
+  apiEndpoint?: string | undefined;
+  /** Defaults to a placeholder-token client for loopback http endpoints, else ADC. */
+  authClient?: BigQueryClientOptions["authClient"];
+  queryTimeoutMs: number;
+  retry?: GcpRetrySettings | undefined;
+  log?: Pick<Logger, "warn"> | undefined;
+}
+
+export class BigQueryWarehouse implements Warehouse {
+  readonly project: string;
+  readonly location: string | undefined;
+  private readonly bigquery: BigQuery;
+  private readonly opts: BigQueryWarehouseOptions;
+
+  constructor(opts: BigQueryWarehouseOptions) {
+    this.opts = opts;
+    this.project = opts.project;
+    this.location = opts.location;
+    this.bigquery = createBigQueryClient({ project: opts.project, location: opts.location, apiEndpoint: opts.apiEndpoint, authClient: opts.authClient });
+  }
+
+  private readonly onRetry = (n: RetryNotice): void => {
+    this.opts.log?.warn(
+      { api: n.api, call: n.what, attempt: n.attempt, delayMs: n.delayMs, error: describeFault(n.error, n.api).message },
+      `retrying ${n.what} in ${n.delayMs} ms after: ${describeFault(n.error, n.api).message}`,
+    );
+  };
+
+  private context(action: string, dataset: string): FailureContext {
+    return { action, project: this.project, location: this.location, dataset };
+  }
+
+  /**
+   * Each dataset must exist and be readable (datasets.get needs bigquery.datasets.get, which
+   * roles/bigquery.dataViewer grants). Query and read-session permissions surface, with the
+   * role to grant, on the first query of listTables.
+   */
+  async preflight(datasets: readonly string[]): Promise<void> {
+    for (const dataset of datasets) {
+      const ctx = this.context(`checking dataset ${this.project}:${dataset}`, dataset);
+      let location: string | undefined;
+      try {
+        const [meta] = await withRetry(() => this.bigquery.dataset(dataset).getMetadata(), retryPolicy(this.opts.retry, "bigquery", "datasets.get", this.onRetry));
+        location = meta.location ?? undefined;
+      } catch (err) {
+        throw toJobError(err, "bigquery", ctx);
+      }
+      if (this.location && location && location.toLowerCase() !== this.location.toLowerCase()) {
+        throw new JobError(`dataset ${this.project}:${dataset} is in location ${location}, but queries run in ${this.location}`, {
+          reason: "bigquery-location-mismatch",
+          fix: `set BQ_LOCATION=${location} (all datasets the job reads must share one location)`,
+        });
+      }
+    }
+  }
+
+  /** One INFORMATION_SCHEMA.TABLES and one INFORMATION_SCHEMA.COLUMNS query, whatever the table count. */
+  async listTables(dataset: string): Promise<TableInfo[]> {
+    const ds = quoteBigQueryIdent(`${this.project}.${dataset}`);
+    const tablesSql = `SELECT table_name FROM ${ds}.INFORMATION_SCHEMA.TABLES WHERE table_type = 'BASE TABLE' ORDER BY table_name`;
+    // is_hidden drops pseudo-columns such as _PARTITIONTIME of ingestion-time partitioned tables.
+    const columnsSql = `SELECT table_name, column_name, data_type FROM ${ds}.INFORMATION_SCHEMA.COLUMNS WHERE is_hidden = 'NO' ORDER BY table_name, ordinal_position`;
+    const [tables, columns] = await Promise.all([
+      this.rows(tablesSql, this.context(`listing the tables of ${this.project}:${dataset}`, dataset)),
+      this.rows(columnsSql, this.context(`listing the columns of ${this.project}:${dataset}`, dataset)),
+    ]);
+    const byTable = new Map<string, TableInfo>();
+    // Row counts stay unknown: TABLE_STORAGE is a project-and-region view that a dataset-level
+    // reader usually cannot query, and the memory plan falls back to ROW_LIMIT without them.
+    for (const row of tables) byTable.set(String(row.table_name), { dataset, name: String(row.table_name), columns: [] });
+    for (const row of columns) byTable.get(String(row.table_name))?.columns.push({ name: String(row.column_name), type: String(row.data_type) });
+    return [...byTable.values()];
+  }
+
+  private async rows(sql: string, ctx: FailureContext): Promise<Record<string, unknown>[]> {
+    const env = { retry: this.opts.retry, ctx, onRetry: this.onRetry };
+    const { job } = await runQueryJob(this.bigquery, { sql, timeoutMs: this.opts.queryTimeoutMs, jobPrefix: "bqx_discovery" }, env);
+    return fetchAllRows(job, env);
+  }
+
+  async close(): Promise<void> {
+    // The REST client holds no connection of its own beyond keep-alive sockets.
+  }
+}

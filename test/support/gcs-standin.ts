@@ -1,0 +1,683 @@
+// A local stand-in for the Cloud Storage JSON API v1: the subset @google-cloud/storage uses to
+// stat, list, download (with Range), delete and upload objects (multipart and resumable), with
+// the wire semantics that matter for correctness: generations and `ifGenerationMatch` (412),
+// server-side CRC32C/MD5 verification of declared hashes (400), resumable sessions that persist
+// only whole 256 KiB blocks of a non-final chunk and answer `308 Resume Incomplete` with a
+// `Range` header, and paged listings. Faults (429/5xx, 401/403, corrupted bytes, latency) are
+// injected on demand with a seeded RNG so runs are reproducible.
+// Plain node:http with no test-runner APIs, so `npm run standins` can start it in its own process.
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, open, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { crc32c } from "@node-rs/crc32";
+import { STANDIN_ACCESS_TOKEN } from "../../src/gcp/auth.ts";
+
+/** What a request does, for targeting faults and reading the request log. */
+export type GcsRequestKind =
+  | "bucket" | "list" | "metadata" | "media" | "delete"
+  | "upload-start" | "upload-chunk" | "upload-status" | "upload-simple" | "other";
+
+export interface GcsFaultConfig {
+  /** Fraction of matching requests answered with `failStatus` (seeded, reproducible). */
+  failRate?: number;
+  failStatus?: number;
+  /** Which requests `failRate` applies to; all kinds when omitted. */
+  failKinds?: readonly GcsRequestKind[];
+  seed?: number;
+  /** Added before every request is handled. */
+  latencyMs?: number;
+  /** Finalized uploads (next N; Infinity = all) whose stored bytes get one byte flipped. */
+  corruptUploads?: number;
+  /** Media downloads (next N) whose response gets one byte flipped. */
+  corruptDownloads?: number;
+}
+
+export interface StoredObject {
+  bucket: string;
+  name: string;
+  generation: string;
+  size: number;
+  crc32c: string;
+  md5Hash: string;
+  contentType: string;
+  metadata: Record<string, string>;
+  timeCreated: string;
+  /** Where the bytes are on disk. */
+  file: string;
+}
+
+export interface GcsRequestRecord {
+  method: string;
+  /** Decoded path without the query, e.g. /storage/v1/b/my-bucket/o/a/b.parquet */
+  path: string;
+  query: Record<string, string>;
+  kind: GcsRequestKind;
+  status: number;
+  /** The Content-Range of an upload PUT or the Range of a download, when sent. */
+  range?: string;
+  /** True when the answer was an injected fault. */
+  injected: boolean;
+  /** What credentials came with the request (never the token itself). */
+  auth: "standin-token" | "other" | "none";
+}
+
+export interface GcsStandInOptions {
+  host?: string;
+  port?: number;
+  /** Directory for object bytes; a fresh temp directory (removed on close) when omitted. */
+  dir?: string;
+  buckets?: readonly string[];
+  faults?: GcsFaultConfig;
+  /** Cloud Storage caps a listing page at 1,000 items whatever maxResults asks for. */
+  maxListPageSize?: number;
+}
+
+export interface GcsStandIn {
+  /** Pass as `apiEndpoint`, e.g. http://127.0.0.1:40123 */
+  endpoint: string;
+  createBucket(name: string): void;
+  /** Writes an object directly, as another writer would (new generation). */
+  putObject(bucket: string, name: string, data: Buffer, metadata?: Record<string, string>): Promise<StoredObject>;
+  getObject(bucket: string, name: string): StoredObject | undefined;
+  readObject(bucket: string, name: string): Promise<Buffer>;
+  faults: GcsFaults;
+  requests: GcsRequestRecord[];
+  close(): Promise<void>;
+}
+
+/** Cloud Storage persists resumable data in blocks of this size unless the chunk is the last. */
+export const RESUMABLE_BLOCK_BYTES = 256 * 1024;
+const PRINCIPAL = "standin-sa@bqx-ml.iam.gserviceaccount.com";
+const REASONS: Record<number, string> = { 400: "invalid", 401: "authError", 403: "forbidden", 404: "notFound", 410: "gone", 412: "conditionNotMet", 416: "requestedRangeNotSatisfiable", 429: "rateLimitExceeded", 500: "internalError", 502: "badGateway", 503: "backendError", 504: "gatewayTimeout" };
+const PERMISSION: Partial<Record<GcsRequestKind, string>> = {
+  bucket: "storage.buckets.get", list: "storage.objects.list", metadata: "storage.objects.get", media: "storage.objects.get",
+  delete: "storage.objects.delete", "upload-start": "storage.objects.create", "upload-simple": "storage.objects.create",
+};
+
+/** mulberry32: small, seedable, good enough to pick which requests fail. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class GcsFaults {
+  config: GcsFaultConfig = {};
+  private random = seeded(1);
+  private queued: { status: number; kinds: readonly GcsRequestKind[] | undefined }[] = [];
+  private denied = new Map<string, { permissions: Set<string> | undefined; status: number }>();
+
+  /** Merges into the current configuration; a `seed` restarts the RNG. */
+  configure(config: GcsFaultConfig): void {
+    this.config = { ...this.config, ...config };
+    if (config.seed !== undefined) this.random = seeded(config.seed);
+  }
+
+  /** The next `count` matching requests fail with `status`. */
+  failNext(count: number, status = 503, kinds?: readonly GcsRequestKind[]): void {
+    for (let i = 0; i < count; i++) this.queued.push({ status, kinds });
+  }
+
+  /** Requests needing `permissions` (all when omitted) on `bucket` get 403 (or 401). */
+  deny(bucket: string, permissions?: readonly string[], status: 401 | 403 = 403): void {
+    this.denied.set(bucket, { permissions: permissions ? new Set(permissions) : undefined, status });
+  }
+
+  allow(bucket: string): void {
+    this.denied.delete(bucket);
+  }
+
+  reset(): void {
+    this.config = {};
+    this.random = seeded(1);
+    this.queued = [];
+    this.denied.clear();
+  }
+
+  /** @internal The injected status for this request, if any. */
+  pick(kind: GcsRequestKind): number | undefined {
+    const i = this.queued.findIndex((q) => !q.kinds || q.kinds.includes(kind));
+    if (i >= 0) return this.queued.splice(i, 1)[0]!.status;
+    const { failRate = 0, failStatus = 503, failKinds } = this.config;
+    if (failRate > 0 && (!failKinds || failKinds.includes(kind)) && this.random() < failRate) return failStatus;
+    return undefined;
+  }
+
+  /** @internal The status to deny `permission` on `bucket` with, if denied. */
+  denial(bucket: string, permission: string): number | undefined {
+    const d = this.denied.get(bucket);
+    return d && (!d.permissions || d.permissions.has(permission)) ? d.status : undefined;
+  }
+
+  /** @internal Consumes one unit of a countdown fault. */
+  take(which: "corruptUploads" | "corruptDownloads"): boolean {
+    const left = this.config[which] ?? 0;
+    if (left <= 0) return false;
+    this.config[which] = left - 1;
+    return true;
+  }
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+interface Session {
+  id: string;
+  bucket: string;
+  name: string;
+  file: string;
+  persisted: number;
+  declaredSize: number | undefined;
+  ifGenerationMatch: string | undefined;
+  resource: Record<string, unknown>;
+  contentType: string | undefined;
+  state: "open" | "final" | "failed";
+  result?: StoredObject;
+}
+
+interface Finalize {
+  bucket: string;
+  name: string;
+  file: string;
+  resource: Record<string, unknown>;
+  contentType: string | undefined;
+  ifGenerationMatch: string | undefined;
+  declaredSize: number | undefined;
+  headerHash: string | undefined;
+  /** False for writes made through the test API, which model another writer, not the wire. */
+  wire: boolean;
+}
+
+export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<GcsStandIn> {
+  const ownDir = opts.dir === undefined;
+  const dir = opts.dir ?? (await mkdtemp(path.join(tmpdir(), "gcs-standin-")));
+  await mkdir(path.join(dir, "objects"), { recursive: true });
+  await mkdir(path.join(dir, "sessions"), { recursive: true });
+  const maxPage = opts.maxListPageSize ?? 1000;
+  const buckets = new Map<string, Map<string, StoredObject>>();
+  const sessions = new Map<string, Session>();
+  const faults = new GcsFaults();
+  if (opts.faults) faults.configure(opts.faults);
+  const requests: GcsRequestRecord[] = [];
+  let generationClock = Date.now() * 1000;
+  let endpoint = "";
+
+  const createBucket = (name: string): void => {
+    if (!buckets.has(name)) buckets.set(name, new Map());
+  };
+  for (const b of opts.buckets ?? []) createBucket(b);
+
+  const objectsOf = (bucket: string): Map<string, StoredObject> => {
+    const objects = buckets.get(bucket);
+    if (!objects) throw new HttpError(404, "The specified bucket does not exist.");
+    return objects;
+  };
+  const current = (bucket: string, name: string, generation?: string): StoredObject => {
+    const obj = objectsOf(bucket).get(name);
+    if (!obj || (generation !== undefined && generation !== obj.generation)) throw new HttpError(404, `No such object: ${bucket}/${name}`);
+    return obj;
+  };
+  const checkGeneration = (bucket: string, name: string, ifGenerationMatch: string | undefined): void => {
+    if (ifGenerationMatch === undefined) return;
+    const existing = objectsOf(bucket).get(name);
+    if ((existing?.generation ?? "0") !== ifGenerationMatch) {
+      throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (ifGenerationMatch=${ifGenerationMatch}, current generation ${existing?.generation ?? "none"})`);
+    }
+  };
+  const resourceOf = (o: StoredObject): Record<string, unknown> => ({
+    kind: "storage#object",
+    id: `${o.bucket}/${o.name}/${o.generation}`,
+    selfLink: `${endpoint}/storage/v1/b/${o.bucket}/o/${encodeURIComponent(o.name)}`,
+    mediaLink: `${endpoint}/download/storage/v1/b/${o.bucket}/o/${encodeURIComponent(o.name)}?generation=${o.generation}&alt=media`,
+    name: o.name,
+    bucket: o.bucket,
+    generation: o.generation,
+    metageneration: "1",
+    contentType: o.contentType,
+    storageClass: "STANDARD",
+    size: String(o.size),
+    md5Hash: o.md5Hash,
+    crc32c: o.crc32c,
+    etag: Buffer.from(o.generation).toString("base64"),
+    timeCreated: o.timeCreated,
+    updated: o.timeCreated,
+    ...(Object.keys(o.metadata).length ? { metadata: o.metadata } : {}),
+  });
+
+  /** The one place an object comes into being: verify, then swap in atomically. */
+  const finalize = async (f: Finalize): Promise<StoredObject> => {
+    objectsOf(f.bucket);
+    if (f.wire && faults.take("corruptUploads")) await flipByte(f.file);
+    const sums = await hashFile(f.file);
+    if (f.declaredSize !== undefined && f.declaredSize !== sums.size) {
+      throw new HttpError(400, `Upload size ${sums.size} does not match the declared X-Upload-Content-Length ${f.declaredSize}.`);
+    }
+    const declared: [string, string, string | undefined][] = [
+      ["CRC32C", sums.crc32c, stringField(f.resource.crc32c)],
+      ["MD5", sums.md5Hash, stringField(f.resource.md5Hash)],
+      ["CRC32C", sums.crc32c, /crc32c=([^,]+)/.exec(f.headerHash ?? "")?.[1]],
+    ];
+    for (const [label, calculated, provided] of declared) {
+      if (provided !== undefined && provided !== calculated) {
+        throw new HttpError(400, `Provided ${label} "${provided}" doesn't match calculated ${label} "${calculated}".`);
+      }
+    }
+    const generation = String(++generationClock);
+    const file = path.join(dir, "objects", `${randomBytes(8).toString("hex")}-${generation}`);
+    await rename(f.file, file);
+    try {
+      // Checked again here, after the last await, so two racing finalizations cannot both win.
+      checkGeneration(f.bucket, f.name, f.ifGenerationMatch);
+    } catch (err) {
+      await rm(file, { force: true });
+      throw err;
+    }
+    const objects = objectsOf(f.bucket);
+    const previous = objects.get(f.name);
+    const custom = f.resource.metadata && typeof f.resource.metadata === "object" ? (f.resource.metadata as Record<string, unknown>) : {};
+    const obj: StoredObject = {
+      bucket: f.bucket, name: f.name, generation, size: sums.size, crc32c: sums.crc32c, md5Hash: sums.md5Hash,
+      contentType: f.contentType ?? stringField(f.resource.contentType) ?? "application/octet-stream",
+      metadata: Object.fromEntries(Object.entries(custom).map(([k, v]) => [k, String(v)])),
+      timeCreated: new Date().toISOString(), file,
+    };
+    objects.set(f.name, obj);
+    if (previous) void rm(previous.file, { force: true });
+    return obj;
+  };
+
+  const handlers = {
+    bucket(bucket: string, res: ServerResponse): void {
+      objectsOf(bucket);
+      json(res, 200, { kind: "storage#bucket", id: bucket, name: bucket, location: "US-CENTRAL1", storageClass: "STANDARD", metageneration: "1", timeCreated: new Date(0).toISOString() });
+    },
+
+    list(bucket: string, q: Record<string, string>, res: ServerResponse): void {
+      const prefix = q.prefix ?? "";
+      const pageSize = Math.min(maxPage, Number(q.maxResults ?? maxPage) || maxPage);
+      const after = q.pageToken ? Buffer.from(q.pageToken, "base64url").toString("utf8") : undefined;
+      const names = [...objectsOf(bucket).keys()].filter((n) => n.startsWith(prefix) && (after === undefined || n > after)).sort();
+      const page = names.slice(0, pageSize);
+      const more = names.length > page.length;
+      json(res, 200, {
+        kind: "storage#objects",
+        ...(more ? { nextPageToken: Buffer.from(page.at(-1)!, "utf8").toString("base64url") } : {}),
+        ...(page.length ? { items: page.map((n) => resourceOf(current(bucket, n))) } : {}),
+      });
+    },
+
+    metadata(bucket: string, name: string, q: Record<string, string>, res: ServerResponse): void {
+      const obj = current(bucket, name, q.generation);
+      checkGeneration(bucket, name, q.ifGenerationMatch);
+      json(res, 200, resourceOf(obj));
+    },
+
+    async media(bucket: string, name: string, q: Record<string, string>, req: IncomingMessage, res: ServerResponse): Promise<void> {
+      const obj = current(bucket, name, q.generation);
+      checkGeneration(bucket, name, q.ifGenerationMatch);
+      let start = 0;
+      let end = obj.size - 1;
+      const range = req.headers.range;
+      const m = range ? /^bytes=(\d*)-(\d*)$/.exec(range) : null;
+      if (m && (m[1] || m[2])) {
+        if (m[1]) {
+          start = Number(m[1]);
+          if (m[2]) end = Math.min(Number(m[2]), obj.size - 1);
+        } else start = Math.max(0, obj.size - Number(m[2]));
+        if (start >= obj.size) throw new HttpError(416, "The requested range cannot be satisfied.");
+      }
+      const partial = Boolean(m && (m[1] || m[2]));
+      res.writeHead(partial ? 206 : 200, {
+        "content-type": obj.contentType,
+        "content-length": String(Math.max(0, end - start + 1)),
+        ...(partial ? { "content-range": `bytes ${start}-${end}/${obj.size}` } : {}),
+        "accept-ranges": "bytes",
+        "x-goog-hash": `crc32c=${obj.crc32c},md5=${obj.md5Hash}`,
+        "x-goog-generation": obj.generation,
+        "x-goog-metageneration": "1",
+        "x-goog-stored-content-encoding": "identity",
+        "x-goog-stored-content-length": String(obj.size),
+      });
+      if (end < start) return void res.end();
+      let corrupt = faults.take("corruptDownloads");
+      const flip = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          if (corrupt && chunk.length > 0) {
+            chunk = Buffer.from(chunk);
+            chunk[0] = chunk[0]! ^ 0xff;
+            corrupt = false;
+          }
+          cb(null, chunk);
+        },
+      });
+      await pipeline(createReadStream(obj.file, { start, end }), flip, res);
+    },
+
+    remove(bucket: string, name: string, q: Record<string, string>, res: ServerResponse): void {
+      const obj = current(bucket, name, q.generation);
+      checkGeneration(bucket, name, q.ifGenerationMatch);
+      objectsOf(bucket).delete(name);
+      void rm(obj.file, { force: true });
+      res.writeHead(204).end();
+    },
+
+    async startResumable(bucket: string, q: Record<string, string>, req: IncomingMessage, res: ServerResponse): Promise<void> {
+      const body = await readBody(req);
+      const resource = body.length ? (JSON.parse(body.toString("utf8")) as Record<string, unknown>) : {};
+      const name = q.name ?? stringField(resource.name);
+      if (!name) throw new HttpError(400, "Required parameter: name");
+      objectsOf(bucket);
+      checkGeneration(bucket, name, q.ifGenerationMatch);
+      const id = randomBytes(12).toString("hex");
+      const file = path.join(dir, "sessions", id);
+      await writeFile(file, "");
+      const size = header(req, "x-upload-content-length");
+      sessions.set(id, {
+        id, bucket, name, file, persisted: 0, resource, state: "open",
+        declaredSize: size === undefined ? undefined : Number(size),
+        ifGenerationMatch: q.ifGenerationMatch,
+        contentType: header(req, "x-upload-content-type"),
+      });
+      const location = `${endpoint}/upload/storage/v1/b/${bucket}/o?uploadType=resumable&name=${encodeURIComponent(name)}&upload_id=${id}`;
+      res.writeHead(200, { location, "content-length": "0" }).end();
+    },
+
+    async sessionPut(session: Session, kind: GcsRequestKind, injected: number | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
+      if (session.state === "failed") {
+        await readBody(req);
+        throw new HttpError(410, "The upload session has failed and cannot be resumed; start a new one.");
+      }
+      if (session.state === "final") {
+        await readBody(req);
+        return json(res, 200, resourceOf(session.result!));
+      }
+      const cr = header(req, "content-range") ?? "";
+      const status = /^bytes \*\/(\*|\d+)$/.exec(cr);
+      const data = /^bytes (\d+)-(-?\d+|\*)\/(\*|\d+)$/.exec(cr);
+      if (!status && !data) throw new HttpError(400, `Failed to parse Content-Range header: ${JSON.stringify(cr)}`);
+      const total = (status?.[1] ?? data![3]) === "*" ? undefined : Number(status?.[1] ?? data![3]);
+      let reachedEnd = false;
+      if (data) {
+        const start = Number(data[1]);
+        if (start > session.persisted) {
+          await readBody(req);
+          throw new HttpError(400, `Invalid request: the chunk starts at byte ${start} but only ${session.persisted} bytes are persisted.`);
+        }
+        const received = await receiveAt(req, session.file, start);
+        const end = start + received;
+        if (total !== undefined && end > total) throw new HttpError(400, `Received ${end} bytes, more than the declared total ${total}.`);
+        // A request whose range ends in `*` streams the rest of the object: its end is the object's end.
+        reachedEnd = (total !== undefined && end === total) || (total === undefined && data[2] === "*");
+        let persisted = reachedEnd && injected === undefined ? end : Math.floor(end / RESUMABLE_BLOCK_BYTES) * RESUMABLE_BLOCK_BYTES;
+        // An injected fault still keeps part of the chunk, as a dropped connection would, so the
+        // client has to ask where to resume instead of assuming all or nothing.
+        if (injected !== undefined) persisted = Math.floor((session.persisted + (end - session.persisted) / 2) / RESUMABLE_BLOCK_BYTES) * RESUMABLE_BLOCK_BYTES;
+        session.persisted = Math.max(session.persisted, persisted);
+        await truncate(session.file, session.persisted);
+        if (injected !== undefined) throw new HttpError(injected, faultMessage(injected));
+      } else {
+        await readBody(req);
+        if (injected !== undefined) throw new HttpError(injected, faultMessage(injected));
+        reachedEnd = total !== undefined && total === session.persisted;
+      }
+      if (!reachedEnd) {
+        const rangeHeader = session.persisted > 0 ? { range: `bytes=0-${session.persisted - 1}` } : {};
+        res.writeHead(308, { ...rangeHeader, "content-length": "0" }).end();
+        return;
+      }
+      try {
+        session.result = await finalize({
+          bucket: session.bucket, name: session.name, file: session.file, resource: session.resource, contentType: session.contentType,
+          ifGenerationMatch: session.ifGenerationMatch, declaredSize: session.declaredSize, headerHash: header(req, "x-goog-hash"), wire: true,
+        });
+        session.state = "final";
+      } catch (err) {
+        session.state = "failed";
+        await rm(session.file, { force: true });
+        throw err;
+      }
+      json(res, 200, resourceOf(session.result));
+    },
+
+    async simpleUpload(bucket: string, q: Record<string, string>, req: IncomingMessage, res: ServerResponse): Promise<void> {
+      const body = await readBody(req);
+      let resource: Record<string, unknown> = {};
+      let data = body;
+      let contentType = header(req, "content-type");
+      if (q.uploadType === "multipart") {
+        const parts = parseMultipart(body, contentType ?? "");
+        resource = JSON.parse(parts[0]!.body.toString("utf8")) as Record<string, unknown>;
+        data = parts[1]!.body;
+        contentType = parts[1]!.contentType;
+      }
+      const name = q.name ?? stringField(resource.name);
+      if (!name) throw new HttpError(400, "Required parameter: name");
+      checkGeneration(bucket, name, q.ifGenerationMatch);
+      const file = path.join(dir, "sessions", randomBytes(12).toString("hex"));
+      await writeFile(file, data);
+      try {
+        const obj = await finalize({ bucket, name, file, resource, contentType, ifGenerationMatch: q.ifGenerationMatch, declaredSize: undefined, headerHash: header(req, "x-goog-hash"), wire: true });
+        json(res, 200, resourceOf(obj));
+      } finally {
+        await rm(file, { force: true });
+      }
+    },
+  };
+
+  const route = (method: string, segments: string[], q: Record<string, string>, req: IncomingMessage): { kind: GcsRequestKind; bucket?: string; name?: string; session?: Session } => {
+    const root = segments[0] === "upload" || segments[0] === "download" ? segments[0] : "";
+    const api = root ? segments.slice(1) : segments;
+    if (api[0] !== "storage" || api[1] !== "v1" || api[2] !== "b" || !api[3]) return { kind: "other" };
+    const bucket = api[3];
+    const o = api[4];
+    const name = api.length > 5 ? api.slice(5).join("/") : undefined;
+    if (root === "upload") {
+      if (o !== "o" || name) return { kind: "other", bucket };
+      if (method === "POST") return { kind: q.uploadType === "resumable" ? "upload-start" : "upload-simple", bucket };
+      const session = q.upload_id ? sessions.get(q.upload_id) : undefined;
+      if (method === "PUT" && session) {
+        const statusQuery = /^bytes \*\//.test(header(req, "content-range") ?? "");
+        return { kind: statusQuery ? "upload-status" : "upload-chunk", bucket, session };
+      }
+      return { kind: "other", bucket };
+    }
+    if (o === undefined && method === "GET" && !root) return { kind: "bucket", bucket };
+    if (o === "o" && !name && method === "GET" && !root) return { kind: "list", bucket };
+    if (o === "o" && name && method === "GET") return { kind: q.alt === "media" || root === "download" ? "media" : "metadata", bucket, name };
+    if (o === "o" && name && method === "DELETE" && !root) return { kind: "delete", bucket, name };
+    return { kind: "other", bucket };
+  };
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://standin");
+    const query = Object.fromEntries(url.searchParams);
+    const segments = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+    const method = req.method ?? "GET";
+    const { kind, bucket, name, session } = route(method, segments, query, req);
+    const authorization = header(req, "authorization");
+    const auth = authorization === undefined ? "none" : authorization === `Bearer ${STANDIN_ACCESS_TOKEN}` ? "standin-token" : "other";
+    const record: GcsRequestRecord = { method, path: `/${segments.join("/")}`, query, kind, status: 0, injected: false, auth };
+    const range = header(req, kind === "media" ? "range" : "content-range");
+    if (range) record.range = range;
+    res.on("finish", () => {
+      record.status = res.statusCode;
+      requests.push(record);
+    });
+    void (async () => {
+      try {
+        if (faults.config.latencyMs) await sleep(faults.config.latencyMs);
+        const injected = faults.pick(kind);
+        if (injected !== undefined) record.injected = true;
+        if (injected !== undefined && kind !== "upload-chunk" && kind !== "upload-status") {
+          await readBody(req);
+          throw new HttpError(injected, faultMessage(injected));
+        }
+        if (bucket && buckets.has(bucket)) {
+          const permission = PERMISSION[kind];
+          const overwriting = (kind === "upload-start" || kind === "upload-simple") && query.name !== undefined && buckets.get(bucket)!.has(query.name);
+          for (const p of [permission, overwriting ? "storage.objects.delete" : undefined]) {
+            const denied = p ? faults.denial(bucket, p) : undefined;
+            if (p && denied) {
+              await readBody(req);
+              throw new HttpError(denied, denied === 401 ? "Invalid Credentials" : `${PRINCIPAL} does not have ${p} access to the Google Cloud Storage ${kind === "bucket" ? "bucket" : "object"}. Permission '${p}' denied on resource (or it may not exist).`);
+            }
+          }
+        }
+        if (kind === "bucket") handlers.bucket(bucket!, res);
+        else if (kind === "list") handlers.list(bucket!, query, res);
+        else if (kind === "metadata") handlers.metadata(bucket!, name!, query, res);
+        else if (kind === "media") await handlers.media(bucket!, name!, query, req, res);
+        else if (kind === "delete") handlers.remove(bucket!, name!, query, res);
+        else if (kind === "upload-start") await handlers.startResumable(bucket!, query, req, res);
+        else if (kind === "upload-simple") await handlers.simpleUpload(bucket!, query, req, res);
+        else if (session) await handlers.sessionPut(session, kind, injected, req, res);
+        else {
+          await readBody(req);
+          throw new HttpError(404, `Not Found: ${method} ${url.pathname}`);
+        }
+      } catch (err) {
+        if (res.headersSent) return void res.destroy();
+        if (err instanceof HttpError) return sendError(res, err.status, err.message);
+        sendError(res, 500, `stand-in failure: ${(err as Error).message}`);
+      }
+    })();
+  });
+
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", resolve));
+  const addr = server.address() as AddressInfo;
+  endpoint = `http://${addr.family === "IPv6" ? `[${addr.address}]` : addr.address}:${addr.port}`;
+
+  return {
+    endpoint,
+    createBucket,
+    async putObject(bucket, name, data, metadata = {}) {
+      const file = path.join(dir, "sessions", randomBytes(12).toString("hex"));
+      await writeFile(file, data);
+      return finalize({ bucket, name, file, resource: { metadata }, contentType: undefined, ifGenerationMatch: undefined, declaredSize: undefined, headerHash: undefined, wire: false });
+    },
+    getObject: (bucket, name) => buckets.get(bucket)?.get(name),
+    async readObject(bucket, name) {
+      const obj = buckets.get(bucket)?.get(name);
+      if (!obj) throw new Error(`no object ${bucket}/${name}`);
+      const chunks: Buffer[] = [];
+      for await (const c of createReadStream(obj.file)) chunks.push(c as Buffer);
+      return Buffer.concat(chunks);
+    },
+    faults,
+    requests,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (ownDir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function faultMessage(status: number): string {
+  return status === 429 ? "The rate of requests exceeds the rate limit. Please reduce the rate of requests." : status >= 500 ? "Backend Error" : `injected ${status}`;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function stringField(v: unknown): string | undefined {
+  return typeof v === "string" ? v : undefined;
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json; charset=UTF-8", "content-length": String(Buffer.byteLength(text)) }).end(text);
+}
+
+/** Cloud Storage's error envelope, which the client library turns into ApiError. */
+function sendError(res: ServerResponse, status: number, message: string): void {
+  const reason = REASONS[status] ?? "unknown";
+  json(res, status, { error: { code: status, message, errors: [{ message, domain: "global", reason }] } });
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Writes the request body into `file` at `position`; returns how many bytes landed. */
+async function receiveAt(req: IncomingMessage, file: string, position: number): Promise<number> {
+  const out = createWriteStream(file, { flags: "r+", start: position });
+  try {
+    await pipeline(req, out);
+  } catch {
+    // A client that hangs up mid-chunk: keep what was written, as Cloud Storage does.
+  }
+  return out.bytesWritten;
+}
+
+async function hashFile(file: string): Promise<{ size: number; crc32c: string; md5Hash: string }> {
+  const md5 = createHash("md5");
+  let crc = 0;
+  let size = 0;
+  for await (const c of createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })) {
+    const buf = c as Buffer;
+    crc = crc32c(buf, crc);
+    md5.update(buf);
+    size += buf.length;
+  }
+  const be = Buffer.alloc(4);
+  be.writeUInt32BE(crc >>> 0);
+  return { size, crc32c: be.toString("base64"), md5Hash: md5.digest("base64") };
+}
+
+async function flipByte(file: string): Promise<void> {
+  const { size } = await stat(file);
+  if (size === 0) return;
+  const handle = await open(file, "r+");
+  try {
+    const at = Math.floor(size / 2);
+    const one = Buffer.alloc(1);
+    await handle.read(one, 0, 1, at);
+    one[0] = one[0]! ^ 0xff;
+    await handle.write(one, 0, 1, at);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** multipart/related as the client sends it: a JSON part, then the media part. */
+function parseMultipart(body: Buffer, contentType: string): { contentType: string; body: Buffer }[] {
+  const boundary = /boundary=("?)([^";]+)\1/.exec(contentType)?.[2];
+  if (!boundary) throw new HttpError(400, "multipart upload without a boundary");
+  const delimiter = Buffer.from(`--${boundary}`);
+  const parts: { contentType: string; body: Buffer }[] = [];
+  let at = body.indexOf(delimiter);
+  while (at >= 0) {
+    const start = at + delimiter.length;
+    if (body.subarray(start, start + 2).toString() === "--") break;
+    const next = body.indexOf(delimiter, start);
+    if (next < 0) break;
+    const part = body.subarray(start + 2, next - 2); // skip the CRLF after the delimiter and before the next
+    const split = part.indexOf("\r\n\r\n");
+    const headers = part.subarray(0, split).toString("utf8");
+    parts.push({ contentType: /content-type:\s*([^\r\n]+)/i.exec(headers)?.[1] ?? "application/octet-stream", body: part.subarray(split + 4) });
+    at = next;
+  }
+  if (parts.length !== 2) throw new HttpError(400, `multipart upload with ${parts.length} parts (expected metadata and media)`);
+  return parts;
+}
