@@ -1,7 +1,8 @@
 // pino set up for Cloud Logging: one JSON object per line with `severity` and `message`, which
 // Cloud Logging parses into structured entries. In a terminal the same records are pretty-printed.
+import { createRequire } from "node:module";
 import pino, { type DestinationStream, type Logger } from "pino";
-import pretty from "pino-pretty";
+import type PinoPretty from "pino-pretty";
 import type { Config } from "./config.ts";
 
 export type { Logger } from "pino";
@@ -48,6 +49,8 @@ export function createLogger(opts: LoggerOptions): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   if (opts.format === "pretty") {
+    // Loaded only for a terminal: on Cloud Run (JSON) every task starts without it.
+    const pretty = createRequire(import.meta.url)("pino-pretty") as typeof PinoPretty;
     const stream = pretty({
       sync: true,
       colorize: process.stdout.isTTY === true && opts.destination === undefined,
@@ -70,7 +73,8 @@ export function createLogger(opts: LoggerOptions): Logger {
 }
 
 export function loggerBase(config: Config): Record<string, unknown> {
-  const base: Record<string, unknown> = { pair: config.pair };
+  // A task building several pairs (PAIRS) names the pair on each pair's child logger instead.
+  const base: Record<string, unknown> = config.pairs.length > 1 ? {} : { pair: config.pair };
   const run = config.cloudRun;
   if (run.job) base.job = run.job;
   if (run.execution) base.execution = run.execution;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Builds the image from Dockerfile.cloudrun, pushes it, and creates or updates the Cloud Run job
+# to run it, with the resources and variables of scripts/settings.env. Also rolls back: with
+# --no-build --tag <earlier tag> it points the job at an image already in the registry.
+set -euo pipefail
+
+USAGE="usage: scripts/deploy.sh [--tag TAG] [--no-build] [--builder docker|cloud-build]
+  --tag TAG       image tag (default: the git commit, with -dirty-<time> for uncommitted changes)
+  --no-build      deploy IMAGE:TAG already in the registry (roll back: --no-build --tag <earlier tag>)
+  --builder B     docker (default: a local Docker engine) or cloud-build (gcloud builds submit)"
+
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+tag=""
+build=true
+builder=docker
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --tag) [[ $# -ge 2 ]] || usage_error "--tag needs a value"; tag="$2"; shift 2 ;;
+    --no-build) build=false; shift ;;
+    --builder) [[ $# -ge 2 ]] || usage_error "--builder needs a value"; builder="$2"; shift 2 ;;
+    -h|--help) echo "${USAGE}"; exit 0 ;;
+    *) usage_error "unknown argument '$1'" ;;
+  esac
+done
+[[ "${builder}" == docker || "${builder}" == cloud-build ]] || usage_error "--builder ${builder}: expected docker or cloud-build"
+
+if [[ -z "${tag}" ]]; then
+  "${build}" || usage_error "--no-build needs --tag: the tag of an image already in ${IMAGE}"
+  tag="$(git -C "${PROJECT_ROOT}" rev-parse --short=12 HEAD 2>/dev/null)" || die "no --tag given and ${PROJECT_ROOT} is not a git checkout: pass --tag"
+  if [[ -n "$(git -C "${PROJECT_ROOT}" status --porcelain 2>/dev/null)" ]]; then
+    tag="${tag}-dirty-$(date -u +%Y%m%d%H%M%S)"
+  fi
+fi
+[[ "${tag}" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || usage_error "--tag ${tag}: expected letters, digits, '_', '.', '-' (at most 128)"
+image_ref="${IMAGE}:${tag}"
+command -v gcloud >/dev/null || die "gcloud is not on PATH: install the Google Cloud CLI"
+
+if "${build}"; then
+  if [[ "${builder}" == docker ]]; then
+    command -v docker >/dev/null || die "docker is not on PATH: install Docker, or use --builder cloud-build"
+    echo "== building ${image_ref} (Dockerfile.cloudrun)"
+    gcloud auth configure-docker "${IMAGE%%/*}" --quiet
+    DOCKER_BUILDKIT=1 docker build --file "${PROJECT_ROOT}/Dockerfile.cloudrun" --tag "${image_ref}" "${PROJECT_ROOT}"
+    echo "== pushing ${image_ref}"
+    docker push "${image_ref}"
+  else
+    echo "== building ${image_ref} with Cloud Build"
+    config="$(mktemp)"
+    trap 'rm -f "${config}"' EXIT
+    cat >"${config}" <<YAML
+steps:
+  - name: gcr.io/cloud-builders/docker
+    env: ["DOCKER_BUILDKIT=1"]
+    args: ["build", "--file", "Dockerfile.cloudrun", "--tag", "${image_ref}", "."]
+images: ["${image_ref}"]
+YAML
+    gcloud builds submit "${PROJECT_ROOT}" --project "${GCP_PROJECT}" --region "${REGION}" --config "${config}"
+  fi
+else
+  echo "== checking ${image_ref} is in the registry"
+  gcloud artifacts docker images describe "${image_ref}" --project "${GCP_PROJECT}" >/dev/null ||
+    die "no image ${image_ref}: list the tags with 'gcloud artifacts docker tags list ${IMAGE}'"
+fi
+
+# The job's own configuration. Never TARGET_PAIR: a default pair once made executions silently
+# build the wrong one; each execution passes --update-env-vars TARGET_PAIR=<pair> (or PAIRS).
+env_vars="BACKEND=gcp,GCP_PROJECT=${GCP_PROJECT},OUTPUT_URI=${OUTPUT_URI},LOG_FORMAT=json"
+[[ -z "${CHECKPOINT_URI:-}" ]] || env_vars+=",CHECKPOINT_URI=${CHECKPOINT_URI}"
+[[ -z "${BQ_LOCATION:-}" ]] || env_vars+=",BQ_LOCATION=${BQ_LOCATION}"
+[[ -z "${JOB_EXTRA_ENV_VARS:-}" ]] || env_vars+=",${JOB_EXTRA_ENV_VARS}"
+[[ ",${env_vars}," != *",TARGET_PAIR="* && ",${env_vars}," != *",PAIRS="* ]] ||
+  die "JOB_EXTRA_ENV_VARS sets TARGET_PAIR or PAIRS: name the pairs per execution instead (execute_production_26pairs.sh, execute_all_pairs_parallel.sh)"
+read -r -a extra_flags <<<"${JOB_EXTRA_FLAGS:-}"
+
+flags=(
+  --image "${image_ref}"
+  --region "${REGION}"
+  --project "${GCP_PROJECT}"
+  --service-account "${SERVICE_ACCOUNT}"
+  --cpu "${CPU}"
+  --memory "${MEMORY}"
+  --task-timeout "${TASK_TIMEOUT}"
+  --max-retries "${MAX_RETRIES}"
+  --parallelism "${PARALLELISM}"
+  --tasks 1
+  --set-env-vars "${env_vars}"
+  "${extra_flags[@]}"
+)
+
+previous="$(gcloud run jobs describe "${JOB_NAME}" --region "${REGION}" --project "${GCP_PROJECT}" --format 'value(template.template.containers[0].image)' 2>/dev/null || true)"
+if [[ -n "${previous}" ]]; then
+  echo "== updating job ${JOB_NAME} (was ${previous})"
+  gcloud run jobs update "${JOB_NAME}" "${flags[@]}"
+else
+  echo "== creating job ${JOB_NAME}"
+  gcloud run jobs create "${JOB_NAME}" "${flags[@]}"
+fi
+
+echo "deployed: job ${JOB_NAME} in ${REGION} runs ${image_ref}"
+if [[ -n "${previous}" && "${previous}" != "${image_ref}" ]]; then
+  echo "roll back with: scripts/deploy.sh --no-build --tag ${previous##*:}"
+fi
+echo "next: scripts/execute_production_26pairs.sh --pairs eurusd   (one pair, validated)"

@@ -1,0 +1,355 @@
+// The operator scripts in scripts/, run by bash with recording stand-ins for gcloud, gsutil and
+// docker first on PATH (test/support/fake-gcloud). The stand-in gcloud runs an execution's tasks
+// as Cloud Run would (the real entrypoint, one process per task, CLOUD_RUN_* set), here on the
+// embedded warehouse and writing to the Cloud Storage stand-in, so what the scripts then
+// validate is a real training file in a (stand-in) bucket.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PAIRS } from "../../src/constants.ts";
+import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { ROOT } from "../support/run-job.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../support/tiny-warehouse.ts";
+
+const OUTPUT_BUCKET = "bqx-test-output";
+const STAGING_BUCKET = "bqx-test-staging";
+const IMAGE = "us-central1-docker.pkg.dev/bqx-test/bqx/bqx-training-builder";
+const JOB = "bqx-ml-pipeline";
+/** In the warehouse; nzdusd is not, so its execution fails. */
+const BUILT = ["eurusd", "gbpusd", "usdjpy", "audusd"];
+
+interface Call {
+  tool: string;
+  argv: string[];
+  env: Record<string, string>;
+}
+interface Execution {
+  execution: string;
+  tasks: number;
+  parallelismPeak?: number;
+  overrides: Record<string, string>;
+  ran: boolean;
+  results?: Array<{ index: number; attempts: Array<{ attempt: number; code: number; argv: string[]; env: Record<string, string> }> }>;
+}
+interface ScriptRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  calls: Call[];
+  executions: Execution[];
+}
+
+let dir: string;
+let gcs: GcsStandIn;
+let tiny: Record<string, TinyPair>;
+let baseEnv: Record<string, string>;
+let firstDeploy: ScriptRun;
+
+const cloudDir = () => path.join(dir, "cloud");
+const readLines = async <T>(file: string): Promise<T[]> =>
+  existsSync(file) ? (await readFile(file, "utf8")).split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
+
+/** Runs a script with the stand-ins first on PATH; returns what it printed and what it called. */
+async function runScript(script: string, args: string[] = [], env: Record<string, string> = {}): Promise<ScriptRun> {
+  const callsBefore = (await readLines<Call>(path.join(cloudDir(), "calls.jsonl"))).length;
+  const executionsBefore = (await readLines<Execution>(path.join(cloudDir(), "executions.jsonl"))).length;
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn("bash", [path.join(ROOT, "scripts", script), ...args], { cwd: ROOT, env: { ...baseEnv, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("error", reject);
+    child.on("close", (c) => resolve({ code: c, stdout: out, stderr: err }));
+  });
+  return {
+    code,
+    stdout,
+    stderr,
+    calls: (await readLines<Call>(path.join(cloudDir(), "calls.jsonl"))).slice(callsBefore),
+    executions: (await readLines<Execution>(path.join(cloudDir(), "executions.jsonl"))).slice(executionsBefore),
+  };
+}
+
+const gcloudCalls = (run: ScriptRun, ...command: string[]) => run.calls.filter((c) => c.tool === "gcloud" && command.every((w, i) => c.argv[i] === w));
+const flag = (call: Call, name: string) => {
+  const i = call.argv.indexOf(`--${name}`);
+  return i >= 0 ? call.argv[i + 1] : undefined;
+};
+/** The "pair  result ..." rows of a summary table. */
+const tableRows = (stdout: string) =>
+  Object.fromEntries(
+    stdout
+      .slice(stdout.lastIndexOf("== summary"))
+      .split("\n")
+      .filter((l) => /^[a-z]{6} /.test(l))
+      .map((l) => [l.slice(0, 6), l.slice(6).trim()]),
+  );
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "operator-scripts-"));
+  const warehouse = path.join(dir, "warehouse.duckdb");
+  tiny = await buildTinyWarehouse({ path: warehouse, pairs: BUILT });
+  gcs = await startGcsStandIn({ buckets: [OUTPUT_BUCKET, STAGING_BUCKET] });
+  baseEnv = {
+    PATH: `${path.join(ROOT, "test", "support", "fake-gcloud")}:${path.dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`,
+    HOME: dir,
+    TMPDIR: dir,
+    // scripts/settings.env, overridden the way an operator would for another project.
+    GCP_PROJECT: "bqx-test",
+    REGION: "us-central1",
+    JOB_NAME: JOB,
+    IMAGE,
+    SERVICE_ACCOUNT: "bqx-runner@bqx-test.iam.gserviceaccount.com",
+    OUTPUT_URI: `gs://${OUTPUT_BUCKET}/runs`,
+    CHECKPOINT_URI: `gs://${STAGING_BUCKET}/checkpoints`,
+    PARALLELISM: "2",
+    MIN_TRAINING_BYTES: "1000",
+    ...TINY_VALIDATION_ENV,
+    GCS_ENDPOINT: gcs.endpoint,
+    // The emulated platform: where the stand-in gcloud runs tasks, and the local world it adds.
+    FAKE_CLOUD_DIR: cloudDir(),
+    FAKE_CLOUD_WORKDIR: ROOT,
+    FAKE_CLOUD_ENTRYPOINT: JSON.stringify(["node", "src/main.ts"]),
+    FAKE_CLOUD_TASK_ENV: JSON.stringify({ BACKEND: "local", WAREHOUSE: warehouse, GCS_ENDPOINT: gcs.endpoint, WORK_DIR: path.join(dir, "work"), MAX_WORKERS: "1", ...TINY_VALIDATION_ENV }),
+  };
+  firstDeploy = await runScript("deploy.sh", ["--tag", "v1"]);
+}, 120_000);
+
+afterAll(async () => {
+  await gcs?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("scripts/settings.env", () => {
+  it("lists the same 28 pairs as the job (src/constants.ts)", async () => {
+    const run = await new Promise<string>((resolve) => {
+      const child = spawn("bash", ["-c", `source scripts/settings.env && echo "$ALL_PAIRS"`], { cwd: ROOT, env: { PATH: baseEnv.PATH! } });
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      child.on("close", () => resolve(out.trim()));
+    });
+    expect(run.split(" ")).toEqual([...PAIRS]);
+  });
+});
+
+describe("scripts/deploy.sh", () => {
+  it("builds and pushes IMAGE:TAG, then creates the job with the settings' resources and no pair", () => {
+    expect(firstDeploy.code, firstDeploy.stderr).toBe(0);
+    const docker = firstDeploy.calls.filter((c) => c.tool === "docker").map((c) => c.argv[0]);
+    expect(docker).toEqual(["build", "push"]);
+    expect(firstDeploy.calls.find((c) => c.tool === "docker" && c.argv[0] === "build")!.argv).toEqual(["build", "--file", path.join(ROOT, "Dockerfile.cloudrun"), "--tag", `${IMAGE}:v1`, ROOT]);
+    const [create] = gcloudCalls(firstDeploy, "run", "jobs", "create");
+    expect(create).toBeDefined();
+    expect(create!.argv[3]).toBe(JOB);
+    expect({ image: flag(create!, "image"), cpu: flag(create!, "cpu"), memory: flag(create!, "memory"), timeout: flag(create!, "task-timeout"), retries: flag(create!, "max-retries"), sa: flag(create!, "service-account"), region: flag(create!, "region"), project: flag(create!, "project") }).toEqual({
+      image: `${IMAGE}:v1`,
+      cpu: "4",
+      memory: "12Gi",
+      timeout: "7200s",
+      retries: "1",
+      sa: "bqx-runner@bqx-test.iam.gserviceaccount.com",
+      region: "us-central1",
+      project: "bqx-test",
+    });
+    expect(flag(create!, "set-env-vars")).toBe(`BACKEND=gcp,GCP_PROJECT=bqx-test,OUTPUT_URI=gs://${OUTPUT_BUCKET}/runs,LOG_FORMAT=json,CHECKPOINT_URI=gs://${STAGING_BUCKET}/checkpoints`);
+    expect(create!.argv.join(" ")).not.toMatch(/TARGET_PAIR|PAIRS=/);
+    expect(firstDeploy.stdout).toMatch(`deployed: job ${JOB} in us-central1 runs ${IMAGE}:v1`);
+  });
+
+  it("updates the existing job on the next deploy and prints how to roll back; --no-build --tag rolls back without building", async () => {
+    const second = await runScript("deploy.sh", ["--tag", "v2"]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(gcloudCalls(second, "run", "jobs", "create")).toEqual([]);
+    expect(gcloudCalls(second, "run", "jobs", "update").map((c) => flag(c, "image"))).toEqual([`${IMAGE}:v2`]);
+    expect(second.stdout).toContain("roll back with: scripts/deploy.sh --no-build --tag v1");
+
+    const rollback = await runScript("deploy.sh", ["--no-build", "--tag", "v1"]);
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(rollback.calls.filter((c) => c.tool === "docker")).toEqual([]);
+    expect(gcloudCalls(rollback, "run", "jobs", "update").map((c) => flag(c, "image"))).toEqual([`${IMAGE}:v1`]);
+    const jobs = JSON.parse(await readFile(path.join(cloudDir(), "jobs.json"), "utf8"));
+    expect(jobs[JOB].image).toBe(`${IMAGE}:v1`);
+  });
+
+  it("refuses to roll back to a tag the registry does not have, naming it and how to list tags", async () => {
+    const run = await runScript("deploy.sh", ["--no-build", "--tag", "v0"]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`ERROR: no image ${IMAGE}:v0: list the tags with 'gcloud artifacts docker tags list ${IMAGE}'`);
+    expect(gcloudCalls(run, "run", "jobs", "update")).toEqual([]);
+  });
+
+  it("adds the settings' extra job variables and flags (a volume for WORK_DIR), and refuses a pair among them", async () => {
+    const extra = { JOB_EXTRA_ENV_VARS: "WORK_DIR=/work,MEMORY_BUDGET=3GiB", JOB_EXTRA_FLAGS: "--add-volume name=work,type=in-memory,size-limit=8Gi --add-volume-mount volume=work,mount-path=/work" };
+    const run = await runScript("deploy.sh", ["--no-build", "--tag", "v1"], extra);
+    expect(run.code, run.stderr).toBe(0);
+    const [update] = gcloudCalls(run, "run", "jobs", "update");
+    expect(flag(update!, "set-env-vars")).toMatch(/,WORK_DIR=\/work,MEMORY_BUDGET=3GiB$/);
+    expect(update!.argv.slice(-4)).toEqual(["--add-volume", "name=work,type=in-memory,size-limit=8Gi", "--add-volume-mount", "volume=work,mount-path=/work"]);
+
+    const refused = await runScript("deploy.sh", ["--no-build", "--tag", "v1"], { JOB_EXTRA_ENV_VARS: "TARGET_PAIR=eurusd" });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("JOB_EXTRA_ENV_VARS sets TARGET_PAIR or PAIRS: name the pairs per execution instead");
+    expect(gcloudCalls(refused, "run", "jobs", "update")).toEqual([]);
+  });
+
+  it("builds with Cloud Build when asked, with BuildKit on", async () => {
+    const run = await runScript("deploy.sh", ["--tag", "v3", "--builder", "cloud-build"]);
+    expect(run.code, run.stderr).toBe(0);
+    const [submit] = gcloudCalls(run, "builds", "submit");
+    expect(submit!.argv[2]).toBe(ROOT);
+    const config = await readFile(path.join(cloudDir(), "last-build-config.yaml"), "utf8");
+    expect(config).toContain('env: ["DOCKER_BUILDKIT=1"]');
+    expect(config).toContain(`args: ["build", "--file", "Dockerfile.cloudrun", "--tag", "${IMAGE}:v3", "."]`);
+    expect(run.calls.filter((c) => c.tool === "docker")).toEqual([]);
+    expect(gcloudCalls(run, "run", "jobs", "update").map((c) => flag(c, "image"))).toEqual([`${IMAGE}:v3`]);
+  });
+});
+
+describe("scripts/execute_production_26pairs.sh", () => {
+  it("runs one waited execution per pair with TARGET_PAIR as an env var, validates each file, and ends with a table", async () => {
+    const run = await runScript("execute_production_26pairs.sh", ["--pairs", "eurusd gbpusd"]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    const executes = gcloudCalls(run, "run", "jobs", "execute");
+    expect(executes.map((c) => c.argv.slice(3))).toEqual(
+      ["eurusd", "gbpusd"].map((p) => [JOB, "--region", "us-central1", "--project", "bqx-test", "--update-env-vars", `TARGET_PAIR=${p}`, "--wait", "--format", "value(metadata.name)"]),
+    );
+    // The task saw the pair in its environment only: no argument reached the job.
+    for (const [i, pair] of ["eurusd", "gbpusd"].entries()) {
+      const attempt = run.executions[i]!.results![0]!.attempts[0]!;
+      expect(attempt.env.TARGET_PAIR).toBe(pair);
+      expect(attempt.argv).toEqual(["node", "src/main.ts"]);
+      expect(gcs.getObject(OUTPUT_BUCKET, `runs/training_${pair}.parquet`)?.metadata.rows).toBe(String(tiny[pair]!.trainingRows));
+    }
+    expect(tableRows(run.stdout)).toEqual({ eurusd: expect.stringMatching(/^ok /), gbpusd: expect.stringMatching(/^ok /) });
+    expect(run.stdout).toContain("all 2 pair(s) built and validated");
+  });
+
+  it("stops at the first failed execution, lists the rest as not run, and says how to resume", async () => {
+    const run = await runScript("execute_production_26pairs.sh", ["--pairs", "usdjpy nzdusd audusd"]);
+    expect(run.code).toBe(1);
+    expect(gcloudCalls(run, "run", "jobs", "execute").map((c) => flag(c, "update-env-vars"))).toEqual(["TARGET_PAIR=usdjpy", "TARGET_PAIR=nzdusd"]);
+    expect(tableRows(run.stdout)).toEqual({ usdjpy: expect.stringMatching(/^ok /), nzdusd: expect.stringMatching(/^execution failed /), audusd: expect.stringMatching(/^not run /) });
+    expect(run.stderr).toContain('resume with: scripts/execute_production_26pairs.sh --from nzdusd --pairs "usdjpy nzdusd audusd"');
+    // The job retried the task once (MAX_RETRIES=1) and failed in discovery both times.
+    expect(run.executions[1]!.results![0]!.attempts.map((a) => a.code)).toEqual([1, 1]);
+  });
+
+  it("--from resumes at the named pair", async () => {
+    const run = await runScript("execute_production_26pairs.sh", ["--pairs", "usdjpy nzdusd audusd", "--from", "audusd"]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(gcloudCalls(run, "run", "jobs", "execute").map((c) => flag(c, "update-env-vars"))).toEqual(["TARGET_PAIR=audusd"]);
+    expect(tableRows(run.stdout)).toEqual({ audusd: expect.stringMatching(/^ok /) });
+  });
+
+  it("fails a pair whose execution reports success without producing the file (a ghost success)", async () => {
+    const run = await runScript("execute_production_26pairs.sh", ["--pairs", "cadjpy"], { FAKE_CLOUD_GHOST: "1" });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`ERROR: gs://${OUTPUT_BUCKET}/runs/training_cadjpy.parquet does not exist`);
+    expect(tableRows(run.stdout)).toEqual({ cadjpy: expect.stringMatching(/^validation failed /) });
+  });
+
+  it("refuses an unknown pair and a pair passed as a bare argument, before calling gcloud", async () => {
+    const unknown = await runScript("execute_production_26pairs.sh", ["--pairs", "eurusd xxxyyy"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown pair 'xxxyyy'");
+    const bare = await runScript("execute_production_26pairs.sh", ["eurusd"]);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain("unknown argument 'eurusd' (the pair goes in --pairs, never as an argument to the job)");
+    expect([...unknown.calls, ...bare.calls]).toEqual([]);
+  });
+});
+
+// Uses the files the executions above left in the bucket (eurusd, gbpusd, audusd).
+describe("scripts/validate_gcs_training_file.sh", () => {
+  it("passes a good file after reading only its footer and manifest, never the whole object", async () => {
+    const before = gcs.requests.length;
+    const run = await runScript("validate_gcs_training_file.sh", ["eurusd"]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^ok {4}validation: rows >= 20, columns >= 50, 49\/49 targets/m);
+    expect(run.stdout).toMatch(/^valid: gs:\/\/bqx-test-output\/runs\/training_eurusd\.parquet \(read .* of .*: footer and manifest only\)$/m);
+    const size = gcs.getObject(OUTPUT_BUCKET, "runs/training_eurusd.parquet")!.size;
+    const media = gcs.requests.slice(before).filter((r) => r.kind === "media" && r.path.endsWith("training_eurusd.parquet"));
+    expect(media.length).toBe(2);
+    for (const r of media) expect(r.range).toMatch(/^bytes=\d+-\d+$/);
+    const read = media.reduce((n, r) => {
+      const [a, b] = r.range!.slice(6).split("-").map(Number);
+      return n + (b! - a! + 1);
+    }, 0);
+    expect(read).toBeLessThan(size);
+    expect(run.calls.map((c) => `${c.tool} ${c.argv.join(" ")}`)).toEqual([`gsutil -q stat gs://${OUTPUT_BUCKET}/runs/training_eurusd.parquet`, `gsutil stat gs://${OUTPUT_BUCKET}/runs/training_eurusd.parquet`]);
+  });
+
+  it("fails a file replaced after its manifest was written, naming the mismatch", async () => {
+    // gbpusd's bytes and metadata under audusd's name: the metadata pair and the manifest both disagree.
+    const stored = gcs.getObject(OUTPUT_BUCKET, "runs/training_gbpusd.parquet")!;
+    await gcs.putObject(OUTPUT_BUCKET, "runs/training_audusd.parquet", await gcs.readObject(OUTPUT_BUCKET, "runs/training_gbpusd.parquet"), { ...stored.metadata, pair: "audusd" });
+    const run = await runScript("validate_gcs_training_file.sh", ["audusd"]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^FAIL {2}manifest: training_audusd\.manifest\.json does not describe this object: bytes \d+ \(object: \d+\); crc32c/m);
+    expect(run.stdout).toMatch(/^FAIL {2}metadata: .*footer bqx\.pair="gbpusd"/m);
+    expect(run.stderr).toContain("failed validation (above); rebuild it: scripts/execute_production_26pairs.sh --pairs audusd");
+  });
+
+  it("fails a file below MIN_TRAINING_BYTES before reading it", async () => {
+    const run = await runScript("validate_gcs_training_file.sh", ["eurusd"], { MIN_TRAINING_BYTES: String(10 * 1024 ** 3) });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/training_eurusd\.parquet is \d+ bytes, below MIN_TRAINING_BYTES=10737418240/);
+  });
+
+  it("refuses a missing or unknown pair with exit 2", async () => {
+    expect((await runScript("validate_gcs_training_file.sh", [])).code).toBe(2);
+    const run = await runScript("validate_gcs_training_file.sh", ["EURUSD"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("unknown pair 'EURUSD'");
+  });
+});
+
+describe("scripts/execute_all_pairs_parallel.sh", () => {
+  it("runs one execution of one task per pair, PAIRS split by task index, at most P at once, and validates every pair", async () => {
+    const pairs = ["eurusd", "gbpusd", "usdjpy"];
+    const run = await runScript("execute_all_pairs_parallel.sh", ["--pairs", pairs.join(" "), "--parallelism", "2"]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(gcloudCalls(run, "run", "jobs", "update").map((c) => flag(c, "parallelism"))).toEqual(["2"]);
+    const executes = gcloudCalls(run, "run", "jobs", "execute");
+    expect(executes).toHaveLength(1);
+    expect({ tasks: flag(executes[0]!, "tasks"), env: flag(executes[0]!, "update-env-vars"), wait: executes[0]!.argv.includes("--wait") }).toEqual({ tasks: "3", env: "PAIRS=eurusd gbpusd usdjpy", wait: true });
+    const execution = run.executions[0]!;
+    expect(execution.parallelismPeak).toBe(2);
+    expect(execution.results!.map((r) => [r.attempts[0]!.env.CLOUD_RUN_TASK_INDEX, r.attempts[0]!.env.PAIRS, r.attempts[0]!.code])).toEqual([
+      ["0", "eurusd gbpusd usdjpy", 0],
+      ["1", "eurusd gbpusd usdjpy", 0],
+      ["2", "eurusd gbpusd usdjpy", 0],
+    ]);
+    // Each task built its own pair: its log names it.
+    for (const [i, pair] of pairs.entries()) {
+      const log = await readFile(path.join(cloudDir(), "logs", `${execution.execution}-task${i}-attempt0.log`), "utf8");
+      expect(log).toContain(`"message":"task ${i} of 3 builds ${pair} (from PAIRS, 3 listed)"`);
+    }
+    expect(tableRows(run.stdout)).toEqual({ eurusd: "0      ok", gbpusd: "1      ok", usdjpy: "2      ok" });
+  });
+
+  it("passes PAIRS=all for all 28 pairs, and reports the pairs a failed execution left unbuilt", async () => {
+    // Only 4 of the 28 are in the small warehouse: the other tasks fail, and the table says which.
+    const run = await runScript("execute_all_pairs_parallel.sh", ["--tasks", "2", "--parallelism", "2"], { MAX_RETRIES: "0" });
+    expect(run.code).toBe(1);
+    const [execute] = gcloudCalls(run, "run", "jobs", "execute");
+    expect({ tasks: flag(execute!, "tasks"), env: flag(execute!, "update-env-vars") }).toEqual({ tasks: "2", env: "PAIRS=all" });
+    expect(run.stdout).toContain("note: 2 tasks for 28 pairs: a task builds up to 14 pairs one after another");
+    expect(run.executions[0]!.results!.map((r) => r.attempts.at(-1)!.code)).toEqual([1, 1]);
+    const rows = tableRows(run.stdout);
+    expect(Object.keys(rows)).toEqual([...PAIRS]);
+    expect(rows.nzdusd).toMatch(/missing or invalid/);
+    expect(run.stderr).toMatch(/ERROR: \d+ of 28 pair\(s\) not built; rerun them with: scripts\/execute_production_26pairs\.sh --pairs "/);
+  }, 300_000);
+
+  it("refuses more tasks than pairs before calling gcloud", async () => {
+    const run = await runScript("execute_all_pairs_parallel.sh", ["--pairs", "eurusd gbpusd", "--tasks", "3"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("--tasks 3: more tasks than the 2 pairs listed");
+    expect(run.calls).toEqual([]);
+  });
+});
