@@ -3,21 +3,54 @@
 // typed Config. TARGET_PAIR is validated here, long before it can reach any SQL.
 import os from "node:os";
 import path from "node:path";
-import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, PAIRS } from "./constants.ts";
+import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET } from "./constants.ts";
 import { ConfigError } from "./errors.ts";
+import { selectTaskPairs } from "./fanout.ts";
 import { defaultMemoryBudget, detectCpus, detectMemoryLimit, type Detected } from "./resources.ts";
-import { formatBytes, parseSize } from "./units.ts";
+import { formatBytes, parseDuration, parseSize } from "./units.ts";
 
-export type Backend = "local";
+export type Backend = "local" | "gcp";
 export type LogFormat = "json" | "pretty";
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** Where objects go: a local directory or a Cloud Storage bucket and prefix. */
+export type Location =
+  | { kind: "local"; uri: string; dir: string }
+  | { kind: "gcs"; uri: string; bucket: string; prefix: string };
+
+export interface GcpConfig {
+  project: string;
+  /** BigQuery location of the datasets (e.g. US, us-central1); undefined lets BigQuery infer it. */
+  location: string | undefined;
+  /** Overrides for local protocol stand-ins; undefined means Google's production endpoints. */
+  bigqueryEndpoint: string | undefined;
+  storageReadEndpoint: string | undefined;
+  queryTimeoutMs: number;
+}
+
 export interface Config {
   pair: string;
+  // --- fan-out (src/fanout.ts) ---
+  /** The pairs this process builds, in order: [TARGET_PAIR], or its share of PAIRS. `pair` is the first. */
+  pairs: readonly string[];
+  pairSource: "TARGET_PAIR" | "PAIRS";
+  /** How many pairs PAIRS listed for the whole execution (1 with TARGET_PAIR). */
+  pairsListed: number;
+  // --- end fan-out ---
   backend: Backend;
+  /** DuckDB database file (BACKEND=local). */
   warehouse: string;
+  gcp: GcpConfig | undefined;
+  /** OUTPUT_URI as given (resolved for local paths). */
   outputUri: string;
+  output: Location;
+  /** Cloud Storage JSON API endpoint override (stand-ins), for OUTPUT_URI and CHECKPOINT_URI. */
+  gcsEndpoint: string | undefined;
+  /** Where checkpoints are staged durably as they are written, so a new container resumes. */
+  checkpointStore: Location | undefined;
+  /** Tables being extracted at once (queries in flight), separate from the CPU pool size. */
+  extractConcurrency: number;
   workDir: string;
   featuresDataset: string;
   targetsDataset: string;
@@ -34,6 +67,10 @@ export interface Config {
   minRows: number;
   minColumns: number;
   keepCheckpoints: boolean;
+  /** FAULT_RATE/FAULT_SEED: transient faults injected into warehouse calls (BACKEND=local, testing only). */
+  faults: { rate: number; seed: number } | undefined;
+  /** FAULT_CORRUPT_UPLOADS: the local bucket flips a byte in every copy it makes (testing only). */
+  corruptUploads: boolean;
   logLevel: LogLevel;
   logFormat: LogFormat;
   cloudRun: { job?: string; execution?: string; taskIndex: number; taskCount: number; attempt: number };
@@ -66,7 +103,12 @@ export const DEFAULTS = Object.freeze({
   MIN_COLUMNS: 10_000,
 });
 
-const PAIR_SHAPE = /^[a-z]{6}$/;
+const PROJECT_ID = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
+const BQ_LOCATION = /^[A-Za-z][A-Za-z0-9-]{1,40}$/;
+const GCS_URI = /^gs:\/\/([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:\/(.*))?$/;
+/** Tables in flight for BACKEND=gcp: enough that a few seconds per query still gives hundreds of tables a minute. */
+const DEFAULT_GCP_EXTRACT_CONCURRENCY = 32;
+const DEFAULT_QUERY_TIMEOUT = "10m";
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,1023}$/;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
 
@@ -75,39 +117,91 @@ type Env = Readonly<Record<string, string | undefined>>;
 /** Parse the environment. Throws ConfigError listing every problem at once. */
 export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   const problems: string[] = [];
+  // What was given is echoed back, except a URL's user:password@ (a credential in the wrong place).
+  const shown = (got: string) => JSON.stringify(got.replace(/\/\/[^/@\s]*@/g, "//[redacted]@"));
   const problem = (name: string, expected: string, got: string | undefined) =>
-    problems.push(`${name}: expected ${expected} (got ${got === undefined ? "nothing" : JSON.stringify(got)})`);
+    problems.push(`${name}: expected ${expected} (got ${got === undefined ? "nothing" : shown(got)})`);
   const raw = (name: string): string | undefined => {
     const v = env[name];
     return v === undefined || v.trim() === "" ? undefined : v.trim();
   };
 
-  // TARGET_PAIR: required, never defaulted (a default once made a job silently build the wrong pair).
-  const pairRaw = env.TARGET_PAIR;
-  let pair = "";
-  if (pairRaw === undefined || pairRaw.trim() === "") {
-    problem("TARGET_PAIR", `one of the 28 pairs in lower case, e.g. eurusd; set it with --update-env-vars TARGET_PAIR=<pair>`, pairRaw);
-  } else if (!PAIR_SHAPE.test(pairRaw)) {
-    const hint = /^[A-Za-z]{6}$/.test(pairRaw) ? ` (did you mean ${pairRaw.toLowerCase()}?)` : "";
-    problem("TARGET_PAIR", `six lower-case letters naming a pair, e.g. eurusd${hint}`, pairRaw);
-  } else if (!PAIRS.includes(pairRaw)) {
-    problem("TARGET_PAIR", `one of ${PAIRS.join(" ")}`, pairRaw);
-  } else {
-    pair = pairRaw;
-  }
+  // --- fan-out (src/fanout.ts) ---
+  // TARGET_PAIR (one pair), or PAIRS split across the execution's tasks: required, never
+  // defaulted (a default once made a job silently build the wrong pair).
+  const selection = selectTaskPairs(env);
+  problems.push(...selection.problems);
+  const pair = selection.pairs[0] ?? "";
+  // --- end fan-out ---
 
   const backendRaw = raw("BACKEND") ?? "local";
-  if (backendRaw !== "local") {
-    problem("BACKEND", `"local" (the embedded DuckDB warehouse and a local bucket directory; "gcp" is not available in this version)`, backendRaw);
+  if (backendRaw !== "local" && backendRaw !== "gcp") {
+    problem("BACKEND", `"local" (the embedded DuckDB warehouse) or "gcp" (BigQuery)`, backendRaw);
   }
+  const backend: Backend = backendRaw === "gcp" ? "gcp" : "local";
 
   const warehouse = path.resolve(host.cwd, raw("WAREHOUSE") ?? DEFAULTS.WAREHOUSE);
 
-  const outputRaw = raw("OUTPUT_URI") ?? DEFAULTS.OUTPUT_URI;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(outputRaw) && !outputRaw.startsWith("file://")) {
-    problem("OUTPUT_URI", `a local directory for BACKEND=local (gs:// arrives with BACKEND=gcp)`, outputRaw);
+  const endpoint = (name: string): string | undefined => {
+    const v = raw(name);
+    if (v === undefined) return undefined;
+    let url: URL | undefined;
+    try {
+      url = new URL(v);
+    } catch {
+      url = undefined;
+    }
+    if (!url || !["http:", "https:"].includes(url.protocol) || url.pathname.replace(/\/+$/, "") !== "" || url.search !== "") {
+      problem(name, "an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google)", v);
+      return undefined;
+    }
+    return url.origin;
+  };
+  const gcsEndpoint = endpoint("GCS_ENDPOINT");
+  const bigqueryEndpoint = endpoint("BIGQUERY_ENDPOINT");
+  const storageReadEndpoint = endpoint("BIGQUERY_STORAGE_ENDPOINT");
+
+  /** A local directory or gs://bucket/prefix; anything else is a problem named after the variable. */
+  const location = (name: string, v: string): Location | undefined => {
+    if (v.startsWith("gs://")) {
+      const m = GCS_URI.exec(v);
+      if (!m) {
+        problem(name, "gs://<bucket>/<optional prefix> with a valid bucket name", v);
+        return undefined;
+      }
+      const prefix = (m[2] ?? "").replace(/^\/+|\/+$/g, "");
+      return { kind: "gcs", uri: `gs://${m[1]}${prefix ? `/${prefix}` : ""}`, bucket: m[1]!, prefix };
+    }
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v) && !v.startsWith("file://")) {
+      problem(name, "a local directory or gs://<bucket>/<prefix>", v);
+      return undefined;
+    }
+    const dir = path.resolve(host.cwd, v.replace(/^file:\/\//, ""));
+    return { kind: "local", uri: dir, dir };
+  };
+  const output = location("OUTPUT_URI", raw("OUTPUT_URI") ?? DEFAULTS.OUTPUT_URI);
+  const checkpointRaw = raw("CHECKPOINT_URI");
+  const checkpointStore = checkpointRaw === undefined ? undefined : location("CHECKPOINT_URI", checkpointRaw);
+
+  let gcp: GcpConfig | undefined;
+  const projectRaw = raw("GCP_PROJECT");
+  if (projectRaw !== undefined && !PROJECT_ID.test(projectRaw)) problem("GCP_PROJECT", "a project ID like bqx-ml (6-30 lower-case letters, digits, hyphens)", projectRaw);
+  const locationRaw = raw("BQ_LOCATION");
+  if (locationRaw !== undefined && !BQ_LOCATION.test(locationRaw)) problem("BQ_LOCATION", "a BigQuery location like US or us-central1", locationRaw);
+  const timeoutRaw = raw("QUERY_TIMEOUT") ?? DEFAULT_QUERY_TIMEOUT;
+  const queryTimeoutMs = parseDuration(timeoutRaw);
+  if (queryTimeoutMs === undefined || queryTimeoutMs < 1000 || queryTimeoutMs > 6 * 3_600_000) {
+    problem("QUERY_TIMEOUT", "a duration from 1s to 6h like 10m, 90s or 1h", timeoutRaw);
   }
-  const outputUri = path.resolve(host.cwd, outputRaw.replace(/^file:\/\//, ""));
+  if (backend === "gcp") {
+    if (projectRaw === undefined) problem("GCP_PROJECT", "the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp)", projectRaw);
+    else if (PROJECT_ID.test(projectRaw)) {
+      gcp = { project: projectRaw, location: locationRaw, bigqueryEndpoint, storageReadEndpoint, queryTimeoutMs: queryTimeoutMs ?? 0 };
+    }
+  } else if (bigqueryEndpoint !== undefined || storageReadEndpoint !== undefined) {
+    problems.push("BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)");
+  }
+  const outputUri = output?.uri ?? "";
   const workDir = path.resolve(host.cwd, raw("WORK_DIR") ?? path.join(host.tmpDir, "bqx-training"));
 
   const dataset = (name: string, fallback: string): string => {
@@ -143,6 +237,7 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   };
   const rowLimit = positiveInt("ROW_LIMIT");
   const maxWorkersSet = positiveInt("MAX_WORKERS", 256);
+  const extractConcurrencySet = positiveInt("EXTRACT_CONCURRENCY", 1000);
   const minRows = positiveInt("MIN_ROWS") ?? DEFAULTS.MIN_ROWS;
   const minColumns = positiveInt("MIN_COLUMNS") ?? DEFAULTS.MIN_COLUMNS;
 
@@ -167,6 +262,29 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     else if (!["false", "0", "no"].includes(v)) problem("KEEP_CHECKPOINTS", "true or false", keepRaw);
   }
 
+  // Chaos testing of the retry paths: never on unless asked for, and only where no real service is hit.
+  const faultRateRaw = raw("FAULT_RATE");
+  const faultSeedRaw = raw("FAULT_SEED");
+  let faults: { rate: number; seed: number } | undefined;
+  if (faultRateRaw !== undefined) {
+    const rate = /^(0(\.\d+)?|0?\.\d+)$/.test(faultRateRaw) ? Number(faultRateRaw) : NaN;
+    if (!(rate > 0 && rate <= 0.5)) problem("FAULT_RATE", "a fraction above 0 and at most 0.5, like 0.2 (testing only; leave unset in production)", faultRateRaw);
+    else if (backend !== "local") problem("FAULT_RATE", "only with BACKEND=local (the gcp stand-ins inject their own faults)", faultRateRaw);
+    const seed = faultSeedRaw === undefined ? 1 : /^\d{1,9}$/.test(faultSeedRaw) ? Number(faultSeedRaw) : undefined;
+    if (seed === undefined) problem("FAULT_SEED", "a whole number (which calls fail, reproducibly)", faultSeedRaw);
+    if (rate > 0 && rate <= 0.5 && backend === "local" && seed !== undefined) faults = { rate, seed };
+  } else if (faultSeedRaw !== undefined) {
+    problem("FAULT_SEED", "only together with FAULT_RATE", faultSeedRaw);
+  }
+
+  const corruptRaw = raw("FAULT_CORRUPT_UPLOADS");
+  let corruptUploads = false;
+  if (corruptRaw !== undefined) {
+    if (!["true", "false"].includes(corruptRaw.toLowerCase())) problem("FAULT_CORRUPT_UPLOADS", "true or false (testing only; leave unset in production)", corruptRaw);
+    else if (corruptRaw.toLowerCase() === "true" && output?.kind !== "local") problem("FAULT_CORRUPT_UPLOADS", "only with a local directory as OUTPUT_URI (the Cloud Storage stand-in corrupts uploads itself)", corruptRaw);
+    else corruptUploads = corruptRaw.toLowerCase() === "true";
+  }
+
   const levelRaw = (raw("LOG_LEVEL") ?? "info").toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(levelRaw)) problem("LOG_LEVEL", LOG_LEVELS.join(", "), raw("LOG_LEVEL"));
   const formatRaw = (raw("LOG_FORMAT") ?? "auto").toLowerCase();
@@ -183,20 +301,39 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     return Number(v);
   };
 
+  // Read before the check below, so a malformed platform value is reported like any other.
+  const cloudRun = Object.freeze({
+    job: raw("CLOUD_RUN_JOB"),
+    execution: raw("CLOUD_RUN_EXECUTION"),
+    taskIndex: platformInt("CLOUD_RUN_TASK_INDEX", 0),
+    taskCount: platformInt("CLOUD_RUN_TASK_COUNT", 1),
+    attempt: platformInt("CLOUD_RUN_TASK_ATTEMPT", 0),
+  });
+
   if (problems.length > 0) throw new ConfigError(problems);
 
+  const maxWorkers = maxWorkersSet ?? host.cpus.value;
   return Object.freeze({
     pair,
-    backend: "local" as const,
+    pairs: Object.freeze(selection.pairs),
+    pairSource: selection.source,
+    pairsListed: selection.listed,
+    backend,
     warehouse,
+    gcp: gcp ? Object.freeze(gcp) : undefined,
     outputUri,
+    output: Object.freeze(output!),
+    gcsEndpoint,
+    checkpointStore: checkpointStore ? Object.freeze(checkpointStore) : undefined,
+    // The local backend's work is all CPU: one table per thread. BigQuery's is mostly waiting.
+    extractConcurrency: extractConcurrencySet ?? (backend === "gcp" ? Math.max(DEFAULT_GCP_EXTRACT_CONCURRENCY, maxWorkers) : maxWorkers),
     workDir,
     featuresDataset,
     targetsDataset,
     dateFrom,
     dateTo,
     rowLimit,
-    maxWorkers: maxWorkersSet ?? host.cpus.value,
+    maxWorkers,
     maxWorkersSource: maxWorkersSet !== undefined ? "MAX_WORKERS" : host.cpus.source,
     memoryBudgetBytes,
     memoryBudgetSource,
@@ -205,15 +342,11 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     minRows,
     minColumns,
     keepCheckpoints,
+    faults: faults ? Object.freeze(faults) : undefined,
+    corruptUploads,
     logLevel: levelRaw as LogLevel,
     logFormat,
-    cloudRun: Object.freeze({
-      job: raw("CLOUD_RUN_JOB"),
-      execution: raw("CLOUD_RUN_EXECUTION"),
-      taskIndex: platformInt("CLOUD_RUN_TASK_INDEX", 0),
-      taskCount: platformInt("CLOUD_RUN_TASK_COUNT", 1),
-      attempt: platformInt("CLOUD_RUN_TASK_ATTEMPT", 0),
-    }),
+    cloudRun,
   });
 }
 
@@ -222,8 +355,20 @@ export function effectiveConfig(config: Config): Record<string, unknown> {
   return {
     TARGET_PAIR: config.pair,
     BACKEND: config.backend,
-    WAREHOUSE: config.warehouse,
+    ...(config.backend === "local" ? { WAREHOUSE: config.warehouse } : {}),
+    ...(config.gcp
+      ? {
+          GCP_PROJECT: config.gcp.project,
+          BQ_LOCATION: config.gcp.location ?? null,
+          QUERY_TIMEOUT_MS: config.gcp.queryTimeoutMs,
+          BIGQUERY_ENDPOINT: config.gcp.bigqueryEndpoint ?? null,
+          BIGQUERY_STORAGE_ENDPOINT: config.gcp.storageReadEndpoint ?? null,
+        }
+      : {}),
     OUTPUT_URI: config.outputUri,
+    CHECKPOINT_URI: config.checkpointStore?.uri ?? null,
+    GCS_ENDPOINT: config.gcsEndpoint ?? null,
+    EXTRACT_CONCURRENCY: config.extractConcurrency,
     WORK_DIR: config.workDir,
     FEATURES_DATASET: config.featuresDataset,
     TARGETS_DATASET: config.targetsDataset,
@@ -235,6 +380,8 @@ export function effectiveConfig(config: Config): Record<string, unknown> {
     MIN_ROWS: config.minRows,
     MIN_COLUMNS: config.minColumns,
     KEEP_CHECKPOINTS: config.keepCheckpoints,
+    ...(config.faults ? { FAULT_RATE: config.faults.rate, FAULT_SEED: config.faults.seed } : {}),
+    ...(config.corruptUploads ? { FAULT_CORRUPT_UPLOADS: true } : {}),
     LOG_LEVEL: config.logLevel,
   };
 }

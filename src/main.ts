@@ -1,9 +1,58 @@
 // Entrypoint: config -> logger -> backends -> stages -> exit code.
 import { STAGES } from "../stages/index.ts";
-import { parseConfig, realHostFacts, type Config } from "./config.ts";
-import { ConfigError, describeError } from "./errors.ts";
-import { createLogger, loggerBase } from "./log.ts";
-import { EXIT_CONFIG, EXIT_FAILED, runPipeline } from "./pipeline.ts";
+import type { Bucket } from "./bucket/port.ts";
+import { parseConfig, realHostFacts, type Config, type Location } from "./config.ts";
+import { ConfigError, JobError, describeError } from "./errors.ts";
+import { buildTaskPairs } from "./fanout.ts";
+import { createLogger, loggerBase, type Logger } from "./log.ts";
+import { EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, runPipeline } from "./pipeline.ts";
+import { logFirstWarehouseRequest } from "./startup.ts";
+import type { Warehouse } from "./warehouse/port.ts";
+
+/** Only the backend in use is loaded: DuckDB never starts on Cloud Run, the Google clients never locally. */
+async function openWarehouse(config: Readonly<Config>, log: Logger): Promise<Warehouse> {
+  if (config.backend === "local") {
+    const { DuckDBWarehouse } = await import("./warehouse/duckdb.ts");
+    return DuckDBWarehouse.open(config.warehouse);
+  }
+  const gcp = config.gcp!;
+  const { BigQueryWarehouse } = await import("./warehouse/bigquery.ts");
+  return new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
+}
+
+async function openBucket(location: Location, config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Bucket> {
+  if (location.kind === "local") {
+    const { LocalDirectoryBucket } = await import("./bucket/local.ts");
+    // Only the output is corrupted on purpose; checkpoint staging stays honest.
+    return new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads && location === config.output });
+  }
+  const { GcsBucket } = await import("./bucket/gcs.ts");
+  return new GcsBucket(location.uri, { apiEndpoint: config.gcsEndpoint, projectId: config.gcp?.project, log, signal });
+}
+
+/** Fails before any extraction when a location cannot be written, naming the variable to fix. */
+async function checkWritable(bucket: Bucket, variable: "OUTPUT_URI" | "CHECKPOINT_URI"): Promise<void> {
+  try {
+    await bucket.checkWritable();
+  } catch (err) {
+    if (variable === "OUTPUT_URI") throw err;
+    const job = err instanceof JobError ? err : undefined;
+    throw new JobError(`checkpoint store ${bucket.location} (CHECKPOINT_URI) cannot be written: ${job?.message ?? describeError(err)}`, {
+      reason: job?.reason ?? "checkpoint-store-not-writable",
+      fix: job?.reason === "output-not-writable" ? "set CHECKPOINT_URI to a directory this user can create and write, or to gs://<bucket>/<prefix>" : (job?.fix ?? "fix the permissions on CHECKPOINT_URI or unset it"),
+      cause: err,
+    });
+  }
+}
+
+function describeBackends(config: Readonly<Config>): string {
+  const source =
+    config.backend === "gcp"
+      ? `BACKEND=gcp: BigQuery project ${config.gcp?.project}${config.gcp?.location ? ` in ${config.gcp.location}` : ""}${config.gcp?.bigqueryEndpoint ? ` at ${config.gcp.bigqueryEndpoint}` : ""}`
+      : `BACKEND=local: warehouse ${config.warehouse}`;
+  const checkpoints = config.checkpointStore ? `checkpoints staged in ${config.checkpointStore.uri}` : "checkpoints kept in the work dir only (CHECKPOINT_URI unset)";
+  return `building ${config.pairs.map((p) => `training_${p}.parquet`).join(", ")} with ${source}; output ${config.output.uri}; ${checkpoints}; work dir ${config.workDir}`;
+}
 
 async function main(): Promise<number> {
   let config: Readonly<Config>;
@@ -20,15 +69,29 @@ async function main(): Promise<number> {
   const log = createLogger({ level: config.logLevel, format: config.logFormat, base: loggerBase(config) });
   log.info(
     {
+      backend: config.backend,
+      output: config.output.uri,
+      checkpointStore: config.checkpointStore?.uri ?? null,
       workers: config.maxWorkers,
       workersSource: config.maxWorkersSource,
+      extractConcurrency: config.extractConcurrency,
       memoryLimitBytes: config.memoryLimitBytes,
       memoryLimitSource: config.memoryLimitSource,
       memoryBudgetBytes: config.memoryBudgetBytes,
       node: process.version,
     },
-    `building training_${config.pair}.parquet: warehouse ${config.warehouse}, output ${config.outputUri}, work dir ${config.workDir}`,
+    describeBackends(config),
   );
+
+  if (config.corruptUploads) {
+    log.warn({ faultCorruptUploads: true }, "FAULT_CORRUPT_UPLOADS=true: every copy into the output directory gets one byte flipped; for testing the upload's verification only");
+  }
+  if (config.faults) {
+    log.warn(
+      { faultRate: config.faults.rate, faultSeed: config.faults.seed },
+      `FAULT_RATE=${config.faults.rate}: about ${Math.round(config.faults.rate * 100)}% of warehouse calls will fail with an injected transient fault (seed ${config.faults.seed}); for testing the retry paths only`,
+    );
+  }
 
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
@@ -38,19 +101,30 @@ async function main(): Promise<number> {
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
 
-  const { DuckDBWarehouse } = await import("./warehouse/duckdb.ts");
-  const { LocalDirectoryBucket } = await import("./bucket/local.ts");
-  let warehouse;
+  let warehouse: Warehouse | undefined;
   try {
-    warehouse = await DuckDBWarehouse.open(config.warehouse);
-    const bucket = new LocalDirectoryBucket(config.outputUri);
+    warehouse = logFirstWarehouseRequest(await openWarehouse(config, log), log);
+    const bucket = await openBucket(config.output, config, log.child({ bucket: "output" }), controller.signal);
+    // Staging logs one line per upload at info; only its warnings matter unless debugging.
+    const storeLog = log.child({ bucket: "checkpoints" }, { level: log.level === "info" ? "warn" : log.level });
+    const checkpointStore = config.checkpointStore ? await openBucket(config.checkpointStore, config, storeLog, controller.signal) : undefined;
     // Checked before any extraction, so a long run never ends on a permission error.
-    await bucket.checkWritable();
-    const outcome = await runPipeline({ config, log, warehouse, bucket, stages: STAGES, signal: controller.signal });
-    return outcome.exitCode;
+    await checkWritable(bucket, "OUTPUT_URI");
+    if (checkpointStore) await checkWritable(checkpointStore, "CHECKPOINT_URI");
+    // --- fan-out (src/fanout.ts): one pipeline run per pair this task builds ---
+    const opened = warehouse;
+    return await buildTaskPairs({
+      config,
+      log,
+      signal: controller.signal,
+      build: (pairConfig, pairLog) => runPipeline({ config: pairConfig, log: pairLog, warehouse: opened, bucket, checkpointStore, stages: STAGES, signal: controller.signal }),
+    });
+    // --- end fan-out ---
   } catch (err) {
-    log.error({ err }, describeError(err));
-    return EXIT_FAILED;
+    const interrupted = controller.signal.aborted;
+    const job = err instanceof JobError ? err : undefined;
+    log.error({ reason: interrupted ? "interrupted" : (job?.reason ?? "unexpected"), fix: job?.fix, err: job ? undefined : err }, describeError(err));
+    return interrupted ? EXIT_INTERRUPTED : EXIT_FAILED;
   } finally {
     await warehouse?.close();
   }

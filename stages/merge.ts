@@ -1,6 +1,5 @@
 // Stage 2: merge the checkpoints into one wide parquet file under the memory budget.
 import { progressFigures, progressMessage } from "../src/extract/progress.ts";
-import { mergeCheckpoints } from "../src/merge/merge.ts";
 import { formatBytes } from "../src/units.ts";
 import type { Stage } from "./types.ts";
 
@@ -21,7 +20,11 @@ export const mergeStage: Stage = {
     }, RSS_SAMPLE_MS).unref();
     const started = ctx.now();
     let lastProgress = started;
+    let merged = 0;
     try {
+      // Loaded here, not at start-up: nodejs-polars is the heaviest module the merge needs, and
+      // a task spends its first minutes extracting (cold start, see src/startup.ts).
+      const { mergeCheckpoints } = await import("../src/merge/merge.ts");
       const result = await mergeCheckpoints({
         target: checkpoints.target.path,
         features: checkpoints.features.map((c) => ({ table: c.table, path: c.path })),
@@ -40,6 +43,7 @@ export const mergeStage: Stage = {
               : `merging ${rows} rows x ${discovery.columnCount} columns in ${plan.ranges.length} ranges of ${plan.rowsPerRange} rows (budget ${formatBytes(config.memoryBudgetBytes)} from ${config.memoryBudgetSource}; the widest table does not fit it whole)`,
           ),
         onProgress: (done, total) => {
+          merged = done;
           peakRss = Math.max(peakRss, process.memoryUsage.rss());
           const now = ctx.now();
           if (done < total && now - lastProgress < PROGRESS_EVERY_MS) return;
@@ -51,6 +55,11 @@ export const mergeStage: Stage = {
       peakRss = Math.max(peakRss, process.memoryUsage.rss());
       state.merged = { path: ctx.layout.output, tablesMerged: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss };
       return { strategy: result.strategy, workers: result.workers, tables: result.tablesMerged, rows: result.rows, columns: result.columns, rowGroups: result.rowGroups, bytes: result.bytes, peakRssBytes: peakRss, budgetBytes: config.memoryBudgetBytes };
+    } catch (err) {
+      if (ctx.signal.aborted) {
+        log.warn({ merged, tables: checkpoints.features.length + 1 }, `merge stopped after ${merged} of ${checkpoints.features.length + 1} tables; the partial output is discarded, the checkpoints are kept for the next attempt`);
+      }
+      throw err;
     } finally {
       clearInterval(sampler);
     }

@@ -75,7 +75,8 @@ describe("the five-stage pipeline on the embedded backend", () => {
   it("exits 0 with the training file and its manifest in the bucket, and cleans up", async () => {
     expect(run.stderr).toBe("");
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
-    expect((await readdir(bucket())).sort()).toEqual([`training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`]);
+    // .bqx-meta/ holds the local bucket's object metadata (pair, rows, columns, schema_sha256).
+    expect((await readdir(bucket())).sort()).toEqual([".bqx-meta", `training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`]);
     expect(existsSync(path.join(dir, "full", "work", PAIR))).toBe(false);
   });
 

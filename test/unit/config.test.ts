@@ -73,8 +73,8 @@ describe("parseConfig", () => {
       OUTPUT_URI: "s3://bucket",
     });
     expect(problems).toEqual([
-      'BACKEND: expected "local" (the embedded DuckDB warehouse and a local bucket directory; "gcp" is not available in this version) (got "aws")',
-      'OUTPUT_URI: expected a local directory for BACKEND=local (gs:// arrives with BACKEND=gcp) (got "s3://bucket")',
+      'BACKEND: expected "local" (the embedded DuckDB warehouse) or "gcp" (BigQuery) (got "aws")',
+      'OUTPUT_URI: expected a local directory or gs://<bucket>/<prefix> (got "s3://bucket")',
       'FEATURES_DATASET: expected a dataset name of letters, digits and underscores (got "a.b; drop")',
       'DATE_FROM: expected a date like 2020-01-01 (got "2020-13-01")',
       'ROW_LIMIT: expected a whole number from 1 to 9,007,199,254,740,991 (got "1e5")',
@@ -105,5 +105,61 @@ describe("parseConfig", () => {
     expect(c.keepCheckpoints).toBe(true);
     expect(c.logFormat).toBe("pretty");
     expect(c.workDir).toBe("/app/w");
+  });
+
+  it("reads the production settings for BACKEND=gcp", () => {
+    const c = parseConfig(
+      {
+        TARGET_PAIR: "eurusd",
+        BACKEND: "gcp",
+        GCP_PROJECT: "bqx-ml",
+        BQ_LOCATION: "us-central1",
+        OUTPUT_URI: "gs://bqx-ml-output/training/",
+        CHECKPOINT_URI: "gs://bqx-ml-staging",
+        QUERY_TIMEOUT: "90s",
+      },
+      host,
+    );
+    expect(c.backend).toBe("gcp");
+    expect(c.gcp).toEqual({ project: "bqx-ml", location: "us-central1", bigqueryEndpoint: undefined, storageReadEndpoint: undefined, queryTimeoutMs: 90_000 });
+    expect(c.output).toEqual({ kind: "gcs", uri: "gs://bqx-ml-output/training", bucket: "bqx-ml-output", prefix: "training" });
+    expect(c.checkpointStore).toEqual({ kind: "gcs", uri: "gs://bqx-ml-staging", bucket: "bqx-ml-staging", prefix: "" });
+    // Waiting on BigQuery is not CPU work: more tables in flight than threads.
+    expect(c.extractConcurrency).toBe(32);
+    expect(c.maxWorkers).toBe(4);
+  });
+
+  it("keeps one table per thread on the local backend unless EXTRACT_CONCURRENCY says otherwise", () => {
+    expect(parseConfig({ TARGET_PAIR: "eurusd" }, host).extractConcurrency).toBe(4);
+    expect(parseConfig({ TARGET_PAIR: "eurusd", EXTRACT_CONCURRENCY: "64" }, host).extractConcurrency).toBe(64);
+  });
+
+  it("takes stand-in endpoints as bare origins", () => {
+    const c = parseConfig(
+      { TARGET_PAIR: "eurusd", BACKEND: "gcp", GCP_PROJECT: "bqx-ml", BIGQUERY_ENDPOINT: "http://127.0.0.1:9050/", BIGQUERY_STORAGE_ENDPOINT: "http://127.0.0.1:9051", GCS_ENDPOINT: "http://localhost:9052", OUTPUT_URI: "gs://out" },
+      host,
+    );
+    expect(c.gcp?.bigqueryEndpoint).toBe("http://127.0.0.1:9050");
+    expect(c.gcp?.storageReadEndpoint).toBe("http://127.0.0.1:9051");
+    expect(c.gcsEndpoint).toBe("http://localhost:9052");
+  });
+
+  it("names every missing or malformed gcp setting at once", () => {
+    expect(
+      problemsFor({ TARGET_PAIR: "eurusd", BACKEND: "gcp", BQ_LOCATION: "us central", QUERY_TIMEOUT: "forever", OUTPUT_URI: "gs://Bad_Bucket!", GCS_ENDPOINT: "ftp://x", CHECKPOINT_URI: "s3://x" }),
+    ).toEqual([
+      'GCS_ENDPOINT: expected an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google) (got "ftp://x")',
+      'OUTPUT_URI: expected gs://<bucket>/<optional prefix> with a valid bucket name (got "gs://Bad_Bucket!")',
+      'CHECKPOINT_URI: expected a local directory or gs://<bucket>/<prefix> (got "s3://x")',
+      'BQ_LOCATION: expected a BigQuery location like US or us-central1 (got "us central")',
+      'QUERY_TIMEOUT: expected a duration from 1s to 6h like 10m, 90s or 1h (got "forever")',
+      'GCP_PROJECT: expected the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp) (got nothing)',
+    ]);
+  });
+
+  it("refuses BigQuery endpoints on the local backend, where they would be ignored", () => {
+    expect(problemsFor({ TARGET_PAIR: "eurusd", BIGQUERY_ENDPOINT: "http://127.0.0.1:1" })).toEqual([
+      "BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)",
+    ]);
   });
 });

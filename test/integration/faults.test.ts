@@ -1,0 +1,66 @@
+// Transient faults on the embedded backend. There is no network to break, so FAULT_RATE (refused
+// unless set, logged loudly at start) makes a seeded fifth of the warehouse calls fail in the
+// extraction worker with the same retryable failure a real transient fault produces; the run must
+// go through the real retry path and still build a byte-identical file. (The gcp backend's
+// stand-ins inject their own 429/503s and dropped streams: test/integration/pipeline-gcp.test.ts.)
+// A permanent fault fails fast, naming what is wrong and the fix.
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildSmallSample } from "../support/job-process.ts";
+import { runJob } from "../support/run-job.ts";
+
+const PAIR = "eurusd";
+const FEATURES = 60;
+const TRAINING = `training_${PAIR}.parquet`;
+let dir: string;
+let warehouse: string;
+let referenceSha: string;
+
+const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
+function env(name: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, name, "bucket"), WORK_DIR: path.join(dir, name, "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2", ...extra };
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "faults-test-"));
+  warehouse = path.join(dir, "warehouse.duckdb");
+  await buildSmallSample(warehouse, PAIR, 300, FEATURES);
+  const reference = await runJob(env("reference"));
+  expect(reference.code, reference.stdout.slice(-2000)).toBe(0);
+  referenceSha = await sha256(path.join(dir, "reference", "bucket", TRAINING));
+}, 120_000);
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("transient faults", () => {
+  it.each([["7"], ["2026"]])("a fifth of the warehouse calls failing (FAULT_SEED=%s) still ends in exit 0 with a byte-identical file", async (seed) => {
+    const run = await runJob(env(`faults-${seed}`, { FAULT_RATE: "0.2", FAULT_SEED: seed }));
+    expect(run.code, run.stdout.slice(-2000)).toBe(0);
+    const messages = run.lines.map((l) => String(l.message));
+    expect(messages[1]).toBe(`FAULT_RATE=0.2: about 20% of warehouse calls will fail with an injected transient fault (seed ${seed}); for testing the retry paths only`);
+    const injected = messages.filter((m) => /^retrying \w+: injected transient fault \(FAULT_RATE=0\.2\)/.test(m));
+    // About a fifth of the 61 tables' first attempts, and their retries' own draws.
+    expect(injected.length).toBeGreaterThanOrEqual(6);
+    console.log(`faults: FAULT_SEED=${seed}: ${injected.length} transient faults injected and retried over ${FEATURES + 1} tables`);
+    expect(await sha256(path.join(dir, `faults-${seed}`, "bucket", TRAINING))).toBe(referenceSha);
+    const manifest = JSON.parse(await readFile(path.join(dir, `faults-${seed}`, "bucket", `training_${PAIR}.manifest.json`), "utf8"));
+    expect(manifest.config).toMatchObject({ FAULT_RATE: 0.2, FAULT_SEED: Number(seed) });
+  }, 90_000);
+});
+
+describe("permanent faults fail fast", () => {
+  it("a features dataset that does not exist: exit 1 within seconds, naming it, what exists and the variable to set", async () => {
+    const started = Date.now();
+    const run = await runJob(env("no-dataset", { FEATURES_DATASET: "bqx_ml_v9_missing" }));
+    expect(run.code).toBe(1);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(run.stdout).toMatch(/dataset bqx_ml_v9_missing not found in warehouse .* \(it has: bqx_ml_v3_analytics_v2, bqx_ml_v3_features_v2\)\. Fix: set FEATURES_DATASET \/ TARGETS_DATASET to datasets that exist/);
+    expect(run.lines.some((l) => /^retrying/.test(String(l.message)))).toBe(false);
+    expect(await readdir(path.join(dir, "no-dataset", "bucket"))).toEqual([]);
+  }, 30_000);
+});

@@ -1,0 +1,100 @@
+// Shutdown as Cloud Run does it: SIGTERM, then SIGKILL 10 s later. The job must stop starting
+// tables, end or abandon what is in flight within 8 s, say what it was doing, leave every
+// checkpoint whole or absent and exit non-zero (130). SIGTSTP/SIGCONT (a task paused around a
+// migration) must not break extraction or the upload.
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFooterSummary } from "../../src/parquet/footer.ts";
+import { buildSmallSample, namesIn, points, startJob, waitFor } from "../support/job-process.ts";
+import { runJob } from "../support/run-job.ts";
+
+const PAIR = "eurusd";
+const FEATURES = 60;
+const TRAINING = `training_${PAIR}.parquet`;
+/** Cloud Run sends SIGKILL 10 s after SIGTERM; the job must be gone well before. */
+const SHUTDOWN_LIMIT_MS = 8_000;
+let dir: string;
+let warehouse: string;
+let referenceSha: string;
+const measured: Record<string, number> = {};
+
+const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
+function env(name: string): Record<string, string> {
+  return { TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, name, "bucket"), WORK_DIR: path.join(dir, name, "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2" };
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "shutdown-test-"));
+  warehouse = path.join(dir, "warehouse.duckdb");
+  await buildSmallSample(warehouse, PAIR, 300, FEATURES);
+  const reference = await runJob(env("reference"));
+  expect(reference.code, reference.stdout.slice(-2000)).toBe(0);
+  referenceSha = await sha256(path.join(dir, "reference", "bucket", TRAINING));
+}, 120_000);
+
+afterAll(async () => {
+  console.log(`shutdown: SIGTERM to exit ${JSON.stringify(measured)} ms`);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("SIGTERM", () => {
+  it.each([
+    ["extract", (p: ReturnType<typeof points>) => p.landed(10), /^extraction stopped: \d+ tables extracted by this attempt and 0 reused are kept as checkpoints/],
+    ["merge", (p: ReturnType<typeof points>) => p.appending, /^merge stopped after \d+ of 61 tables; the partial output is discarded/],
+  ])("during the %s stage: exits 130 within 8 s, says what it stopped, leaves checkpoints whole or absent; the next run completes the same file", async (stage, point, stopped) => {
+    const e = env(`term-${stage}`);
+    const job = startJob(e);
+    expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR)))).toBe(true);
+    const sent = performance.now();
+    job.child.kill("SIGTERM");
+    const run = await job.done;
+    const elapsed = performance.now() - sent;
+    measured[stage] = Math.round(elapsed);
+    expect(run.code, run.stdout.slice(-2000)).toBe(130);
+    expect(elapsed).toBeLessThan(SHUTDOWN_LIMIT_MS);
+
+    const messages = run.lines.map((l) => String(l.message));
+    expect(messages).toContain("received SIGTERM: stopping; checkpoints already written are kept for the next attempt");
+    expect(messages).toContainEqual(expect.stringMatching(stopped));
+    expect(messages).toContain(`stage ${stage} failed: interrupted (Error: received SIGTERM)`);
+
+    const work = path.join(e.WORK_DIR!, PAIR);
+    for (const name of namesIn(path.join(work, "checkpoints"))) {
+      if (name.includes(".tmp-")) continue; // never trusted, removed by the next run
+      await expect(readFooterSummary(path.join(work, "checkpoints", name)), name).resolves.toBeDefined();
+    }
+    expect(existsSync(path.join(work, TRAINING))).toBe(false);
+    expect(existsSync(path.join(work, `${TRAINING}.tmp`))).toBe(false);
+    expect(await readdir(e.OUTPUT_URI!)).toEqual([]);
+
+    const again = await runJob(e);
+    expect(again.code, again.stdout.slice(-2000)).toBe(0);
+    expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
+  }, 90_000);
+});
+
+describe("SIGTSTP then SIGCONT", () => {
+  it.each([
+    ["extraction", (p: ReturnType<typeof points>) => p.landed(5)],
+    ["the merge", (p: ReturnType<typeof points>) => p.appending],
+    ["the upload", (p: ReturnType<typeof points>) => p.uploading],
+  ])("during %s: the run pauses, resumes and exits 0 with the same file", async (label, point) => {
+    const e = env(`pause-${label.replace(/\W+/g, "-")}`);
+    const job = startJob(e);
+    expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR)), 1)).toBe(true);
+    job.child.kill("SIGTSTP");
+    await sleep(100);
+    // Really stopped (state T in /proc), not already finished.
+    expect((await readFile(`/proc/${job.child.pid}/stat`, "utf8")).split(" ")[2]).toBe("T");
+    await sleep(1_400);
+    job.child.kill("SIGCONT");
+    const run = await job.done;
+    expect(run.code, run.stdout.slice(-2000)).toBe(0);
+    expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
+  }, 90_000);
+});

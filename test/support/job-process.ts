@@ -1,0 +1,93 @@
+// The real job as a child process that a test can interrupt: SIGKILL, SIGTERM, SIGTSTP/SIGCONT,
+// sent at a point chosen by watching the job's files and log lines (polled every few ms).
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { buildSampleWarehouse } from "../../src/sample/build.ts";
+import { sampleTables } from "../../src/sample/spec.ts";
+import { ROOT, type JobRun } from "./run-job.ts";
+
+export interface JobProcess {
+  child: ChildProcess;
+  /** Everything written to stdout so far. */
+  stdout(): string;
+  /** Resolves when the process has exited. */
+  done: Promise<JobRun>;
+  exited(): boolean;
+}
+
+export function startJob(env: Record<string, string>, opts: { timeoutMs?: number } = {}): JobProcess {
+  const child = spawn(process.execPath, [path.join(ROOT, "src", "main.ts")], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", LOG_FORMAT: "json", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  let exited = false;
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 300_000);
+  const done = new Promise<JobRun>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      exited = true;
+      clearTimeout(timer);
+      const lines = stdout
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      resolve({ code, signal, stdout, stderr, lines });
+    });
+  });
+  return { child, stdout: () => stdout, done, exited: () => exited };
+}
+
+/**
+ * Polls `reached` every `everyMs` until it holds (true) or the job exits first (false).
+ * Synchronous checks only, so the signal follows the observation within a millisecond or so.
+ */
+export async function waitFor(job: JobProcess, reached: () => boolean, everyMs = 2): Promise<boolean> {
+  while (!job.exited()) {
+    if (reached()) return true;
+    await sleep(everyMs);
+  }
+  return false;
+}
+
+/** Names in a directory, or [] when it does not exist (yet). */
+export function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Kill-point predicates over a run's work dir, bucket and log. */
+export function points(work: string, bucket: string, pair: string) {
+  const root = path.join(work, pair);
+  const checkpoints = path.join(root, "checkpoints");
+  const sums = path.join(root, "checkpoint-sums");
+  return {
+    /** At least `n` checkpoints complete and recorded. */
+    landed: (n: number) => () => namesIn(sums).filter((f) => f.endsWith(".json")).length >= n,
+    /** A checkpoint being written under its temporary name. */
+    writing: () => namesIn(checkpoints).some((f) => f.includes(".tmp-")),
+    mergeStarted: () => existsSync(path.join(root, "merge-parts")),
+    /** The merge appending to the output under its temporary name, past `bytes`. */
+    appending: () => existsSync(path.join(root, `training_${pair}.parquet.tmp`)),
+    uploading: () => namesIn(bucket).some((f) => f.includes(".uploading-")),
+  };
+}
+
+/** A sample warehouse for `pair` with `features` of its feature tables (every family kept), quick to build. */
+export async function buildSmallSample(file: string, pair: string, rows: number, features: number): Promise<void> {
+  const all = sampleTables(pair)
+    .filter((t) => t.dataset === "features" && t.hasIntervalTime && (t.forPair === pair || t.forPair === null))
+    .map((t) => t.name)
+    .sort();
+  const kept = new Set(Array.from({ length: features }, (_, i) => all[Math.floor((i * all.length) / features)]!));
+  await buildSampleWarehouse({ path: file, pair, rows, only: (t) => (t.dataset === "targets" ? t.name === `targets_${pair}` : kept.has(t.name)) });
+}
