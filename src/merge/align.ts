@@ -112,6 +112,18 @@ async function sink(frame: pl.DataFrame, file: string, rowGroupSize: number, lev
     .collect();
 }
 
+/** `data` left-joined onto `keyFrame` (one row per key, in key order), without the key if asked. */
+function alignFrame(keyFrame: pl.DataFrame, data: pl.DataFrame, source: string, table: string, omitKey: boolean | undefined): pl.DataFrame {
+  if (!data.columns.includes(KEY_COLUMN)) {
+    throw new JobError(`checkpoint of ${table} (${source}) has no ${KEY_COLUMN} column`, { reason: "key-missing" });
+  }
+  const joined = joinOntoKeys(keyFrame, data, table);
+  if (joined.height !== keyFrame.height) {
+    throw new Error(`alignCheckpoint(${table}): join produced ${joined.height} rows for ${keyFrame.height} keys`);
+  }
+  return omitKey ? joined.drop(KEY_COLUMN) : joined;
+}
+
 const KEY = pl.col(KEY_COLUMN);
 
 /** A Datetime literal from exact microseconds (numbers are exact for µs timestamps until year 2255). */
@@ -142,12 +154,7 @@ async function alignBySlices(opts: AlignOptions, tmpPath: string, level: number)
           .scanParquet(source)
           .filter(KEY.gtEq(keyLiteral(slice[0]!)).and(KEY.ltEq(keyLiteral(slice[slice.length - 1]!))))
           .collect();
-        if (!data.columns.includes(KEY_COLUMN)) {
-          throw new JobError(`checkpoint of ${table} (${source}) has no ${KEY_COLUMN} column`, { reason: "key-missing" });
-        }
-        let joined = joinOntoKeys(keyFrame, data, table);
-        if (joined.height !== slice.length) throw new Error(`alignCheckpoint(${table}): join produced ${joined.height} rows for ${slice.length} keys`);
-        if (opts.omitKey) joined = joined.drop(KEY_COLUMN);
+        const joined = alignFrame(keyFrame, data, source, table, opts.omitKey);
         columns = joined.width;
         await sink(joined, part, rowGroupRows, level);
       }
@@ -187,14 +194,7 @@ export async function alignCheckpoint(opts: AlignOptions): Promise<AlignResult> 
       // Scoped so the frames are unreachable once written.
       const keyFrame = pl.DataFrame([pl.Series(KEY_COLUMN, keys as unknown as number[]).cast(KEY_DTYPE)]);
       const data = pl.readParquet(source);
-      if (!data.columns.includes(KEY_COLUMN)) {
-        throw new JobError(`checkpoint of ${table} (${source}) has no ${KEY_COLUMN} column`, { reason: "key-missing" });
-      }
-      let joined = joinOntoKeys(keyFrame, data, table);
-      if (joined.height !== keys.length) {
-        throw new Error(`alignCheckpoint(${table}): join produced ${joined.height} rows for ${keys.length} keys`);
-      }
-      if (opts.omitKey) joined = joined.drop(KEY_COLUMN);
+      const joined = alignFrame(keyFrame, data, source, table, opts.omitKey);
       columns = joined.width;
       const want = rowGroupSizes(keys.length, rowGroupRows);
       let exact = false;

@@ -66,7 +66,10 @@ import {
   RG_FILE_OFFSET,
   RG_NUM_ROWS,
   RG_ORDINAL,
+  copyField,
   readChunkPages,
+  rebase,
+  writeI64Field,
 } from "./fields.ts";
 
 export interface ConcatOptions {
@@ -350,25 +353,6 @@ function schemaMismatch(part: number, path: string, refPath: string, ref: Uint8A
 // ---------------------------------------------------------------------------------------------
 // Pass 2: transcode row groups with rebased offsets
 // ---------------------------------------------------------------------------------------------
-
-function rebase(value: number, delta: number): number {
-  return value > 0 ? value + delta : value;
-}
-
-/** Copies one field (header + raw value) from `r` to `out`. */
-function copyField(r: Reader, out: Sink, type: number, fid: number, lastFid: number): number {
-  const start = r.p;
-  r.skip(type);
-  const next = out.field(type, fid, lastFid);
-  out.bytes(r.b, start, r.p);
-  return next;
-}
-
-function writeI64Field(out: Sink, fid: number, lastFid: number, value: number): number {
-  const next = out.field(T_I64, fid, lastFid);
-  out.zigzag(value);
-  return next;
-}
 
 function transcodeColumnMeta(r: Reader, out: Sink, delta: number, range: RowGroupRange, path: string): void {
   let last = 0;

@@ -1,6 +1,7 @@
 // parquet.thrift field ids used when footers are rewritten at the byte level (concat.ts and
-// stitch.ts), and the one struct both read the same way: where a column chunk's pages lie.
-import { type Reader, readStruct } from "./footer.ts";
+// stitch.ts), the one struct both read the same way (where a column chunk's pages lie), and
+// the field-level helpers both use to transcode a footer.
+import { type Reader, type Sink, T_I64, readStruct } from "./footer.ts";
 
 export const FMD_VERSION = 1;
 export const FMD_SCHEMA = 2;
@@ -64,4 +65,24 @@ export function readChunkPages(r: Reader, path: string): ChunkPages {
     }
   });
   return pages;
+}
+
+/** Copies one field (header + raw value) from `r` to `out`. */
+export function copyField(r: Reader, out: Sink, type: number, fid: number, lastFid: number): number {
+  const start = r.p;
+  r.skip(type);
+  const next = out.field(type, fid, lastFid);
+  out.bytes(r.b, start, r.p);
+  return next;
+}
+
+export function writeI64Field(out: Sink, fid: number, lastFid: number, value: number): number {
+  const next = out.field(T_I64, fid, lastFid);
+  out.zigzag(value);
+  return next;
+}
+
+/** An offset moved by `delta`; 0 and negative values mean "absent" and stay as they are. */
+export function rebase(value: number, delta: number): number {
+  return value > 0 ? value + delta : value;
 }

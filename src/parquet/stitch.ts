@@ -79,7 +79,10 @@ import {
   SE_NAME,
   SE_NUM_CHILDREN,
   SE_TYPE,
+  copyField,
   readChunkPages,
+  rebase,
+  writeI64Field,
 } from "./fields.ts";
 
 export interface StitchOptions {
@@ -431,25 +434,6 @@ export class Output {
 // ---------------------------------------------------------------------------------------------
 // Pass 2: footer transcoding
 // ---------------------------------------------------------------------------------------------
-
-/** Copies one field (header + raw value) from `r` to `out`. */
-function copyField(r: Reader, out: Sink, type: number, fid: number, lastFid: number): number {
-  const start = r.p;
-  r.skip(type);
-  const next = out.field(type, fid, lastFid);
-  out.bytes(r.b, start, r.p);
-  return next;
-}
-
-function writeI64Field(out: Sink, fid: number, lastFid: number, value: number): number {
-  const next = out.field(T_I64, fid, lastFid);
-  out.zigzag(value);
-  return next;
-}
-
-function rebase(value: number, delta: number): number {
-  return value > 0 ? value + delta : value;
-}
 
 function transcodeColumnChunk(r: Reader, out: Sink, delta: number, start: number, end: number, where: string): void {
   let last = 0;

@@ -3,14 +3,13 @@
 // Every re-run must exit 0 with a training file byte-identical to an uninterrupted run's, without
 // extracting again any table whose checkpoint had landed; a truncated or corrupted checkpoint
 // must be noticed and extracted afresh. HEAVY=1 adds dozens of kill points.
-import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, open, readFile, rm, truncate } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { open, readFile, rm, truncate } from "node:fs/promises";
+
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFooterSummary } from "../../src/parquet/footer.ts";
-import { buildSmallSample, namesIn, points, startJob, waitFor } from "../support/job-process.ts";
+import { namesIn, points, type ReferenceRun, referenceRun, sha256, startJob, waitFor } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 
 const PAIR = "eurusd";
@@ -18,14 +17,12 @@ const FEATURES = 60;
 const HEAVY = process.env.HEAVY === "1";
 const TRAINING = `training_${PAIR}.parquet`;
 let dir: string;
-let warehouse: string;
 let referenceSha: string;
+let reference: ReferenceRun;
 const tally = { tried: 0, survived: 0, reachedBeforeExit: 0 };
 
-const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
-
 function env(name: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, name, "bucket"), WORK_DIR: path.join(dir, name, "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2", ...extra };
+  return reference.env(name, extra);
 }
 
 /** Tables the run extracted itself (LOG_LEVEL=debug logs one line per table). */
@@ -79,12 +76,8 @@ async function killAndResume(name: string, point: (p: ReturnType<typeof points>)
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), "crash-resume-test-"));
-  warehouse = path.join(dir, "warehouse.duckdb");
-  await buildSmallSample(warehouse, PAIR, 300, FEATURES);
-  const reference = await runJob(env("reference"));
-  expect(reference.code, reference.stdout.slice(-2000)).toBe(0);
-  referenceSha = await sha256(path.join(dir, "reference", "bucket", TRAINING));
+  reference = await referenceRun("crash-resume-test-", PAIR, FEATURES);
+  ({ dir, sha: referenceSha } = reference);
 }, 120_000);
 
 afterAll(async () => {

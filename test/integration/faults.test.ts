@@ -4,12 +4,11 @@
 // go through the real retry path and still build a byte-identical file. (The gcp backend's
 // stand-ins inject their own 429/503s and dropped streams: test/integration/pipeline-gcp.test.ts.)
 // A permanent fault fails fast, naming what is wrong and the fix.
-import { createHash } from "node:crypto";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir, rm } from "node:fs/promises";
+
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildSmallSample } from "../support/job-process.ts";
+import { type ReferenceRun, referenceRun, sha256 } from "../support/job-process.ts";
 import { runJob } from "../support/run-job.ts";
 
 const PAIR = "eurusd";
@@ -18,19 +17,15 @@ const TRAINING = `training_${PAIR}.parquet`;
 let dir: string;
 let warehouse: string;
 let referenceSha: string;
+let reference: ReferenceRun;
 
-const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
 function env(name: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, name, "bucket"), WORK_DIR: path.join(dir, name, "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2", ...extra };
+  return reference.env(name, extra);
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), "faults-test-"));
-  warehouse = path.join(dir, "warehouse.duckdb");
-  await buildSmallSample(warehouse, PAIR, 300, FEATURES);
-  const reference = await runJob(env("reference"));
-  expect(reference.code, reference.stdout.slice(-2000)).toBe(0);
-  referenceSha = await sha256(path.join(dir, "reference", "bucket", TRAINING));
+  reference = await referenceRun("faults-test-", PAIR, FEATURES);
+  ({ dir, warehouse, sha: referenceSha } = reference);
 }, 120_000);
 
 afterAll(async () => {

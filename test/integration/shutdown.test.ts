@@ -2,15 +2,14 @@
 // tables, end or abandon what is in flight within 8 s, say what it was doing, leave every
 // checkpoint whole or absent and exit non-zero (130). SIGTSTP/SIGCONT (a task paused around a
 // migration) must not break extraction or the upload.
-import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir, rm } from "node:fs/promises";
+
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFooterSummary } from "../../src/parquet/footer.ts";
-import { buildSmallSample, namesIn, points, startJob, waitFor } from "../support/job-process.ts";
+import { namesIn, points, type ReferenceRun, referenceRun, sha256, startJob, waitFor } from "../support/job-process.ts";
 import { runJob } from "../support/run-job.ts";
 
 const PAIR = "eurusd";
@@ -19,22 +18,17 @@ const TRAINING = `training_${PAIR}.parquet`;
 /** Cloud Run sends SIGKILL 10 s after SIGTERM; the job must be gone well before. */
 const SHUTDOWN_LIMIT_MS = 8_000;
 let dir: string;
-let warehouse: string;
 let referenceSha: string;
+let reference: ReferenceRun;
 const measured: Record<string, number> = {};
 
-const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
-function env(name: string): Record<string, string> {
-  return { TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, name, "bucket"), WORK_DIR: path.join(dir, name, "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2" };
+function env(name: string, extra: Record<string, string> = {}): Record<string, string> {
+  return reference.env(name, extra);
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), "shutdown-test-"));
-  warehouse = path.join(dir, "warehouse.duckdb");
-  await buildSmallSample(warehouse, PAIR, 300, FEATURES);
-  const reference = await runJob(env("reference"));
-  expect(reference.code, reference.stdout.slice(-2000)).toBe(0);
-  referenceSha = await sha256(path.join(dir, "reference", "bucket", TRAINING));
+  reference = await referenceRun("shutdown-test-", PAIR, FEATURES);
+  ({ dir, sha: referenceSha } = reference);
 }, 120_000);
 
 afterAll(async () => {

@@ -17,6 +17,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { RESULTS_DATASET, StandInError, StandInWarehouse, bigQueryType, restValue, type QueryParameter, type ResultColumn } from "./standin-warehouse.ts";
 import { startStorageReadStandIn } from "./storage-read-standin.ts";
+import { rng as seeded } from "./rng.ts";
 
 export interface StandInFaults {
   /** Added to every query job's run time: a number, or [min, max] drawn from the seeded generator. */
@@ -115,17 +116,6 @@ interface Job {
   finish: () => void;
 }
 
-/** mulberry32: deterministic fault draws for a given seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Takes one use of the first matching fault entry; entries vanish when used up. */
 export function takeFault<T extends { count: number }>(list: T[], match: (f: T) => boolean): T | undefined {

@@ -5,6 +5,9 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import pl from "nodejs-polars";
 import { TARGET_COLUMNS } from "../../src/constants.ts";
+import { rng } from "./rng.ts";
+
+export { rng };
 
 export interface CheckpointShape {
   dir: string;
@@ -19,17 +22,6 @@ export interface CheckpointShape {
 const START_MICROS = 1_577_836_800_000_000n; // 2020-01-01T00:00:00Z
 const MINUTE_MICROS = 60_000_000n;
 
-/** Deterministic pseudo-random numbers (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function keySeries(rows: number, offset = 0): pl.Series {
   const keys = BigInt64Array.from({ length: rows }, (_, i) => START_MICROS + BigInt(i + offset) * MINUTE_MICROS);

@@ -18,6 +18,7 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { crc32c } from "@node-rs/crc32";
 import { STANDIN_ACCESS_TOKEN } from "../../src/gcp/auth.ts";
+import { rng as seeded } from "./rng.ts";
 
 /** What a request does, for targeting faults and reading the request log. */
 export type GcsRequestKind =
@@ -101,16 +102,6 @@ const PERMISSION: Partial<Record<GcsRequestKind, string>> = {
   delete: "storage.objects.delete", "upload-start": "storage.objects.create", "upload-simple": "storage.objects.create",
 };
 
-/** mulberry32: small, seedable, good enough to pick which requests fail. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export class GcsFaults {
   config: GcsFaultConfig = {};

@@ -1,12 +1,15 @@
 // The real job as a child process that a test can interrupt: SIGKILL, SIGTERM, SIGTSTP/SIGCONT,
 // sent at a point chosen by watching the job's files and log lines (polled every few ms).
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { sampleTables } from "../../src/sample/spec.ts";
-import { ROOT, type JobRun } from "./run-job.ts";
+import { ROOT, runJob, type JobRun } from "./run-job.ts";
 
 export interface JobProcess {
   child: ChildProcess;
@@ -90,4 +93,38 @@ export async function buildSmallSample(file: string, pair: string, rows: number,
     .sort();
   const kept = new Set(Array.from({ length: features }, (_, i) => all[Math.floor((i * all.length) / features)]!));
   await buildSampleWarehouse({ path: file, pair, rows, only: (t) => (t.dataset === "targets" ? t.name === `targets_${pair}` : kept.has(t.name)) });
+}
+
+export const sha256 = async (file: string): Promise<string> => createHash("sha256").update(await readFile(file)).digest("hex");
+
+export interface ReferenceRun {
+  dir: string;
+  warehouse: string;
+  /** SHA-256 of the training file an uninterrupted run built. */
+  sha: string;
+  /** The job's environment for a run under `dir/name`. */
+  env: (name: string, extra?: Record<string, string>) => Record<string, string>;
+}
+
+/**
+ * A small sample warehouse in a fresh temp directory and the hash of the file an uninterrupted run
+ * builds from it: what the crash, shutdown and fault tests compare their runs against.
+ */
+export async function referenceRun(prefix: string, pair: string, features: number): Promise<ReferenceRun> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  const warehouse = path.join(dir, "warehouse.duckdb");
+  await buildSmallSample(warehouse, pair, 300, features);
+  const env = (name: string, extra: Record<string, string> = {}): Record<string, string> => ({
+    TARGET_PAIR: pair,
+    WAREHOUSE: warehouse,
+    OUTPUT_URI: path.join(dir, name, "bucket"),
+    WORK_DIR: path.join(dir, name, "work"),
+    MIN_ROWS: "100",
+    MIN_COLUMNS: "100",
+    MAX_WORKERS: "2",
+    ...extra,
+  });
+  const reference = await runJob(env("reference"));
+  if (reference.code !== 0) throw new Error(`the reference run exited ${reference.code}: ${reference.stdout.slice(-2000)}`);
+  return { dir, warehouse, env, sha: await sha256(path.join(dir, "reference", "bucket", `training_${pair}.parquet`)) };
 }

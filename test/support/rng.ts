@@ -1,0 +1,13 @@
+// Deterministic pseudo-random numbers (mulberry32), for generated data and seeded fault draws.
+// Its own module so the stand-ins can use it without loading the data generators (and polars).
+
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
