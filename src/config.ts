@@ -67,7 +67,7 @@ export interface Config {
   minRows: number;
   minColumns: number;
   keepCheckpoints: boolean;
-  /** FAULT_RATE/FAULT_SEED: transient faults injected into warehouse calls (BACKEND=local, testing only). */
+  /** FAULT_RATE/FAULT_SEED: transient faults injected into warehouse and local bucket calls (BACKEND=local, testing only). */
   faults: { rate: number; seed: number } | undefined;
   /** FAULT_CORRUPT_UPLOADS: the local bucket flips a byte in every copy it makes (testing only). */
   corruptUploads: boolean;

@@ -10,10 +10,10 @@ import { logFirstWarehouseRequest } from "./startup.ts";
 import type { Warehouse } from "./warehouse/port.ts";
 
 /** Only the backend in use is loaded: DuckDB never starts on Cloud Run, the Google clients never locally. */
-async function openWarehouse(config: Readonly<Config>, log: Logger): Promise<Warehouse> {
+async function openWarehouse(config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Warehouse> {
   if (config.backend === "local") {
     const { DuckDBWarehouse } = await import("./warehouse/duckdb.ts");
-    return DuckDBWarehouse.open(config.warehouse);
+    return DuckDBWarehouse.open(config.warehouse, { faults: config.faults, log, signal });
   }
   const gcp = config.gcp!;
   const { BigQueryWarehouse } = await import("./warehouse/bigquery.ts");
@@ -22,9 +22,11 @@ async function openWarehouse(config: Readonly<Config>, log: Logger): Promise<War
 
 async function openBucket(location: Location, config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Bucket> {
   if (location.kind === "local") {
-    const { LocalDirectoryBucket } = await import("./bucket/local.ts");
-    // Only the output is corrupted on purpose; checkpoint staging stays honest.
-    return new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads && location === config.output });
+    const [{ LocalDirectoryBucket }, { RetryingBucket }] = await Promise.all([import("./bucket/local.ts"), import("./bucket/retrying.ts")]);
+    // Only the output is corrupted on purpose; checkpoint staging stays honest. FAULT_RATE hits both.
+    const local = new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads && location === config.output, faults: config.faults, signal });
+    // The local directory does not retry by itself (Cloud Storage's adapter does, so it is not wrapped).
+    return new RetryingBucket(local, { log, signal });
   }
   const { GcsBucket } = await import("./bucket/gcs.ts");
   return new GcsBucket(location.uri, { apiEndpoint: config.gcsEndpoint, projectId: config.gcp?.project, log, signal });
@@ -89,7 +91,7 @@ async function main(): Promise<number> {
   if (config.faults) {
     log.warn(
       { faultRate: config.faults.rate, faultSeed: config.faults.seed },
-      `FAULT_RATE=${config.faults.rate}: about ${Math.round(config.faults.rate * 100)}% of warehouse calls will fail with an injected transient fault (seed ${config.faults.seed}); for testing the retry paths only`,
+      `FAULT_RATE=${config.faults.rate}: about ${Math.round(config.faults.rate * 100)}% of warehouse and bucket calls will fail with an injected transient fault (seed ${config.faults.seed}); for testing the retry paths only`,
     );
   }
 
@@ -103,7 +105,7 @@ async function main(): Promise<number> {
 
   let warehouse: Warehouse | undefined;
   try {
-    warehouse = logFirstWarehouseRequest(await openWarehouse(config, log), log);
+    warehouse = logFirstWarehouseRequest(await openWarehouse(config, log, controller.signal), log);
     const bucket = await openBucket(config.output, config, log.child({ bucket: "output" }), controller.signal);
     // Staging logs one line per upload at info; only its warnings matter unless debugging.
     const storeLog = log.child({ bucket: "checkpoints" }, { level: log.level === "info" ? "warn" : log.level });

@@ -3,12 +3,16 @@
 // partial or unverified object and an earlier good object survives a failed upload.
 // Custom metadata given to `put` lives in a sidecar JSON file under `.bqx-meta/` (never listed);
 // without metadata no sidecar is written and `stat` derives checksums from the bytes.
+// It does not retry: src/bucket/retrying.ts wraps it. With FAULT_RATE (testing only) its calls
+// fail now and then with an injected retryable fault; a failed `put` or `get` fails after its
+// copy is staged, so the retry path also proves a failed attempt leaves nothing behind.
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileChecksums } from "../checksum.ts";
 import { JobError } from "../errors.ts";
+import { FaultInjector, isInjectedFault, type FaultSettings } from "./faults.ts";
 import { assertByteRange, type Bucket, type Checksums, type GetResult, type ObjectInfo, type PutResult } from "./port.ts";
 
 const META_DIR = ".bqx-meta";
@@ -27,10 +31,16 @@ export class LocalDirectoryBucket implements Bucket {
 
   /** FAULT_CORRUPT_UPLOADS (testing only): every copy gets one byte flipped, as a bad disk or transfer would. */
   private readonly corruptCopies: boolean;
+  /** FAULT_RATE (testing only): seeded transient faults in every call. */
+  readonly faults: FaultInjector | undefined;
+  /** Once aborted (SIGTERM), `put` stops before renaming anything into place. */
+  private readonly signal: AbortSignal | undefined;
 
-  constructor(directory: string, opts: { corruptCopies?: boolean } = {}) {
+  constructor(directory: string, opts: { corruptCopies?: boolean; faults?: FaultSettings | undefined; signal?: AbortSignal | undefined } = {}) {
     this.location = path.resolve(directory);
     this.corruptCopies = opts.corruptCopies ?? false;
+    this.faults = opts.faults ? new FaultInjector(opts.faults) : undefined;
+    this.signal = opts.signal;
   }
 
   async checkWritable(): Promise<void> {
@@ -38,9 +48,14 @@ export class LocalDirectoryBucket implements Bucket {
       await mkdir(this.location, { recursive: true });
       await access(this.location, constants.W_OK);
       const probe = path.join(this.location, `.write-probe-${process.pid}-${randomBytes(4).toString("hex")}`);
-      await writeFile(probe, "probe");
-      await rm(probe, { force: true });
+      try {
+        await writeFile(probe, "probe");
+        this.faults?.maybeFail("checkWritable", path.basename(this.location), this.location);
+      } finally {
+        await rm(probe, { force: true });
+      }
     } catch (err) {
+      if (isInjectedFault(err)) throw err;
       throw new JobError(`output location ${this.location} cannot be written (${(err as Error).message})`, {
         reason: "output-not-writable",
         fix: "set OUTPUT_URI to a directory this user can create and write, or fix its permissions",
@@ -60,6 +75,7 @@ export class LocalDirectoryBucket implements Bucket {
     const sidecarStaging = `${sidecarPath}${suffix}`;
     try {
       await copyFile(localPath, staging);
+      this.faults?.maybeFail("put", name);
       if (this.corruptCopies) await flipMiddleByte(staging);
       const stored = await fileChecksums(staging);
       if (stored.crc32c !== expected.crc32c || stored.sha256 !== expected.sha256) {
@@ -73,6 +89,9 @@ export class LocalDirectoryBucket implements Bucket {
         const sidecar: Sidecar = { bytes: stored.bytes, mtimeMs, crc32c: stored.crc32c, sha256: stored.sha256, metadata: { ...metadata, sha256: stored.sha256 } };
         await writeFile(sidecarStaging, JSON.stringify(sidecar));
       }
+      // Interrupted (SIGTERM): the verified copy is dropped rather than replacing the object, so
+      // an interrupted run never changes what the bucket holds.
+      this.signal?.throwIfAborted();
       // Data first, then its sidecar: in between, `stat` sees a sidecar whose size/mtime do not
       // match the data and recomputes from the data itself, so it never reports stale checksums.
       await rename(staging, target);
@@ -87,6 +106,7 @@ export class LocalDirectoryBucket implements Bucket {
 
   async stat(name: string): Promise<ObjectInfo | undefined> {
     const target = this.objectPath(name);
+    this.faults?.maybeFail("stat", name);
     let info;
     try {
       info = await stat(target);
@@ -112,6 +132,7 @@ export class LocalDirectoryBucket implements Bucket {
     const staging = `${localPath}.download-${process.pid}-${randomBytes(4).toString("hex")}`;
     try {
       await copyFile(source, staging);
+      this.faults?.maybeFail("get", name);
       const got = await fileChecksums(staging);
       if (got.crc32c !== info.crc32c || got.bytes !== info.bytes) {
         throw new JobError(`checksum mismatch downloading ${source}: object crc32c ${info.crc32c} (${info.bytes} bytes), received ${got.crc32c} (${got.bytes} bytes)`, {
@@ -130,6 +151,7 @@ export class LocalDirectoryBucket implements Bucket {
   async readRange(name: string, start: number, end: number): Promise<Buffer> {
     const source = this.objectPath(name);
     assertByteRange(source, start, end);
+    this.faults?.maybeFail("readRange", name);
     let handle;
     try {
       handle = await open(source, "r");
@@ -149,6 +171,7 @@ export class LocalDirectoryBucket implements Bucket {
   }
 
   async list(prefix = ""): Promise<string[]> {
+    this.faults?.maybeFail("list", prefix);
     const names: string[] = [];
     const walk = async (dir: string): Promise<void> => {
       let entries;
@@ -172,7 +195,9 @@ export class LocalDirectoryBucket implements Bucket {
   }
 
   async delete(name: string): Promise<void> {
-    await rm(this.objectPath(name), { force: true });
+    const target = this.objectPath(name);
+    this.faults?.maybeFail("delete", name);
+    await rm(target, { force: true });
     await rm(this.sidecarPath(name), { force: true });
   }
 

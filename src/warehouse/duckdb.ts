@@ -2,9 +2,12 @@
 // datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
 import { existsSync, statSync } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
-import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
+import { FaultInjector, type FaultSettings } from "../bucket/faults.ts";
 import { CHECKPOINT_ROW_GROUP_ROWS, FINGERPRINT_KEY, KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
+import { withRetry } from "../gcp/retry.ts";
+import type { Logger } from "../log.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
 import type { ExtractTask, TableInfo, Warehouse } from "./port.ts";
 
@@ -43,24 +46,61 @@ async function openReadOnly(path: string, threads: number): Promise<{ instance: 
   return { instance, connection };
 }
 
+/** Discovery queries against a local file fail only when FAULT_RATE says so; a few short tries suffice. */
+export const DISCOVERY_RETRY = { attempts: 5, baseDelayMs: 20, maxDelayMs: 200 } as const;
+
+export interface DuckDBWarehouseOptions {
+  /** FAULT_RATE (testing only): discovery queries fail now and then with an injected transient fault, and are retried. */
+  faults?: FaultSettings | undefined;
+  /** Where retries are logged (`retrying query <what>: <message>` at warn). */
+  log?: Pick<Logger, "warn"> | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 export class DuckDBWarehouse implements Warehouse {
   private readonly instance: DuckDBInstance;
   private readonly connection: DuckDBConnection;
   readonly path: string;
+  /** FAULT_RATE's draws for the discovery queries (undefined when unset). */
+  readonly faults: FaultInjector | undefined;
+  private readonly opts: DuckDBWarehouseOptions;
 
-  private constructor(instance: DuckDBInstance, connection: DuckDBConnection, path: string) {
+  private constructor(instance: DuckDBInstance, connection: DuckDBConnection, path: string, opts: DuckDBWarehouseOptions) {
     this.instance = instance;
     this.connection = connection;
     this.path = path;
+    this.opts = opts;
+    this.faults = opts.faults ? new FaultInjector(opts.faults) : undefined;
   }
 
-  static async open(path: string): Promise<DuckDBWarehouse> {
+  static async open(path: string, opts: DuckDBWarehouseOptions = {}): Promise<DuckDBWarehouse> {
     const { instance, connection } = await openReadOnly(path, 2);
-    return new DuckDBWarehouse(instance, connection, path);
+    return new DuckDBWarehouse(instance, connection, path, opts);
+  }
+
+  /**
+   * One information_schema query, retried like a BigQuery request would be. Only injected faults
+   * are retryable: a real error from an embedded file (missing schema, bad SQL) will not go away.
+   */
+  private discoveryQuery(label: string, sql: string, params?: Record<string, string>): Promise<DuckDBResultReader> {
+    return withRetry(
+      async () => {
+        this.faults?.maybeFail("query", label);
+        return this.connection.runAndReadAll(sql, params);
+      },
+      {
+        ...DISCOVERY_RETRY,
+        isRetryable: (err) => err instanceof JobError && err.retryable,
+        signal: this.opts.signal,
+        onRetry: ({ attempt, delayMs, error }) =>
+          this.opts.log?.warn({ query: label, attempt, delayMs, reason: (error as JobError).reason }, `retrying query ${label}: ${(error as Error).message}`),
+      },
+    );
   }
 
   async preflight(datasets: readonly string[]): Promise<void> {
-    const reader = await this.connection.runAndReadAll(
+    const reader = await this.discoveryQuery(
+      "information_schema.tables (all datasets)",
       "SELECT table_schema, count(*) AS n FROM information_schema.tables GROUP BY table_schema",
     );
     const counts = new Map(reader.getRowObjectsJS().map((r) => [String(r.table_schema), Number(r.n)]));
@@ -82,14 +122,16 @@ export class DuckDBWarehouse implements Warehouse {
   }
 
   async listTables(dataset: string): Promise<TableInfo[]> {
-    const tables = await this.connection.runAndReadAll(
+    const tables = await this.discoveryQuery(
+      `${dataset}.information_schema.tables`,
       `SELECT t.table_name, d.estimated_size AS row_count
        FROM information_schema.tables t
        LEFT JOIN duckdb_tables() d ON d.schema_name = t.table_schema AND d.table_name = t.table_name AND d.database_name = t.table_catalog
        WHERE t.table_schema = $dataset AND t.table_type = 'BASE TABLE' ORDER BY t.table_name`,
       { dataset },
     );
-    const columns = await this.connection.runAndReadAll(
+    const columns = await this.discoveryQuery(
+      `${dataset}.information_schema.columns`,
       "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = $dataset ORDER BY table_name, ordinal_position",
       { dataset },
     );

@@ -1,6 +1,7 @@
 // Shutdown as Cloud Run does it: SIGTERM, then SIGKILL 10 s later. The job must stop starting
 // tables, end or abandon what is in flight within 8 s, say what it was doing, leave every
-// checkpoint whole or absent and exit non-zero (130). SIGTSTP/SIGCONT (a task paused around a
+// checkpoint whole or absent and exit non-zero (130); interrupted while copying into the bucket, it
+// must leave the previous good output exactly as it was. SIGTSTP/SIGCONT (a task paused around a
 // migration) must not break extraction or the upload.
 import { existsSync } from "node:fs";
 import { readFile, readdir, rm } from "node:fs/promises";
@@ -8,6 +9,7 @@ import { readFile, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHash } from "node:crypto";
 import { readFooterSummary } from "../../src/parquet/footer.ts";
 import { namesIn, points, type ReferenceRun, referenceRun, sha256, startJob, waitFor } from "../support/job-process.ts";
 import { runJob } from "../support/run-job.ts";
@@ -69,6 +71,51 @@ describe("SIGTERM", () => {
     const again = await runJob(e);
     expect(again.code, again.stdout.slice(-2000)).toBe(0);
     expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
+  }, 90_000);
+});
+
+/** Every file under `dir` (staging copies and sidecars included) with the SHA-256 of its bytes. */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    files[path.relative(dir, file)] = createHash("sha256").update(await readFile(file)).digest("hex");
+  }
+  return files;
+}
+
+describe("SIGTERM during the upload", () => {
+  it("while the training file is being copied into a bucket holding a previous good output: exits 130 within 8 s and leaves the bucket byte for byte as it was", async () => {
+    const e = env("term-upload");
+    const good = await runJob(e);
+    expect(good.code, good.stdout.slice(-2000)).toBe(0);
+    const before = await snapshot(e.OUTPUT_URI!);
+    expect(Object.keys(before)).toEqual(expect.arrayContaining([TRAINING, `training_${PAIR}.manifest.json`]));
+
+    // A different file this time (fewer rows), so a replaced object would show.
+    const next = { ...e, WORK_DIR: path.join(dir, "term-upload", "work-2"), ROW_LIMIT: "200" };
+    const job = startJob(next);
+    const copying = () => namesIn(e.OUTPUT_URI!).some((f) => f.startsWith(`${TRAINING}.uploading-`));
+    expect(await waitFor(job, copying, 1)).toBe(true);
+    // Frozen at once, so the signal is handled before the copy can get any further (a JavaScript
+    // handler runs only on the next turn of the event loop); then SIGTERM, as Cloud Run sends it.
+    job.child.kill("SIGSTOP");
+    const sent = performance.now();
+    job.child.kill("SIGTERM");
+    job.child.kill("SIGCONT");
+    const run = await job.done;
+    const elapsed = performance.now() - sent;
+    measured.upload = Math.round(elapsed);
+    expect(run.code, run.stdout.slice(-2000)).toBe(130);
+    expect(elapsed).toBeLessThan(SHUTDOWN_LIMIT_MS);
+    const messages = run.lines.map((l) => String(l.message));
+    expect(messages).toContain("stage upload failed: interrupted (Error: received SIGTERM)");
+    expect(messages.some((m) => m.startsWith("uploaded ") || m.startsWith("done:"))).toBe(false);
+
+    // The same files with the same bytes: the training file, its sidecar and the manifest are the
+    // previous run's, and no `.uploading-` staging copy is left anywhere in the bucket.
+    expect(await snapshot(e.OUTPUT_URI!)).toEqual(before);
   }, 90_000);
 });
 
