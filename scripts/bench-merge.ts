@@ -18,6 +18,8 @@ import { parseConfig, realHostFacts } from "../src/config.ts";
 import { layoutFor } from "../src/layout.ts";
 import { createLogger } from "../src/log.ts";
 import { buildSampleWarehouse } from "../src/sample/build.ts";
+import { planRowRanges } from "../src/merge/plan.ts";
+import { readFooterSummary } from "../src/parquet/footer.ts";
 import { formatBytes } from "../src/units.ts";
 import { parseSize } from "../src/units.ts";
 import { DuckDBWarehouse } from "../src/warehouse/duckdb.ts";
@@ -111,6 +113,8 @@ interface Figures {
   rows?: number;
   columns?: number;
   error?: string | null;
+  /** User + system CPU seconds of the child (GNU time), when available. */
+  cpu_s?: number;
 }
 
 /** Highest VmHWM (peak resident set) among a process and its children, from /proc. */
@@ -132,7 +136,7 @@ function peakOfTree(pid: number): number {
 function runChild(script: string, args: string[], timeoutS?: number): Promise<Figures> {
   const useTime = existsSync("/usr/bin/time");
   const command = useTime ? "/usr/bin/time" : process.execPath;
-  const argv = useTime ? ["-f", "__peak_kb=%M", process.execPath, script, ...args] : [script, ...args];
+  const argv = useTime ? ["-f", "__peak_kb=%M __cpu_s=%U+%S", process.execPath, script, ...args] : [script, ...args];
   return new Promise((resolve, reject) => {
     // Its own process group, so a timeout stops GNU time and the contender together.
     const child = spawn(command, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
@@ -159,27 +163,41 @@ function runChild(script: string, args: string[], timeoutS?: number): Promise<Fi
       const line = stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
       const timed = /__peak_kb=(\d+)/.exec(stderr);
       const peakFromOs = timed ? Number(timed[1]) * 1024 : undefined;
+      const cpu = /__cpu_s=([\d.]+)\+([\d.]+)/.exec(stderr);
+      const cpuS = cpu ? Number((Number(cpu[1]) + Number(cpu[2])).toFixed(1)) : undefined;
       if (!line) {
         resolve({ seconds: Number.NaN, peak_rss_bytes: peakFromOs ?? 0, bytes: 0, error: `exit ${code}: ${stderr.trim().split("\n").slice(-3).join(" | ")}` });
         return;
       }
       const f = JSON.parse(line) as Figures;
-      resolve({ ...f, peak_rss_bytes: peakFromOs ?? f.peak_rss_bytes });
+      resolve({ ...f, peak_rss_bytes: peakFromOs ?? f.peak_rss_bytes, cpu_s: cpuS });
     });
   });
 }
 
-const { target, dir: features } = await productionShapeCheckpoints();
+const { target: targetPath, dir: features } = await productionShapeCheckpoints();
+const target = targetPath;
 const out = path.join(dir, "out");
 await mkdir(out, { recursive: true });
+// The floor writes with the merge's writer settings, row-group size included: the rows per row
+// group the merge's plan gives the output (under 512 MiB decoded, so a reader can stream it).
+const outputShape = await (async () => {
+  const target = await readFooterSummary(targetPath);
+  let columns = target.columnNames.length;
+  for (const f of (await readdir(features)).filter((f) => f.endsWith(".parquet")).map((f) => path.join(features, f))) {
+    if (path.resolve(f) !== path.resolve(targetPath)) columns += (await readFooterSummary(f)).columnNames.length - 1;
+  }
+  return { columns, rowGroupRows: planRowRanges(target.numRows, columns, budgetBytes).rowsPerRange };
+})();
+say(`output: ${outputShape.columns} columns, row groups of ${outputShape.rowGroupRows} rows (merge and floor alike)`);
 const runs: Record<"merge" | "floor" | "duckdb", Figures[]> = { merge: [], floor: [], duckdb: [] };
 for (let r = 0; r < repeat; r += 1) {
   say(`round ${r + 1}/${repeat}: merge (budget ${formatBytes(budgetBytes)})`);
   runs.merge.push(await runChild("scripts/merge-checkpoints.ts", ["--target", target, "--features", features, "--budget", String(budgetBytes), "--out", path.join(out, "merge.parquet")]));
   const m = runs.merge.at(-1)!;
-  say(`  merge ${m.error ? `failed: ${m.error}` : `${m.seconds}s`}, peak ${formatBytes(m.peak_rss_bytes)}; floor`);
-  runs.floor.push(await runChild("scripts/bench/floor.ts", ["--features", features, "--out", path.join(out, "floor")]));
-  say(`  floor ${runs.floor.at(-1)!.seconds}s, peak ${formatBytes(runs.floor.at(-1)!.peak_rss_bytes)}`);
+  say(`  merge ${m.error ? `failed: ${m.error}` : `${m.seconds}s`} (cpu ${m.cpu_s ?? "?"}s), peak ${formatBytes(m.peak_rss_bytes)}; floor`);
+  runs.floor.push(await runChild("scripts/bench/floor.ts", ["--features", features, "--out", path.join(out, "floor"), "--row-group-rows", String(outputShape.rowGroupRows)]));
+  say(`  floor ${runs.floor.at(-1)!.seconds}s (cpu ${runs.floor.at(-1)!.cpu_s ?? "?"}s), peak ${formatBytes(runs.floor.at(-1)!.peak_rss_bytes)}`);
   if (!values["no-duckdb"]) {
     // DuckDB spills to disk instead of failing at times; past 3x the merge's time (10 minutes at
     // least) the comparison is settled and the run stops.
@@ -226,9 +244,14 @@ const result = {
   merge_peak_rss_bytes: Math.max(...runs.merge.map((m) => m.peak_rss_bytes)),
   merge_bytes: runs.merge[0]?.bytes ?? null,
   budget_bytes: budgetBytes,
+  merge_cpu_s: median(runs.merge.map((m) => m.cpu_s ?? Number.NaN)),
+  merge_seconds_each: runs.merge.map((m) => m.seconds),
   floor_s: floorS,
+  floor_cpu_s: median(runs.floor.map((m) => m.cpu_s ?? Number.NaN)),
+  floor_seconds_each: runs.floor.map((m) => m.seconds),
   floor_peak_rss_bytes: Math.max(...runs.floor.map((m) => m.peak_rss_bytes)),
   floor_bytes: runs.floor[0]?.bytes ?? null,
+  row_group_rows: outputShape.rowGroupRows,
   duckdb_s: duckdbS,
   duckdb_peak_rss_bytes: runs.duckdb.length > 0 ? Math.max(...runs.duckdb.map((d) => d.peak_rss_bytes)) : null,
   duckdb_error: runs.duckdb.find((d) => d.error)?.error ?? (values["no-duckdb"] ? "not run (--no-duckdb)" : null),

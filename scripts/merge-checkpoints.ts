@@ -9,7 +9,8 @@ import { parseArgs } from "node:util";
 import { mergeCheckpoints } from "../src/merge/merge.ts";
 import { readFooterSummary } from "../src/parquet/footer.ts";
 import { peakRssBytes } from "../src/peak-rss.ts";
-import { detectCpus } from "../src/resources.ts";
+import { chooseScratch, sweepStaleScratch } from "../src/merge/scratch.ts";
+import { detectCpus, detectMemoryLimit } from "../src/resources.ts";
 import { parseSize } from "../src/units.ts";
 
 const { values } = parseArgs({
@@ -39,13 +40,17 @@ const files = (await readdir(values.features))
 let columns = (await readFooterSummary(values.target)).columnNames.length;
 for (const f of files) columns += (await readFooterSummary(f)).columnNames.length - 1;
 
+// The same choice as the job's merge stage (src/merge/scratch.ts).
+sweepStaleScratch();
+const scratch = chooseScratch({ workDirParts: `${values.out}.parts`, pair: "bench", memoryLimitBytes: detectMemoryLimit().value, budgetBytes });
 const started = performance.now();
 const result = await mergeCheckpoints({
   target: values.target,
   features: files.map((f) => ({ table: path.basename(f, ".parquet"), path: f })),
   columns,
   budgetBytes,
-  partsDir: `${values.out}.parts`,
+  partsDir: scratch.dir,
+  maxWaitingBytes: scratch.maxWaitingBytes,
   outPath: values.out,
   strategy: values.strategy as "auto" | "append" | "ranges",
   workers,
@@ -60,6 +65,7 @@ process.stdout.write(
     rowGroups: result.rowGroups,
     strategy: result.strategy,
     workers: result.workers,
+    scratch: scratch.dir,
     rowsPerRange: result.plan.rowsPerRange,
     bytes: result.bytes,
     seconds: Number(seconds.toFixed(3)),

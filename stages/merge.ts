@@ -25,12 +25,17 @@ export const mergeStage: Stage = {
       // Loaded here, not at start-up: nodejs-polars is the heaviest module the merge needs, and
       // a task spends its first minutes extracting (cold start, see src/startup.ts).
       const { mergeCheckpoints } = await import("../src/merge/merge.ts");
+      const { chooseScratch, sweepStaleScratch } = await import("../src/merge/scratch.ts");
+      for (const dir of sweepStaleScratch()) log.warn({ dir }, `removed ${dir}, left by a merge that was killed`);
+      const scratch = chooseScratch({ workDirParts: ctx.layout.mergeParts, pair: config.pair, memoryLimitBytes: config.memoryLimitBytes, budgetBytes: config.memoryBudgetBytes });
+      log.info({ scratch }, `aligned tables wait in ${scratch.dir}: ${scratch.reason}`);
       const result = await mergeCheckpoints({
         target: checkpoints.target.path,
         features: checkpoints.features.map((c) => ({ table: c.table, path: c.path })),
         columns: discovery.columnCount,
         budgetBytes: config.memoryBudgetBytes,
-        partsDir: ctx.layout.mergeParts,
+        partsDir: scratch.dir,
+        maxWaitingBytes: scratch.maxWaitingBytes,
         outPath: ctx.layout.output,
         keyValueMetadata: { "bqx.pair": config.pair, "bqx.tables": String(checkpoints.features.length + 1) },
         signal: ctx.signal,

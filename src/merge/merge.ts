@@ -39,6 +39,12 @@ export interface MergeInput {
    * together only while their estimated working sets fit the budget together.
    */
   workers?: number;
+  /**
+   * Cap on the bytes of aligned tables waiting to be appended (append route, pool): no new table
+   * starts while they exceed it. For scratch kept in memory (scratch.ts); default: only the
+   * count is capped (MAX_WAITING_TABLES).
+   */
+  maxWaitingBytes?: number;
 }
 
 export type MergeStrategy = "auto" | "append" | "ranges";
@@ -109,16 +115,19 @@ async function mergeByAppending(input: MergeInput, keys: BigInt64Array, plan: Me
   try {
     // Tables are appended in column order, so the output's bytes do not depend on which worker
     // finished first.
-    const ready = new Set<number>();
+    const ready = new Map<number, number>();
+    let waitingBytes = 0;
     let nextToAppend = 0;
     let appending: Promise<void> = Promise.resolve();
-    const onAligned = (i: number): Promise<void> => {
-      ready.add(i);
+    const onAligned = (i: number, bytes: number): Promise<void> => {
+      ready.set(i, bytes);
+      waitingBytes += bytes;
       appending = appending.then(async () => {
         while (ready.has(nextToAppend)) {
           const k = nextToAppend;
           await appender.append(aligned[k]!, k);
           await rm(aligned[k]!, { force: true });
+          waitingBytes -= ready.get(k)!;
           ready.delete(k);
           nextToAppend += 1;
           input.onProgress?.(nextToAppend, tables.length);
@@ -129,21 +138,24 @@ async function mergeByAppending(input: MergeInput, keys: BigInt64Array, plan: Me
     if (workers === 1) {
       for (const [i, task] of tasks.entries()) {
         if (input.signal?.aborted) throw input.signal.reason;
-        await alignCheckpoint({ ...task, keys });
-        await onAligned(i);
+        const r = await alignCheckpoint({ ...task, keys });
+        await onAligned(i, r.bytes);
       }
     } else {
-      await alignOnPool(tasks, keys, workers, input, onAligned, () => ready.size);
+      const full = () => ready.size >= MAX_WAITING_TABLES || (input.maxWaitingBytes !== undefined && waitingBytes >= input.maxWaitingBytes);
+      await alignOnPool(tasks, keys, workers, input, onAligned, full);
     }
     await appending;
     const aligning = performance.now();
     const out = await appender.finish();
-    await rm(input.partsDir, { recursive: true, force: true });
     const phaseSeconds = { prepare: (aligning - started) / 1000, assemble: (performance.now() - aligning) / 1000 };
     return { strategy: "append", tablesMerged: tables.length, rows: out.rows, columns: out.columns, rowGroups: out.rowGroups, bytes: out.bytes, plan, phaseSeconds, workers };
   } catch (err) {
     await appender.abort();
     throw err;
+  } finally {
+    // Also on failure: the directory may be in memory (scratch.ts).
+    await rm(input.partsDir, { recursive: true, force: true });
   }
 }
 
@@ -154,16 +166,16 @@ const MAX_WAITING_TABLES = 32;
 /**
  * Aligns tables on `workers` threads, in order (each within its share of the budget, see
  * planAlignment).
- * `onAligned(i)` runs as each table is done; it is awaited before the next table starts only
- * when `waiting()` says too many are queued behind a slow one.
+ * `onAligned(i, bytes)` runs as each table is done; it is awaited before the next table starts
+ * only when `full()` says too many tables or bytes are queued behind a slow one.
  */
 async function alignOnPool(
   tasks: Omit<AlignTask, "keys">[],
   keys: BigInt64Array,
   workers: number,
   input: MergeInput,
-  onAligned: (i: number) => Promise<void>,
-  waiting: () => number,
+  onAligned: (i: number, bytes: number) => Promise<void>,
+  full: () => boolean,
 ): Promise<void> {
   const shared = new BigInt64Array(new SharedArrayBuffer(keys.byteLength));
   shared.set(keys);
@@ -184,7 +196,7 @@ async function alignOnPool(
         while (
           next < tasks.length &&
           running < workers &&
-          waiting() < MAX_WAITING_TABLES
+          !full()
         ) {
           const i = next++;
           running += 1;
@@ -192,16 +204,17 @@ async function alignOnPool(
             .run({ ...tasks[i]!, keys: shared }, { signal: input.signal })
             .then((r) => {
               if ("failed" in r) throw new JobError(r.message, { reason: r.reason, fix: r.fix });
+              return r.bytes;
             })
             .finally(() => {
               running -= 1;
             })
-            .then(async () => {
+            .then(async (bytes) => {
               done += 1;
-              const appended = onAligned(i);
+              const appended = onAligned(i, bytes);
               appended.catch((err: unknown) => (failure ??= err));
               // Wait for the append only when the queue behind a slow table is long.
-              if (waiting() >= MAX_WAITING_TABLES) await appended;
+              if (full()) await appended;
             })
             .catch((err: unknown) => (failure ??= err))
             .finally(pump);

@@ -78,7 +78,8 @@ export function points(work: string, bucket: string, pair: string) {
     landed: (n: number) => () => namesIn(sums).filter((f) => f.endsWith(".json")).length >= n,
     /** A checkpoint being written under its temporary name. */
     writing: () => namesIn(checkpoints).some((f) => f.includes(".tmp-")),
-    mergeStarted: () => existsSync(path.join(root, "merge-parts")),
+    /** The merge has begun: its output exists under the temporary name (or its parts directory in WORK_DIR). */
+    mergeStarted: () => existsSync(path.join(root, `training_${pair}.parquet.tmp`)) || existsSync(path.join(root, "merge-parts")),
     /** The merge appending to the output under its temporary name, past `bytes`. */
     appending: () => existsSync(path.join(root, `training_${pair}.parquet.tmp`)),
     uploading: () => namesIn(bucket).some((f) => f.includes(".uploading-")),
