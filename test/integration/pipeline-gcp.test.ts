@@ -14,7 +14,9 @@ import { sampleTables } from "../../src/sample/spec.ts";
 import { schemaSha256 } from "../../src/schema-hash.ts";
 import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { namesIn, points, startJob, waitFor } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
+import { readFooterSummary } from "../../src/parquet/footer.ts";
 
 const PAIR = "eurusd";
 const ROWS = 300;
@@ -31,6 +33,8 @@ let bq: StandIns;
 let gcs: GcsStandIn;
 /** The embedded backend's training file for the same warehouse. */
 let reference: string;
+/** The feature tables in the sample warehouse, sorted. */
+let featureNames: string[];
 
 const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
 const messages = (run: JobRun) => run.lines.map((l) => String(l.message));
@@ -87,6 +91,7 @@ beforeAll(async () => {
     .map((t) => t.name)
     .sort();
   const kept = new Set(Array.from({ length: FEATURES }, (_, i) => features[Math.floor((i * features.length) / FEATURES)]!));
+  featureNames = [...kept].sort();
   await buildSampleWarehouse({ path: warehouse, pair: PAIR, rows: ROWS, only: (t) => t.dataset === "targets" ? t.name === `targets_${PAIR}` : kept.has(t.name) || !t.hasIntervalTime });
   // Small Arrow batches, so a ReadRows stream carries several and can be dropped midway.
   bq = await startBigQueryStandIns({ warehouse, batchRows: 100, seed: 11 });
@@ -99,6 +104,7 @@ beforeAll(async () => {
 afterEach(() => {
   Object.assign(bq.faults, { restErrors: [], restErrorRate: 0, jobFailures: [], grpcErrors: [], readRowsDrops: [], readSessionDenied: false });
   bq.faults.accessDeniedDatasets.clear();
+  bq.faults.hangingTables.clear();
   gcs.faults.reset();
 });
 
@@ -191,6 +197,42 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     await expectSameContentAsLocal((await trainingObject("resume")).file);
     expect(messages(resumed)).toContain(`removed ${FEATURES + 1} staged checkpoints from gs://${STAGING}/resume/eurusd/checkpoints/`);
     expect(await staged.list()).toEqual([]);
+  }, 120_000);
+
+  it("on SIGTERM with two tables whose queries never finish, abandons them after the grace and exits 130 within 8 s, checkpoints whole", async () => {
+    // The slow-table case of a shutdown: the tables in flight get 5 s to finish, then the pool is
+    // torn down. Two queries hang (the stand-in never completes their jobs) while the rest land.
+    const hung = [featureNames[3]!, featureNames[17]!];
+    for (const t of hung) bq.faults.hangingTables.add(`${F}.${t}`);
+    const e = gcpEnv("term-hung", { QUERY_TIMEOUT: "10m" });
+    const job = startJob(e);
+    // Every table but the two hung ones (40 features + the target - 2) has its checkpoint.
+    expect(await waitFor(job, points(e.WORK_DIR!, "", PAIR).landed(FEATURES + 1 - hung.length), 20)).toBe(true);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(job.exited()).toBe(false);
+    const sent = performance.now();
+    job.child.kill("SIGTERM");
+    const run = await job.done;
+    const elapsed = performance.now() - sent;
+    console.log(`pipeline-gcp: SIGTERM with 2 hung queries in flight: exit ${run.code} after ${Math.round(elapsed)} ms`);
+    expect(run.code, run.stdout.slice(-2000)).toBe(130);
+    expect(elapsed).toBeLessThan(8_000);
+    const said = messages(run);
+    expect(said).toContainEqual(expect.stringMatching(new RegExp(`^extraction stopped: ${FEATURES + 1 - hung.length} tables extracted by this attempt and 0 reused are kept as checkpoints for the next attempt; 2 not extracted`)));
+    expect(said).toContain("stage extract failed: interrupted (Error: received SIGTERM)");
+    const checkpoints = path.join(e.WORK_DIR!, PAIR, "checkpoints");
+    const kept = namesIn(checkpoints).filter((n) => !n.includes(".tmp-"));
+    expect(kept).toHaveLength(FEATURES + 1 - hung.length);
+    for (const t of hung) expect(kept.some((n) => n.endsWith(`.${t}.parquet`)), t).toBe(false);
+    for (const name of kept) await expect(readFooterSummary(path.join(checkpoints, name)), name).resolves.toBeDefined();
+    expect(gcs.getObject(OUTPUT, `term-hung/${TRAINING}`)).toBeUndefined();
+
+    // The queries answer again: the next attempt extracts only the two and builds the same file.
+    bq.faults.hangingTables.clear();
+    const again = await runJob(e);
+    expect(again.code, again.stdout.slice(-2000)).toBe(0);
+    expect(messages(again)).toContainEqual(expect.stringMatching(/^reusing 39 checkpoints from an earlier attempt/));
+    await expectSameContentAsLocal((await trainingObject("term-hung")).file);
   }, 120_000);
 
   it("fails fast with exit 1 naming the role to grant when the features dataset denies access", async () => {
