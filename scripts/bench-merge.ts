@@ -175,19 +175,18 @@ function runChild(script: string, args: string[], timeoutS?: number): Promise<Fi
   });
 }
 
-const { target: targetPath, dir: features } = await productionShapeCheckpoints();
-const target = targetPath;
+const { target, dir: features } = await productionShapeCheckpoints();
 const out = path.join(dir, "out");
 await mkdir(out, { recursive: true });
 // The floor writes with the merge's writer settings, row-group size included: the rows per row
 // group the merge's plan gives the output (under 512 MiB decoded, so a reader can stream it).
 const outputShape = await (async () => {
-  const target = await readFooterSummary(targetPath);
-  let columns = target.columnNames.length;
+  const keys = await readFooterSummary(target);
+  let columns = keys.columnNames.length;
   for (const f of (await readdir(features)).filter((f) => f.endsWith(".parquet")).map((f) => path.join(features, f))) {
-    if (path.resolve(f) !== path.resolve(targetPath)) columns += (await readFooterSummary(f)).columnNames.length - 1;
+    if (path.resolve(f) !== path.resolve(target)) columns += (await readFooterSummary(f)).columnNames.length - 1;
   }
-  return { columns, rowGroupRows: planRowRanges(target.numRows, columns, budgetBytes).rowsPerRange };
+  return { columns, rowGroupRows: planRowRanges(keys.numRows, columns, budgetBytes).rowsPerRange };
 })();
 say(`output: ${outputShape.columns} columns, row groups of ${outputShape.rowGroupRows} rows (merge and floor alike)`);
 const runs: Record<"merge" | "floor" | "duckdb", Figures[]> = { merge: [], floor: [], duckdb: [] };

@@ -67,6 +67,26 @@ export function defaultMemoryBudget(limitBytes: number): number {
   return Math.max(256 * 1024 ** 2, Math.floor(limitBytes / 4));
 }
 
+/** Bytes an unprivileged user may still write on the filesystem holding `dir`, or undefined when it cannot be read. */
+export function freeBytes(dir: string): number | undefined {
+  try {
+    const { bavail, bsize } = statfsSync(dir);
+    return bavail * bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether process `pid` is still running (EPERM: it is, under another user). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** True when `path` lives on an in-memory filesystem (tmpfs/ramfs), as Cloud Run's built-in one does. */
 export function isInMemoryFilesystem(path: string): boolean {
   const TMPFS_MAGIC = 0x01021994;

@@ -1,6 +1,6 @@
 // Stage 1: discover the pair's tables and extract each into a parquet checkpoint on a worker pool.
 import { createHash } from "node:crypto";
-import { existsSync, statfsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,7 +15,7 @@ import type { WorkerFailure } from "../src/extract/worker.ts";
 import { checkpointFileName } from "../src/layout.ts";
 import { readFooterSummary } from "../src/parquet/footer.ts";
 import { planMemory } from "../src/preflight.ts";
-import { isInMemoryFilesystem } from "../src/resources.ts";
+import { freeBytes, isInMemoryFilesystem } from "../src/resources.ts";
 import { formatBytes } from "../src/units.ts";
 import type { ExtractResult, ExtractTask } from "../src/warehouse/port.ts";
 import type { Checkpoint, Stage, StageContext } from "./types.ts";
@@ -95,15 +95,6 @@ async function reusableCheckpoint(ctx: StageContext, task: ExtractTask): Promise
     if (recorded.bytes !== footer.fileBytes) return undefined;
     if ((await fileChecksums(task.checkpointPath)).crc32c !== recorded.crc32c) return undefined;
     return { rows: footer.numRows, bytes: footer.fileBytes };
-  } catch {
-    return undefined;
-  }
-}
-
-function freeBytes(dir: string): number | undefined {
-  try {
-    const { bavail, bsize } = statfsSync(dir);
-    return bavail * bsize;
   } catch {
     return undefined;
   }

@@ -7,9 +7,9 @@
 // scratch is used only where that fits the container besides the merge's budget.
 //
 // On Cloud Run WORK_DIR is already in memory and the tables stay in WORK_DIR.
-import { existsSync, readdirSync, rmSync, statfsSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { isInMemoryFilesystem } from "../resources.ts";
+import { freeBytes, isAlive, isInMemoryFilesystem } from "../resources.ts";
 
 /** Aligned tables waiting to be appended, in bytes, when they are kept in memory. */
 export const SCRATCH_QUEUE_BYTES = 512 * 1024 ** 2;
@@ -39,24 +39,6 @@ export interface ScratchInput {
   pid?: number;
 }
 
-function freeBytes(dir: string): number {
-  try {
-    const { bavail, bsize } = statfsSync(dir);
-    return bavail * bsize;
-  } catch {
-    return 0;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** Removes scratch directories left in `shmDir` by merges whose process is gone (killed with SIGKILL). */
 export function sweepStaleScratch(shmDir = SHM_DIR): string[] {
   const removed: string[] = [];
@@ -68,7 +50,7 @@ export function sweepStaleScratch(shmDir = SHM_DIR): string[] {
   }
   for (const name of names) {
     const m = new RegExp(`^${PREFIX}[a-z]+-(\\d+)$`).exec(name);
-    if (!m || alive(Number(m[1]))) continue;
+    if (!m || isAlive(Number(m[1]))) continue;
     rmSync(path.join(shmDir, name), { recursive: true, force: true });
     removed.push(path.join(shmDir, name));
   }
@@ -87,11 +69,10 @@ export function chooseScratch(input: ScratchInput): ScratchChoice {
   if (isInMemoryFilesystem(parent)) {
     return { dir: input.workDirParts, inMemory: true, maxWaitingBytes: SCRATCH_QUEUE_BYTES, reason: "WORK_DIR is in memory" };
   }
-  const spare = input.memoryLimitBytes - input.budgetBytes;
   if (!isInMemoryFilesystem(shm)) {
     return { dir: input.workDirParts, inMemory: false, maxWaitingBytes: undefined, reason: `${shm} is not an in-memory filesystem` };
   }
-  if (freeBytes(shm) < SCRATCH_HEADROOM_BYTES || spare < SCRATCH_HEADROOM_BYTES) {
+  if ((freeBytes(shm) ?? 0) < SCRATCH_HEADROOM_BYTES || input.memoryLimitBytes - input.budgetBytes < SCRATCH_HEADROOM_BYTES) {
     return { dir: input.workDirParts, inMemory: false, maxWaitingBytes: undefined, reason: `${shm} or the memory left besides MEMORY_BUDGET is under ${SCRATCH_HEADROOM_BYTES / 1024 ** 3} GiB` };
   }
   return {

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { isAlive } from "../resources.ts";
 import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN, PAIRS } from "../constants.ts";
 import { nameHash, sampleTables, summaryRows, tableCoverage, targetNullTailRows, valueSeed, type SampleTable } from "./spec.ts";
 
@@ -95,15 +96,6 @@ function tableSql(t: SampleTable, schema: string, rows: number, startEpochSecond
   const cov = tableCoverage(t);
   const where = cov.gapEvery === null ? "" : ` WHERE i % ${cov.gapEvery} <> ${cov.gapPhase}`;
   return `CREATE TABLE ${target} AS SELECT ${select.join(", ")} FROM range(${Math.min(cov.startOffset, rows)}, ${rows}) AS r(i)${where}`;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** Removes our own leftover temp file and those of builders that no longer run. */
