@@ -1,6 +1,7 @@
 // What Cloud Storage's errors mean for this job: each failure the library reports (in any of
 // its shapes) becomes one JobError naming what failed, the value, and the next step; retryable
-// or not.
+// or not. Compose adds its own: too many sources, a storage class mismatch, a source no longer
+// at its pinned generation.
 import { JobError } from "../errors.ts";
 
 /** The bucket itself is missing (a 404 that is not about an object). */
@@ -48,6 +49,15 @@ export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: stri
       cause: err,
     });
   }
+  // A compose names a source Cloud Storage does not have at the pinned generation this way.
+  const source = status === 404 ? /Object (.+) \(generation: (\d+)\) not found/.exec(detail) : null;
+  if (source) {
+    return new JobError(`${what}: source gs://${ctx.bucket}/${source[1]} (generation ${source[2]}) no longer exists; it was replaced or deleted after its generation was read`, {
+      reason: "source-changed",
+      fix: "stage that object again and use its new generation",
+      cause: err,
+    });
+  }
   if (status === 404) return new JobError(`${what}: no such object`, { reason: "object-not-found", fix: "check the object name; it may have been deleted or replaced meanwhile", cause: err });
   if (status === 412) {
     return new JobError(`${what}: another writer changed the object meanwhile (generation precondition failed)`, {
@@ -57,6 +67,21 @@ export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: stri
     });
   }
   if (status === 416) return new JobError(`${what}: the byte range starts past the end of the object`, { reason: "range-out-of-bounds", cause: err });
+  const tooMany = status === 400 ? /number of source components provided \((\d+)\) exceeds the maximum \((\d+)\)/.exec(detail) : null;
+  if (tooMany) {
+    return new JobError(`${what}: Cloud Storage composes at most ${tooMany[2]} sources at once (got ${tooMany[1]})`, {
+      reason: "too-many-compose-sources",
+      fix: `compose in a tree: groups of at most ${tooMany[2]} (the bucket's maxComposeSources), then the groups' results`,
+      cause: err,
+    });
+  }
+  if (status === 400 && /Cannot compose object with destination storage class/.test(detail)) {
+    return new JobError(`${what}: the sources' storage class differs from the destination's (${detail})`, {
+      reason: "compose-storage-class-mismatch",
+      fix: `stage every part in the bucket's default storage class (gcloud storage buckets describe gs://${ctx.bucket} --format='value(default_storage_class)'), or rewrite the odd ones to it`,
+      cause: err,
+    });
+  }
   if (status === 400 && /(CRC32C|MD5).*doesn't match/i.test(detail)) {
     return new JobError(`${what}: Cloud Storage rejected the bytes it received (${detail}); any earlier object is unchanged`, {
       reason: "checksum-mismatch",
