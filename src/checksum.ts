@@ -2,9 +2,9 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { crc32c } from "@node-rs/crc32";
-import type { Checksums } from "./bucket/port.ts";
 
-export async function fileChecksums(path: string): Promise<Checksums & { bytes: number }> {
+/** Both checksums of a whole file; `sha256` is always there (the port's `Checksums` makes it optional). */
+export async function fileChecksums(path: string): Promise<{ crc32c: string; sha256: string; bytes: number }> {
   const sha = createHash("sha256");
   let crc = 0;
   let bytes = 0;

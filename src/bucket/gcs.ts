@@ -9,13 +9,18 @@
 //   retries: an upload whose library retries ran out (resuming the same session, so no byte is
 //   sent twice), a DELETE (no precondition, so the library does not retry it), a simple upload
 //   (the library never retries those), a download whose bytes failed their CRC32C.
+// - A compose is sent with the library's retries off and retried here, whole: every compose
+//   carries `ifGenerationMatch` on its destination, so a retry after an answer that was lost on
+//   the way back gets 412, and only here do we know an earlier attempt was sent and may have
+//   taken effect; then the destination is read and accepted if it is that compose's result.
+//   `move` is such a compose of one source, then a DELETE of the source pinned by generation.
 // - Errors are JobErrors at this edge: 401/403/404/412 are final and name the fix; 429, 5xx,
 //   network faults and checksum mismatches are `retryable`.
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { Transform } from "node:stream";
+import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { crc32c } from "@node-rs/crc32";
 import { IdempotencyStrategy, Storage, type Bucket as StorageBucket, type File } from "@google-cloud/storage";
@@ -25,11 +30,28 @@ import { JobError } from "../errors.ts";
 import { authClientForEndpoint } from "../gcp/auth.ts";
 import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
 import type { Logger } from "../log.ts";
-import { assertByteRange, type Bucket, type Checksums, type GetResult, type ObjectInfo, type PutResult } from "./port.ts";
+import { bucketMissing, describeGcsFailure, statusOf } from "./gcs-errors.ts";
+import {
+  assertByteRange,
+  assertSourceCount,
+  type Bucket,
+  type ByteRange,
+  type Checksums,
+  type ComposeOptions,
+  type GetResult,
+  type ObjectInfo,
+  type PutResult,
+  type SourceObject,
+} from "./port.ts";
+
+// Their home is gcs-errors.ts; still exported here for callers that import them from the adapter.
+export { describeGcsFailure, statusOf };
 
 /** Resumable chunks are buffered in memory (the library keeps one to resend after a fault). */
 export const DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024;
 const PROBE_PREFIX = ".bqx-write-probe-";
+/** Sources one compose may name (https://cloud.google.com/storage/docs/composite-objects). */
+export const GCS_MAX_COMPOSE_SOURCES = 32;
 
 export interface GcsRetryOptions {
   /** Library retries per request, and per upload session in total (library default 3). */
@@ -40,7 +62,7 @@ export interface GcsRetryOptions {
   totalTimeoutMs?: number;
   /** Whole-operation tries (first included) for stat, list, get, readRange, delete. */
   attempts?: number;
-  /** Whole-upload tries; each resumes the same upload session. */
+  /** Whole-upload tries; each resumes the same upload session. Also the tries of one compose. */
   uploadAttempts?: number;
   baseDelayMs?: number;
   maxDelayMs?: number;
@@ -71,6 +93,7 @@ export function parseGcsUri(uri: string): { bucket: string; prefix: string } {
 
 export class GcsBucket implements Bucket {
   readonly location: string;
+  readonly maxComposeSources = GCS_MAX_COMPOSE_SOURCES;
   readonly bucketName: string;
   readonly prefix: string;
   private readonly bucket: StorageBucket;
@@ -146,16 +169,23 @@ export class GcsBucket implements Bucket {
    * match the declared CRC32C (400) or another writer moved the generation (412); a failed or
    * abandoned session leaves the previous generation in place.
    */
-  async put(localPath: string, name: string, expected: Checksums, metadata: Record<string, string> = {}): Promise<PutResult> {
+  async put(localPath: string, name: string, expected: Checksums, metadata: Record<string, string> = {}, range?: ByteRange): Promise<PutResult> {
     const uri = this.uriOf(name);
-    const { size } = await stat(localPath);
+    const { size: fileSize } = await stat(localPath);
+    if (range) {
+      assertByteRange(localPath, range.start, range.end);
+      if (range.end > fileSize) throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${fileSize} bytes)`, { reason: "range-out-of-bounds" });
+    }
+    const size = range ? range.end - range.start : fileSize;
+    const recorded: Record<string, string> = expected.sha256 !== undefined ? { sha256: expected.sha256 } : {};
     const before = await this.stat(name);
     const ifGenerationMatch = before?.generation ?? "0";
     const sameContent = (info: ObjectInfo | undefined): boolean =>
-      info !== undefined && info.bytes === size && info.crc32c === expected.crc32c && info.metadata.sha256 === expected.sha256;
+      info !== undefined && info.bytes === size && info.crc32c === expected.crc32c && (expected.sha256 === undefined || info.metadata.sha256 === expected.sha256);
     let sessionUri: string | undefined;
     const started = Date.now();
-    this.log?.info({ uri, bytes: size, ifGenerationMatch }, `uploading ${localPath} to ${uri}`);
+    const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
+    this.log?.info({ uri, bytes: size, ifGenerationMatch }, `uploading ${what} to ${uri}`);
     await withRetry(
       async (attempt) => {
         if (attempt > 1) {
@@ -174,10 +204,10 @@ export class GcsBucket implements Bucket {
             validation: false,
             ...(resumed ? { uri: resumed } : {}),
             preconditionOpts: { ifGenerationMatch },
-            metadata: { contentType: contentTypeOf(name), contentLength: size, crc32c: expected.crc32c, metadata: { ...metadata, sha256: expected.sha256 } },
+            metadata: { contentType: contentTypeOf(name), contentLength: size, crc32c: expected.crc32c, metadata: { ...metadata, ...recorded } },
           });
           stream.on("uri", (u: string) => (sessionUri = u));
-          await pipeline(createReadStream(localPath), stream, ...(this.signal ? [{ signal: this.signal }] : []));
+          await pipeline(readLocal(localPath, range), stream, ...(this.signal ? [{ signal: this.signal }] : []));
         } catch (err) {
           const status = statusOf(err);
           if (status === 412) {
@@ -207,12 +237,95 @@ export class GcsBucket implements Bucket {
     return { uri, bytes: stored.bytes, checksums: { crc32c: stored.crc32c, sha256: expected.sha256 }, generation: stored.generation };
   }
 
+  /**
+   * One compose request, server-side: no bytes pass through this process. The destination is
+   * conditioned on `opts.ifGenerationMatch`, else on the generation found there now ("0": none),
+   * so a retry can never overwrite what another writer put there meanwhile.
+   */
+  async compose(sources: readonly SourceObject[], destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {
+    const uri = this.uriOf(destination);
+    // More than 32 is left to Cloud Storage to refuse (400), converted to the same reason the
+    // local bucket uses; none at all is a caller's mistake caught here.
+    assertSourceCount(sources.length, Number.POSITIVE_INFINITY, uri);
+    const ifGenerationMatch = opts.ifGenerationMatch ?? (await this.stat(destination))?.generation ?? "0";
+    const metadata = opts.metadata ?? {};
+    const request = {
+      kind: "storage#composeRequest",
+      destination: { contentType: opts.contentType ?? contentTypeOf(destination), metadata },
+      // Each generation goes as read, the JSON API's int64 string (combine() sends parseInt of it).
+      sourceObjects: sources.map((s) => ({ name: this.prefix + s.name, generation: s.generation })),
+    };
+    const started = Date.now();
+    let stored: ObjectInfo | undefined;
+    await withRetry(async (attempt) => {
+      try {
+        stored = this.infoOf(destination, await this.composeRequest(destination, request, ifGenerationMatch));
+      } catch (err) {
+        if (statusOf(err) === 412 && attempt > 1) {
+          // An earlier attempt may have composed with its answer lost: then the object is ours.
+          const now = await this.stat(destination);
+          if (now && now.generation !== ifGenerationMatch && (await this.isComposedFrom(now, sources, metadata, opts.expected))) {
+            stored = now;
+            return;
+          }
+        }
+        throw this.toJobError(err, "compose", destination);
+      }
+    }, this.policy(this.uploadAttempts, "compose", uri));
+    const result = stored!;
+    if (opts.expected && (result.bytes !== opts.expected.bytes || result.crc32c !== opts.expected.crc32c)) {
+      // Deleted by its generation, so nothing another writer put there since is touched.
+      const removed = await this.file(destination)
+        .delete({ ifGenerationMatch: result.generation })
+        .then(() => true, (err: unknown) => statusOf(err) === 404 || statusOf(err) === 412);
+      throw new JobError(
+        `composing ${uri} from ${sources.length} sources gave ${result.bytes} bytes with crc32c ${result.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}${removed ? "; the result was deleted" : `; deleting the result (generation ${result.generation}) failed too`}`,
+        { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, the parts or their predicted crc32c are wrong: stage them again" },
+      );
+    }
+    this.log?.info(
+      { uri, bytes: result.bytes, generation: result.generation, components: result.componentCount, sources: sources.length, seconds: (Date.now() - started) / 1000 },
+      `composed ${uri} from ${sources.length} sources${opts.expected ? " (size and crc32c verified)" : ""}`,
+    );
+    return result;
+  }
+
+  /** A compose of the one pinned source into `destination`, then a DELETE of that source generation. */
+  async move(source: SourceObject, destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {
+    if (source.name === destination) throw new JobError(`cannot move ${this.uriOf(destination)} onto itself`, { reason: "bad-object-name" });
+    const from = await this.statGeneration(source, `move ${this.uriOf(source.name)} to ${this.uriOf(destination)}`);
+    if (opts.expected && (from.bytes !== opts.expected.bytes || from.crc32c !== opts.expected.crc32c)) {
+      throw new JobError(`cannot move ${this.uriOf(source.name)}: it has ${from.bytes} bytes with crc32c ${from.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`, {
+        reason: "checksum-mismatch",
+        retryable: true,
+        fix: "stage the object again",
+      });
+    }
+    const moved = await this.compose([source], destination, {
+      ...opts,
+      metadata: opts.metadata ?? from.metadata,
+      expected: opts.expected ?? { bytes: from.bytes, crc32c: from.crc32c },
+    });
+    await this.retrying("delete the moved source", source.name, async () => {
+      try {
+        await this.file(source.name).delete({ ifGenerationMatch: source.generation });
+      } catch (err) {
+        const status = statusOf(err);
+        // 404: gone already (an earlier try's answer was lost). 412: another writer put a new
+        // object under that name meanwhile; the generation we moved is no longer live, and theirs stays.
+        if (status === 412) this.log?.warn({ uri: this.uriOf(source.name), generation: source.generation }, `moved ${this.uriOf(source.name)}, which another writer replaced meanwhile; their object stays`);
+        if ((status === 404 && !bucketMissing(err)) || status === 412) return;
+        throw err;
+      }
+    });
+    return moved;
+  }
+
   async stat(name: string): Promise<ObjectInfo | undefined> {
     return this.retrying("read the metadata of", name, async () => {
       try {
         const [md] = await this.file(name).getMetadata();
-        const custom = Object.fromEntries(Object.entries(md.metadata ?? {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]));
-        return { name, bytes: Number(md.size ?? 0), crc32c: md.crc32c ?? "", generation: md.generation === undefined ? undefined : String(md.generation), metadata: custom };
+        return this.infoOf(name, md);
       } catch (err) {
         if (statusOf(err) === 404 && !bucketMissing(err)) return undefined;
         throw err;
@@ -299,6 +412,71 @@ export class GcsBucket implements Bucket {
     });
   }
 
+  /**
+   * POST {destination}/compose through the library's own authenticated request path (the call
+   * `Bucket.combine()` makes). Not `combine()` itself: it sends only contentType, contentEncoding
+   * and contexts in the destination resource, so custom metadata would need a second request,
+   * leaving a moment (or, after a crash, for good) where the composite exists without it.
+   */
+  private composeRequest(destination: string, json: object, ifGenerationMatch: string): Promise<Record<string, unknown>> {
+    const file = this.file(destination);
+    return new Promise((resolve, reject) => {
+      file.request({ method: "POST", uri: "/compose", maxRetries: 0, json, qs: { ifGenerationMatch } }, (err, body) =>
+        err ? reject(err) : resolve((body ?? {}) as Record<string, unknown>),
+      );
+    });
+  }
+
+  /**
+   * Whether `now` is what this compose makes: its metadata, and the expected size and crc32c,
+   * or (none expected) the sources' total size and component count, read at their generations.
+   */
+  private async isComposedFrom(now: ObjectInfo, sources: readonly SourceObject[], metadata: Record<string, string>, expected: ComposeOptions["expected"]): Promise<boolean> {
+    if (!sameRecord(now.metadata, metadata)) return false;
+    if (expected) return now.bytes === expected.bytes && now.crc32c === expected.crc32c;
+    let bytes = 0;
+    let components = 0;
+    for (const source of sources) {
+      const info = await this.statGeneration(source, "check a compose").catch(() => undefined);
+      if (!info) return false;
+      bytes += info.bytes;
+      components += info.componentCount ?? 1;
+    }
+    return now.bytes === bytes && now.componentCount === components;
+  }
+
+  /** The metadata of exactly that generation; one no longer live fails with reason "source-changed". */
+  private statGeneration(source: SourceObject, what: string): Promise<ObjectInfo> {
+    return this.retrying("read the metadata of", source.name, async () => {
+      try {
+        const [md] = await this.file(source.name, source.generation).getMetadata();
+        return this.infoOf(source.name, md);
+      } catch (err) {
+        if (statusOf(err) !== 404 || bucketMissing(err)) throw err;
+        throw new JobError(`cannot ${what}: ${this.uriOf(source.name)} is no longer generation ${source.generation}; it was replaced or deleted after its generation was read`, {
+          reason: "source-changed",
+          fix: "stage that object again and use its new generation",
+          cause: err,
+        });
+      }
+    });
+  }
+
+  /** An object resource (metadata GET or compose answer) as the port describes it. */
+  private infoOf(name: string, md: { size?: unknown; crc32c?: unknown; generation?: unknown; metadata?: unknown; componentCount?: unknown }): ObjectInfo {
+    const custom = Object.fromEntries(
+      Object.entries((md.metadata ?? {}) as Record<string, unknown>).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]),
+    );
+    return {
+      name,
+      bytes: Number(md.size ?? 0),
+      crc32c: typeof md.crc32c === "string" ? md.crc32c : "",
+      generation: md.generation === undefined ? undefined : String(md.generation),
+      metadata: custom,
+      ...(md.componentCount !== undefined ? { componentCount: Number(md.componentCount) } : {}),
+    };
+  }
+
   private file(name: string, generation?: string): File {
     if (!name || name.startsWith("/") || name.split("/").some((part) => part === "." || part === "..")) {
       throw new JobError(`object name ${JSON.stringify(name)} is not a plain relative name`, { reason: "bad-object-name" });
@@ -339,80 +517,20 @@ export class GcsBucket implements Bucket {
   }
 }
 
-function bucketMissing(err: unknown): boolean {
-  return /bucket does not exist/i.test((err as { message?: string })?.message ?? "");
+/** The local file, or bytes [start, end) of it. */
+function readLocal(localPath: string, range: ByteRange | undefined): Readable {
+  if (!range) return createReadStream(localPath);
+  if (range.end === range.start) return Readable.from([]);
+  return createReadStream(localPath, { start: range.start, end: range.end - 1 });
+}
+
+function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
 function contentTypeOf(name: string): string {
   if (name.endsWith(".json")) return "application/json";
   if (name.endsWith(".parquet")) return "application/vnd.apache.parquet";
   return "application/octet-stream";
-}
-
-/** The HTTP status behind a library error, whichever of its several shapes it arrived in. */
-export function statusOf(err: unknown): number | undefined {
-  const e = err as { code?: unknown; status?: unknown; response?: { status?: unknown }; message?: unknown } | null | undefined;
-  if (!e || typeof e !== "object") return undefined;
-  if (typeof e.code === "number") return e.code;
-  if (typeof e.status === "number") return e.status;
-  if (typeof e.response?.status === "number") return e.response.status;
-  if (typeof e.code === "string" && /^\d{3}$/.test(e.code)) return Number(e.code);
-  // "Retry limit exceeded - status: 503 ..." from the resumable upload once its retries ran out.
-  const m = typeof e.message === "string" ? /status: (\d{3})/.exec(e.message) : null;
-  return m ? Number(m[1]) : undefined;
-}
-
-const NETWORK = /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|fetch failed|other side closed|Retry (total time )?limit exceeded|premature close/i;
-const OBJECT_ADMIN = "roles/storage.objectAdmin";
-
-/** One Cloud Storage failure as a JobError naming what failed and what to do. */
-export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: string; uri: string }): JobError {
-  const status = statusOf(err);
-  const detail = String((err as { message?: unknown })?.message ?? err);
-  const what = `cannot ${ctx.op} ${ctx.uri}`;
-  const grant = `grant ${OBJECT_ADMIN} on gs://${ctx.bucket} to the job's service account (gcloud storage buckets add-iam-policy-binding gs://${ctx.bucket} --member=serviceAccount:<job service account> --role=${OBJECT_ADMIN}); objectCreator + objectViewer is not enough, replacing and cleaning up objects needs storage.objects.delete`;
-  if (status === 401) {
-    return new JobError(`${what}: Cloud Storage did not accept the credentials (401: ${detail})`, {
-      reason: "gcs-unauthenticated",
-      fix: "run with a service account (Cloud Run: the job's --service-account; locally: gcloud auth application-default login)",
-      cause: err,
-    });
-  }
-  if (status === 403) {
-    const permission = /Permission '([\w.]+)'/.exec(detail)?.[1] ?? /does not have ([\w.]+) access/.exec(detail)?.[1];
-    return new JobError(`${what}: permission denied${permission ? ` (missing ${permission})` : ""} on bucket ${ctx.bucket}`, { reason: "gcs-permission-denied", fix: grant, cause: err });
-  }
-  if (status === 404 && bucketMissing(err)) {
-    return new JobError(`${what}: bucket ${ctx.bucket} does not exist`, {
-      reason: "gcs-bucket-not-found",
-      fix: `create it (gcloud storage buckets create gs://${ctx.bucket} --location=us-central1) or correct the bucket in OUTPUT_URI / CHECKPOINT_URI`,
-      cause: err,
-    });
-  }
-  if (status === 404) return new JobError(`${what}: no such object`, { reason: "object-not-found", fix: "check the object name; it may have been deleted or replaced meanwhile", cause: err });
-  if (status === 412) {
-    return new JobError(`${what}: another writer changed the object meanwhile (generation precondition failed)`, {
-      reason: "gcs-precondition-failed",
-      fix: "make sure only one execution writes this pair's objects at a time, then run again",
-      cause: err,
-    });
-  }
-  if (status === 416) return new JobError(`${what}: the byte range starts past the end of the object`, { reason: "range-out-of-bounds", cause: err });
-  if (status === 400 && /(CRC32C|MD5).*doesn't match/i.test(detail)) {
-    return new JobError(`${what}: Cloud Storage rejected the bytes it received (${detail}); any earlier object is unchanged`, {
-      reason: "checksum-mismatch",
-      retryable: true,
-      fix: "run again; if it repeats, the local file changed after its checksum was computed",
-      cause: err,
-    });
-  }
-  if (status === 408 || status === 429 || (status !== undefined && status >= 500) || NETWORK.test(detail) || NETWORK.test(String((err as { code?: unknown })?.code ?? ""))) {
-    return new JobError(`${what}: Cloud Storage is unavailable or throttling (${status ?? "network"}: ${detail}), after the client's own retries`, {
-      reason: "gcs-unavailable",
-      retryable: true,
-      fix: "run again later; check https://status.cloud.google.com if it persists",
-      cause: err,
-    });
-  }
-  return new JobError(`${what}: ${status ? `HTTP ${status}: ` : ""}${detail}`, { reason: "gcs-error", cause: err });
 }

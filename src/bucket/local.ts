@@ -2,32 +2,63 @@
 // verified by re-reading them, and only then renamed into place, so a reader never sees a
 // partial or unverified object and an earlier good object survives a failed upload.
 // Custom metadata given to `put` lives in a sidecar JSON file under `.bqx-meta/` (never listed);
-// without metadata no sidecar is written and `stat` derives checksums from the bytes.
+// without metadata no sidecar is written and `stat` derives checksums from the bytes. A composite
+// always has a sidecar (its crc32c, componentCount and metadata).
+// `compose` concatenates the sources into a temporary name and renames it into place, so the
+// pipeline that composes in Cloud Storage runs unchanged here; `move` is a rename. A generation
+// is the data file's mtime in microseconds: a replaced file has another one (a rename keeps it).
 // It does not retry: src/bucket/retrying.ts wraps it. With FAULT_RATE (testing only) its calls
-// fail now and then with an injected retryable fault; a failed `put` or `get` fails after its
-// copy is staged, so the retry path also proves a failed attempt leaves nothing behind.
+// fail now and then with an injected retryable fault; a failed `put`, `get` or `compose` fails
+// after its copy is staged, so the retry path also proves a failed attempt leaves nothing behind.
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { constants, createReadStream, createWriteStream, type Stats } from "node:fs";
 import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileChecksums } from "../checksum.ts";
+import { pipeline } from "node:stream/promises";
+import { crc32c } from "@node-rs/crc32";
+import { crc32cBase64, fileChecksums } from "../checksum.ts";
 import { JobError } from "../errors.ts";
 import { FaultInjector, isInjectedFault, type FaultSettings } from "./faults.ts";
-import { assertByteRange, type Bucket, type Checksums, type GetResult, type ObjectInfo, type PutResult } from "./port.ts";
+import {
+  assertByteRange,
+  assertSourceCount,
+  type Bucket,
+  type ByteRange,
+  type Checksums,
+  type ComposeOptions,
+  type GetResult,
+  type ObjectInfo,
+  type PutResult,
+  type SourceObject,
+} from "./port.ts";
 
 const META_DIR = ".bqx-meta";
+/** `compose` copies through one buffer of this size, whatever the sources' sizes. */
+const COMPOSE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /** What the sidecar records; `bytes` + `mtimeMs` tell whether it still describes the data file. */
 interface Sidecar {
   bytes: number;
   mtimeMs: number;
   crc32c: string;
-  sha256: string;
+  sha256?: string;
   metadata: Record<string, string>;
+  /** Composites only. */
+  componentCount?: number;
+}
+
+export interface LocalDirectoryBucketOptions {
+  /** FAULT_CORRUPT_UPLOADS (testing only). */
+  corruptCopies?: boolean;
+  faults?: FaultSettings | undefined;
+  signal?: AbortSignal | undefined;
+  /** Sources per `compose`: unlimited (one concatenation) unless a test mirrors Cloud Storage's 32. */
+  maxComposeSources?: number;
 }
 
 export class LocalDirectoryBucket implements Bucket {
   readonly location: string;
+  readonly maxComposeSources: number;
 
   /** FAULT_CORRUPT_UPLOADS (testing only): every copy gets one byte flipped, as a bad disk or transfer would. */
   private readonly corruptCopies: boolean;
@@ -36,11 +67,12 @@ export class LocalDirectoryBucket implements Bucket {
   /** Once aborted (SIGTERM), `put` stops before renaming anything into place. */
   private readonly signal: AbortSignal | undefined;
 
-  constructor(directory: string, opts: { corruptCopies?: boolean; faults?: FaultSettings | undefined; signal?: AbortSignal | undefined } = {}) {
+  constructor(directory: string, opts: LocalDirectoryBucketOptions = {}) {
     this.location = path.resolve(directory);
     this.corruptCopies = opts.corruptCopies ?? false;
     this.faults = opts.faults ? new FaultInjector(opts.faults) : undefined;
     this.signal = opts.signal;
+    this.maxComposeSources = opts.maxComposeSources ?? Number.POSITIVE_INFINITY;
   }
 
   async checkWritable(): Promise<void> {
@@ -64,8 +96,9 @@ export class LocalDirectoryBucket implements Bucket {
     }
   }
 
-  async put(localPath: string, name: string, expected: Checksums, metadata: Record<string, string> = {}): Promise<PutResult> {
+  async put(localPath: string, name: string, expected: Checksums, metadata: Record<string, string> = {}, range?: ByteRange): Promise<PutResult> {
     const target = this.objectPath(name);
+    if (range) await assertRangeOfFile(localPath, range);
     const sidecarPath = this.sidecarPath(name);
     const withSidecar = Object.keys(metadata).length > 0;
     await mkdir(path.dirname(target), { recursive: true });
@@ -74,19 +107,22 @@ export class LocalDirectoryBucket implements Bucket {
     const staging = `${target}${suffix}`;
     const sidecarStaging = `${sidecarPath}${suffix}`;
     try {
-      await copyFile(localPath, staging);
+      if (range) await copyRange(localPath, range, staging);
+      else await copyFile(localPath, staging);
       this.faults?.maybeFail("put", name);
       if (this.corruptCopies) await flipMiddleByte(staging);
       const stored = await fileChecksums(staging);
-      if (stored.crc32c !== expected.crc32c || stored.sha256 !== expected.sha256) {
+      if (stored.crc32c !== expected.crc32c || (expected.sha256 !== undefined && stored.sha256 !== expected.sha256)) {
+        const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
         throw new JobError(
-          `checksum mismatch after copying ${localPath} to ${staging}: expected crc32c ${expected.crc32c}, stored ${stored.crc32c}`,
+          `checksum mismatch after copying ${what} to ${staging}: expected crc32c ${expected.crc32c}, stored ${stored.crc32c}`,
           { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, check the disk behind OUTPUT_URI" },
         );
       }
       const { mtimeMs } = await stat(staging);
       if (withSidecar) {
-        const sidecar: Sidecar = { bytes: stored.bytes, mtimeMs, crc32c: stored.crc32c, sha256: stored.sha256, metadata: { ...metadata, sha256: stored.sha256 } };
+        const recorded: { sha256?: string } = expected.sha256 !== undefined ? { sha256: stored.sha256 } : {};
+        const sidecar: Sidecar = { bytes: stored.bytes, mtimeMs, crc32c: stored.crc32c, ...recorded, metadata: { ...metadata, ...recorded } };
         await writeFile(sidecarStaging, JSON.stringify(sidecar));
       }
       // Interrupted (SIGTERM): the verified copy is dropped rather than replacing the object, so
@@ -113,13 +149,7 @@ export class LocalDirectoryBucket implements Bucket {
     } catch {
       return undefined;
     }
-    const sidecar = await this.readSidecar(name);
-    if (sidecar && sidecar.bytes === info.size && sidecar.mtimeMs === info.mtimeMs) {
-      return { name, bytes: sidecar.bytes, crc32c: sidecar.crc32c, generation: generationOf(info.mtimeMs), metadata: sidecar.metadata };
-    }
-    // Put without metadata, or written behind the bucket's back: describe the bytes as they are.
-    const sums = await fileChecksums(target);
-    return { name, bytes: sums.bytes, crc32c: sums.crc32c, generation: generationOf(info.mtimeMs), metadata: { sha256: sums.sha256 } };
+    return this.describe(name, info);
   }
 
   async get(name: string, localPath: string): Promise<GetResult> {
@@ -201,6 +231,91 @@ export class LocalDirectoryBucket implements Bucket {
     await rm(this.sidecarPath(name), { force: true });
   }
 
+  async compose(sources: readonly SourceObject[], destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {
+    const target = this.objectPath(destination);
+    assertSourceCount(sources.length, this.maxComposeSources, target);
+    // Every source's generation before any byte is copied, so a stale last part fails at once.
+    const pinned: Stats[] = [];
+    for (const source of sources) pinned.push(await this.pinnedStat(source, `compose ${target}`));
+    await this.checkGeneration(destination, opts.ifGenerationMatch);
+    let componentCount = 0;
+    for (const [i, source] of sources.entries()) componentCount += (await this.currentSidecar(source.name, pinned[i]!))?.componentCount ?? 1;
+    const sidecarPath = this.sidecarPath(destination);
+    await mkdir(path.dirname(target), { recursive: true });
+    await mkdir(path.dirname(sidecarPath), { recursive: true });
+    const suffix = `.uploading-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const staging = `${target}${suffix}`;
+    const sidecarStaging = `${sidecarPath}${suffix}`;
+    try {
+      const totalBytes = pinned.reduce((n, info) => n + info.size, 0);
+      const { bytes, crc } = await this.concatenate(sources, staging, target, this.corruptCopies && totalBytes > 0 ? Math.floor(totalBytes / 2) : undefined);
+      this.faults?.maybeFail("compose", destination);
+      const stored = crc32cBase64(crc);
+      if (opts.expected && (bytes !== opts.expected.bytes || stored !== opts.expected.crc32c)) {
+        throw new JobError(
+          `composing ${target} from ${sources.length} sources gave ${bytes} bytes with crc32c ${stored}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`,
+          { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, the parts or their predicted crc32c are wrong: stage them again" },
+        );
+      }
+      const { mtimeMs } = await stat(staging);
+      const metadata = opts.metadata ?? {};
+      const sidecar: Sidecar = { bytes, mtimeMs, crc32c: stored, metadata, componentCount };
+      await writeFile(sidecarStaging, JSON.stringify(sidecar));
+      // Interrupted (SIGTERM): the composite is dropped, never committed.
+      this.signal?.throwIfAborted();
+      // Checked again just before the rename: another writer may have come in during the copy.
+      await this.checkGeneration(destination, opts.ifGenerationMatch);
+      await rename(staging, target);
+      await rename(sidecarStaging, sidecarPath);
+      return { name: destination, bytes, crc32c: stored, generation: generationOf(mtimeMs), metadata, componentCount };
+    } finally {
+      await rm(staging, { force: true });
+      await rm(sidecarStaging, { force: true });
+    }
+  }
+
+  async move(source: SourceObject, destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {
+    const from = this.objectPath(source.name);
+    const to = this.objectPath(destination);
+    if (from === to) throw new JobError(`cannot move ${from} onto itself`, { reason: "bad-object-name" });
+    const info = await this.pinnedStat(source, `move ${from} to ${to}`);
+    await this.checkGeneration(destination, opts.ifGenerationMatch);
+    const sidecar = await this.currentSidecar(source.name, info);
+    const crc = sidecar?.crc32c ?? (opts.expected || opts.metadata ? (await fileChecksums(from)).crc32c : undefined);
+    if (opts.expected && (info.size !== opts.expected.bytes || crc !== opts.expected.crc32c)) {
+      throw new JobError(`cannot move ${from} to ${to}: it has ${info.size} bytes with crc32c ${crc}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`, {
+        reason: "checksum-mismatch",
+        retryable: true,
+        fix: "stage the object again; if it repeats, check the disk behind OUTPUT_URI",
+      });
+    }
+    const sourceSidecar = this.sidecarPath(source.name);
+    const targetSidecar = this.sidecarPath(destination);
+    const sidecarStaging = `${targetSidecar}.uploading-${process.pid}-${randomBytes(4).toString("hex")}`;
+    await mkdir(path.dirname(to), { recursive: true });
+    await mkdir(path.dirname(targetSidecar), { recursive: true });
+    try {
+      // New metadata means a new sidecar; otherwise the source's own sidecar is renamed along.
+      if (opts.metadata) {
+        const next: Sidecar = { ...(sidecar ?? { bytes: info.size, mtimeMs: info.mtimeMs, crc32c: crc! }), metadata: opts.metadata };
+        await writeFile(sidecarStaging, JSON.stringify(next));
+      }
+      this.faults?.maybeFail("move", destination);
+      this.signal?.throwIfAborted();
+      await this.checkGeneration(destination, opts.ifGenerationMatch);
+      // Data first, then its sidecar (the rename keeps the mtime the sidecar records): in between,
+      // `stat` of the destination finds no matching sidecar and describes the bytes themselves.
+      await rename(from, to);
+      if (opts.metadata) await rename(sidecarStaging, targetSidecar);
+      else if (sidecar) await rename(sourceSidecar, targetSidecar);
+      else await rm(targetSidecar, { force: true });
+      await rm(sourceSidecar, { force: true });
+    } finally {
+      await rm(sidecarStaging, { force: true });
+    }
+    return this.describe(destination, await stat(to));
+  }
+
   async size(name: string): Promise<number | undefined> {
     try {
       return (await stat(this.objectPath(name))).size;
@@ -209,11 +324,97 @@ export class LocalDirectoryBucket implements Bucket {
     }
   }
 
+  /** The object whose data file has `info`, from its sidecar when that still describes it. */
+  private async describe(name: string, info: Stats): Promise<ObjectInfo> {
+    const sidecar = await this.currentSidecar(name, info);
+    if (sidecar) {
+      const composite = sidecar.componentCount !== undefined ? { componentCount: sidecar.componentCount } : {};
+      return { name, bytes: sidecar.bytes, crc32c: sidecar.crc32c, generation: generationOf(info.mtimeMs), metadata: sidecar.metadata, ...composite };
+    }
+    // Put without metadata, or written behind the bucket's back: describe the bytes as they are.
+    const sums = await fileChecksums(this.objectPath(name));
+    return { name, bytes: sums.bytes, crc32c: sums.crc32c, generation: generationOf(info.mtimeMs), metadata: { sha256: sums.sha256 } };
+  }
+
+  /** The sidecar of `name` if it describes the data file with `info` (same size and mtime). */
+  private async currentSidecar(name: string, info: Stats): Promise<Sidecar | undefined> {
+    const sidecar = await this.readSidecar(name);
+    return sidecar && sidecar.bytes === info.size && sidecar.mtimeMs === info.mtimeMs ? sidecar : undefined;
+  }
+
   private async readSidecar(name: string): Promise<Sidecar | undefined> {
     try {
       return JSON.parse(await readFile(this.sidecarPath(name), "utf8")) as Sidecar;
     } catch {
       return undefined;
+    }
+  }
+
+  /**
+   * Concatenates the sources into `staging` through one buffer, computing the CRC32C of exactly
+   * the bytes written. Each source is opened and its generation checked before it is read, and
+   * checked again after: a source replaced or rewritten meanwhile fails the compose.
+   */
+  private async concatenate(sources: readonly SourceObject[], staging: string, target: string, corruptAt: number | undefined): Promise<{ bytes: number; crc: number }> {
+    const buffer = Buffer.allocUnsafe(COMPOSE_BUFFER_BYTES);
+    const out = await open(staging, "w");
+    let crc = 0;
+    let bytes = 0;
+    try {
+      for (const source of sources) {
+        const sourcePath = this.objectPath(source.name);
+        const input = await open(sourcePath, "r").catch(() => undefined);
+        if (!input) throw sourceChanged(`compose ${target}`, sourcePath, source.generation, undefined);
+        try {
+          const before = await input.stat();
+          if (generationOf(before.mtimeMs) !== source.generation) throw sourceChanged(`compose ${target}`, sourcePath, source.generation, generationOf(before.mtimeMs));
+          let position = 0;
+          for (;;) {
+            this.signal?.throwIfAborted();
+            const { bytesRead } = await input.read(buffer, 0, buffer.length, position);
+            if (bytesRead === 0) break;
+            const chunk = buffer.subarray(0, bytesRead);
+            // FAULT_CORRUPT_UPLOADS: one byte flipped on the way, as a bad disk or transfer would.
+            if (corruptAt !== undefined && corruptAt >= bytes && corruptAt < bytes + bytesRead) chunk[corruptAt - bytes]! ^= 0xff;
+            crc = crc32c(chunk, crc);
+            for (let written = 0; written < bytesRead; ) written += (await out.write(chunk, written, bytesRead - written)).bytesWritten;
+            position += bytesRead;
+            bytes += bytesRead;
+          }
+          const after = await input.stat();
+          const now = await stat(sourcePath).catch(() => undefined);
+          if (after.mtimeMs !== before.mtimeMs || position !== before.size || now?.ino !== before.ino || now.mtimeMs !== before.mtimeMs) {
+            throw sourceChanged(`compose ${target}`, sourcePath, source.generation, now ? generationOf(now.mtimeMs) : undefined);
+          }
+        } finally {
+          await input.close();
+        }
+      }
+    } finally {
+      await out.close();
+    }
+    return { bytes, crc };
+  }
+
+  /** The data file of a pinned source, refused when it is gone or another generation. */
+  private async pinnedStat(source: SourceObject, what: string): Promise<Stats> {
+    const sourcePath = this.objectPath(source.name);
+    const info = await stat(sourcePath).catch(() => undefined);
+    if (!info || generationOf(info.mtimeMs) !== source.generation) throw sourceChanged(what, sourcePath, source.generation, info ? generationOf(info.mtimeMs) : undefined);
+    return info;
+  }
+
+  /** `ifGenerationMatch` on `name` ("0": must not exist). Not atomic with the rename after it: one writer per directory. */
+  private async checkGeneration(name: string, ifGenerationMatch: string | undefined): Promise<void> {
+    if (ifGenerationMatch === undefined) return;
+    const target = this.objectPath(name);
+    const info = await stat(target).catch(() => undefined);
+    const current = info ? generationOf(info.mtimeMs) : "0";
+    if (current !== ifGenerationMatch) {
+      throw new JobError(`cannot write ${target}: another writer changed it meanwhile (generation ${current === "0" ? "none" : current}, expected ${ifGenerationMatch === "0" ? "none" : ifGenerationMatch})`, {
+        reason: "precondition-failed",
+        fix: "make sure only one execution writes this pair's objects at a time, then run again",
+      });
     }
   }
 
@@ -228,6 +429,25 @@ export class LocalDirectoryBucket implements Bucket {
     }
     return target;
   }
+}
+
+function sourceChanged(what: string, sourcePath: string, pinned: string, now: string | undefined): JobError {
+  return new JobError(`cannot ${what}: source ${sourcePath} is no longer generation ${pinned} (${now ? `now ${now}` : "deleted"}); it was replaced or deleted after its generation was read`, {
+    reason: "source-changed",
+    fix: "stage that object again and use its new generation",
+  });
+}
+
+/** Refuses a range past the end of the local file before anything is copied. */
+async function assertRangeOfFile(localPath: string, range: ByteRange): Promise<void> {
+  assertByteRange(localPath, range.start, range.end);
+  const { size } = await stat(localPath);
+  if (range.end > size) throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${size} bytes)`, { reason: "range-out-of-bounds" });
+}
+
+async function copyRange(localPath: string, range: ByteRange, staging: string): Promise<void> {
+  if (range.end === range.start) return writeFile(staging, "");
+  await pipeline(createReadStream(localPath, { start: range.start, end: range.end - 1 }), createWriteStream(staging));
 }
 
 async function flipMiddleByte(file: string): Promise<void> {

@@ -2,12 +2,13 @@
 // Cloud Storage's adapter retries inside (src/bucket/gcs.ts), so it is never wrapped: retries on
 // top of its own would multiply the attempts. Only errors marked `retryable` are tried again
 // (a checksum mismatch after a copy, an injected FAULT_RATE fault); anything else, and the last
-// attempt's error, reach the caller unchanged. `put` is safe to repeat: every attempt stages its
-// own copy and removes it when it fails, so a failed attempt leaves nothing behind.
+// attempt's error, reach the caller unchanged. `put` and `compose` are safe to repeat: every
+// attempt stages its own copy and removes it when it fails, so a failed attempt leaves nothing
+// behind; a `move` fails (when it fails) before its rename, so the source is still there to retry.
 import type { Logger } from "../log.ts";
 import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
 import { JobError } from "../errors.ts";
-import type { Bucket, Checksums, GetResult, ObjectInfo, PutResult } from "./port.ts";
+import type { Bucket, ByteRange, Checksums, ComposeOptions, GetResult, ObjectInfo, PutResult, SourceObject } from "./port.ts";
 
 /** A local directory's faults clear in milliseconds: short backoffs; six tries keep a FAULT_RATE=0.2 run with a few hundred calls (CHECKPOINT_URI set) from failing by chance. */
 export const LOCAL_BUCKET_RETRY = { attempts: 6, baseDelayMs: 20, maxDelayMs: 200 } as const;
@@ -22,12 +23,14 @@ export interface RetryingBucketOptions {
 
 export class RetryingBucket implements Bucket {
   readonly location: string;
+  readonly maxComposeSources: number;
   private readonly inner: Bucket;
   private readonly opts: RetryingBucketOptions;
 
   constructor(inner: Bucket, opts: RetryingBucketOptions) {
     this.inner = inner;
     this.location = inner.location;
+    this.maxComposeSources = inner.maxComposeSources;
     this.opts = opts;
   }
 
@@ -35,8 +38,16 @@ export class RetryingBucket implements Bucket {
     return this.retrying("checkWritable", this.location, () => this.inner.checkWritable());
   }
 
-  put(localPath: string, name: string, expected: Checksums, metadata?: Record<string, string>): Promise<PutResult> {
-    return this.retrying("put", name, () => this.inner.put(localPath, name, expected, metadata));
+  put(localPath: string, name: string, expected: Checksums, metadata?: Record<string, string>, range?: ByteRange): Promise<PutResult> {
+    return this.retrying("put", name, () => this.inner.put(localPath, name, expected, metadata, range));
+  }
+
+  compose(sources: readonly SourceObject[], destination: string, opts?: ComposeOptions): Promise<ObjectInfo> {
+    return this.retrying("compose", destination, () => this.inner.compose(sources, destination, opts));
+  }
+
+  move(source: SourceObject, destination: string, opts?: ComposeOptions): Promise<ObjectInfo> {
+    return this.retrying("move", destination, () => this.inner.move(source, destination, opts));
   }
 
   stat(name: string): Promise<ObjectInfo | undefined> {

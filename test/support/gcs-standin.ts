@@ -1,13 +1,14 @@
 // A local stand-in for the Cloud Storage JSON API v1: the subset @google-cloud/storage uses to
-// stat, list, download (with Range), delete and upload objects (multipart and resumable), with
-// the wire semantics that matter for correctness: generations and `ifGenerationMatch` (412),
+// stat, list, download (with Range), delete, upload (multipart and resumable) and compose objects,
+// with the wire semantics that matter for correctness: generations and `ifGenerationMatch` (412),
 // server-side CRC32C/MD5 verification of declared hashes (400), resumable sessions that persist
 // only whole 256 KiB blocks of a non-final chunk and answer `308 Resume Incomplete` with a
-// `Range` header, and paged listings. Faults (429/5xx, 401/403, corrupted bytes, latency) are
-// injected on demand with a seeded RNG so runs are reproducible.
+// `Range` header, paged listings, and compose as Cloud Storage documents it (see `compose` below).
+// Faults (429/5xx, 401/403, corrupted bytes, latency, answers lost after the request took
+// effect) are injected on demand with a seeded RNG so runs are reproducible.
 // Plain node:http with no test-runner APIs, so `npm run standins` can start it in its own process.
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { closeSync, createReadStream, createWriteStream, openSync } from "node:fs";
 import { mkdir, mkdtemp, open, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -23,7 +24,7 @@ import { rng as seeded } from "./rng.ts";
 /** What a request does, for targeting faults and reading the request log. */
 export type GcsRequestKind =
   | "bucket" | "list" | "metadata" | "media" | "delete"
-  | "upload-start" | "upload-chunk" | "upload-status" | "upload-simple" | "other";
+  | "upload-start" | "upload-chunk" | "upload-status" | "upload-simple" | "compose" | "other";
 
 export interface GcsFaultConfig {
   /** Fraction of matching requests answered with `failStatus` (seeded, reproducible). */
@@ -46,8 +47,13 @@ export interface StoredObject {
   generation: string;
   size: number;
   crc32c: string;
-  md5Hash: string;
+  /** Absent on composite objects: Cloud Storage keeps no MD5 for them. */
+  md5Hash?: string;
   contentType: string;
+  /** STANDARD unless the upload or the bucket said otherwise. */
+  storageClass: string;
+  /** Composite objects only: the plain objects concatenated into it, at any depth. */
+  componentCount?: number;
   metadata: Record<string, string>;
   timeCreated: string;
   /** Where the bytes are on disk. */
@@ -83,9 +89,10 @@ export interface GcsStandInOptions {
 export interface GcsStandIn {
   /** Pass as `apiEndpoint`, e.g. http://127.0.0.1:40123 */
   endpoint: string;
-  createBucket(name: string): void;
+  /** `storageClass` is the bucket's default for new objects (STANDARD when omitted). */
+  createBucket(name: string, opts?: { storageClass?: string }): void;
   /** Writes an object directly, as another writer would (new generation). */
-  putObject(bucket: string, name: string, data: Buffer, metadata?: Record<string, string>): Promise<StoredObject>;
+  putObject(bucket: string, name: string, data: Buffer, metadata?: Record<string, string>, opts?: { storageClass?: string }): Promise<StoredObject>;
   getObject(bucket: string, name: string): StoredObject | undefined;
   readObject(bucket: string, name: string): Promise<Buffer>;
   faults: GcsFaults;
@@ -96,10 +103,15 @@ export interface GcsStandIn {
 /** Cloud Storage persists resumable data in blocks of this size unless the chunk is the last. */
 export const RESUMABLE_BLOCK_BYTES = 256 * 1024;
 const PRINCIPAL = "standin-sa@bqx-ml.iam.gserviceaccount.com";
+/** Sources one compose may name (https://cloud.google.com/storage/docs/composite-objects). */
+export const MAX_COMPOSE_SOURCES = 32;
+/** Where Cloud Storage's componentCount saturates (same page). */
+const MAX_COMPONENT_COUNT = 2_147_483_647;
 const REASONS: Record<number, string> = { 400: "invalid", 401: "authError", 403: "forbidden", 404: "notFound", 410: "gone", 412: "conditionNotMet", 416: "requestedRangeNotSatisfiable", 429: "rateLimitExceeded", 500: "internalError", 502: "badGateway", 503: "backendError", 504: "gatewayTimeout" };
 const PERMISSION: Partial<Record<GcsRequestKind, string>> = {
   bucket: "storage.buckets.get", list: "storage.objects.list", metadata: "storage.objects.get", media: "storage.objects.get",
   delete: "storage.objects.delete", "upload-start": "storage.objects.create", "upload-simple": "storage.objects.create",
+  compose: "storage.objects.create",
 };
 
 
@@ -107,6 +119,7 @@ export class GcsFaults {
   config: GcsFaultConfig = {};
   private random = seeded(1);
   private queued: { status: number; kinds: readonly GcsRequestKind[] | undefined }[] = [];
+  private lost: { status: number; kinds: readonly GcsRequestKind[] | undefined }[] = [];
   private denied = new Map<string, { permissions: Set<string> | undefined; status: number }>();
 
   /** Merges into the current configuration; a `seed` restarts the RNG. */
@@ -118,6 +131,15 @@ export class GcsFaults {
   /** The next `count` matching requests fail with `status`. */
   failNext(count: number, status = 503, kinds?: readonly GcsRequestKind[]): void {
     for (let i = 0; i < count; i++) this.queued.push({ status, kinds });
+  }
+
+  /**
+   * The next `count` matching requests take effect, but their answer is lost on the way back:
+   * the client gets `status` instead, as when a connection drops after the server committed.
+   * Applies to compose and delete (the requests whose retry meets the changed state).
+   */
+  loseNext(count: number, status = 503, kinds?: readonly GcsRequestKind[]): void {
+    for (let i = 0; i < count; i++) this.lost.push({ status, kinds });
   }
 
   /** Requests needing `permissions` (all when omitted) on `bucket` get 403 (or 401). */
@@ -133,6 +155,7 @@ export class GcsFaults {
     this.config = {};
     this.random = seeded(1);
     this.queued = [];
+    this.lost = [];
     this.denied.clear();
   }
 
@@ -143,6 +166,12 @@ export class GcsFaults {
     const { failRate = 0, failStatus = 503, failKinds } = this.config;
     if (failRate > 0 && (!failKinds || failKinds.includes(kind)) && this.random() < failRate) return failStatus;
     return undefined;
+  }
+
+  /** @internal The status replacing this (already effective) request's answer, if lost. */
+  pickLost(kind: GcsRequestKind): number | undefined {
+    const i = this.lost.findIndex((q) => !q.kinds || q.kinds.includes(kind));
+    return i >= 0 ? this.lost.splice(i, 1)[0]!.status : undefined;
   }
 
   /** @internal The status to deny `permission` on `bucket` with, if denied. */
@@ -202,6 +231,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
   await mkdir(path.join(dir, "sessions"), { recursive: true });
   const maxPage = opts.maxListPageSize ?? 1000;
   const buckets = new Map<string, Map<string, StoredObject>>();
+  const defaultClasses = new Map<string, string>();
   const sessions = new Map<string, Session>();
   const faults = new GcsFaults();
   if (opts.faults) faults.configure(opts.faults);
@@ -209,8 +239,9 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
   let generationClock = Date.now() * 1000;
   let endpoint = "";
 
-  const createBucket = (name: string): void => {
+  const createBucket = (name: string, bucketOpts: { storageClass?: string } = {}): void => {
     if (!buckets.has(name)) buckets.set(name, new Map());
+    if (bucketOpts.storageClass || !defaultClasses.has(name)) defaultClasses.set(name, bucketOpts.storageClass ?? "STANDARD");
   };
   for (const b of opts.buckets ?? []) createBucket(b);
 
@@ -231,6 +262,14 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (ifGenerationMatch=${ifGenerationMatch}, current generation ${existing?.generation ?? "none"})`);
     }
   };
+  /** Objects are never patched here, so a live object's metageneration is always 1. */
+  const checkMetageneration = (bucket: string, name: string, ifMetagenerationMatch: string | undefined): void => {
+    if (ifMetagenerationMatch === undefined) return;
+    const existing = objectsOf(bucket).get(name);
+    if (!existing || ifMetagenerationMatch !== "1") {
+      throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (ifMetagenerationMatch=${ifMetagenerationMatch}, current metageneration ${existing ? "1" : "none"})`);
+    }
+  };
   const resourceOf = (o: StoredObject): Record<string, unknown> => ({
     kind: "storage#object",
     id: `${o.bucket}/${o.name}/${o.generation}`,
@@ -241,10 +280,11 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     generation: o.generation,
     metageneration: "1",
     contentType: o.contentType,
-    storageClass: "STANDARD",
+    storageClass: o.storageClass,
     size: String(o.size),
-    md5Hash: o.md5Hash,
+    ...(o.md5Hash !== undefined ? { md5Hash: o.md5Hash } : {}),
     crc32c: o.crc32c,
+    ...(o.componentCount !== undefined ? { componentCount: o.componentCount } : {}),
     etag: Buffer.from(o.generation).toString("base64"),
     timeCreated: o.timeCreated,
     updated: o.timeCreated,
@@ -269,26 +309,39 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
         throw new HttpError(400, `Provided ${label} "${provided}" doesn't match calculated ${label} "${calculated}".`);
       }
     }
+    return install(f.bucket, f.name, f.file, { ifGenerationMatch: f.ifGenerationMatch }, {
+      size: sums.size, crc32c: sums.crc32c, md5Hash: sums.md5Hash,
+      contentType: f.contentType ?? stringField(f.resource.contentType) ?? "application/octet-stream",
+      storageClass: stringField(f.resource.storageClass) ?? defaultClasses.get(f.bucket) ?? "STANDARD",
+      metadata: customMetadata(f.resource),
+    });
+  };
+
+  /**
+   * Makes the bytes in `staged` the live object `name` with a new generation, atomically: the
+   * preconditions are checked after the last await, so two racing writers cannot both win.
+   */
+  const install = async (
+    bucket: string,
+    name: string,
+    staged: string,
+    preconditions: { ifGenerationMatch?: string | undefined; ifMetagenerationMatch?: string | undefined },
+    fields: Omit<StoredObject, "bucket" | "name" | "generation" | "timeCreated" | "file">,
+  ): Promise<StoredObject> => {
     const generation = String(++generationClock);
     const file = path.join(dir, "objects", `${randomBytes(8).toString("hex")}-${generation}`);
-    await rename(f.file, file);
+    await rename(staged, file);
     try {
-      // Checked again here, after the last await, so two racing finalizations cannot both win.
-      checkGeneration(f.bucket, f.name, f.ifGenerationMatch);
+      checkGeneration(bucket, name, preconditions.ifGenerationMatch);
+      checkMetageneration(bucket, name, preconditions.ifMetagenerationMatch);
     } catch (err) {
       await rm(file, { force: true });
       throw err;
     }
-    const objects = objectsOf(f.bucket);
-    const previous = objects.get(f.name);
-    const custom = f.resource.metadata && typeof f.resource.metadata === "object" ? (f.resource.metadata as Record<string, unknown>) : {};
-    const obj: StoredObject = {
-      bucket: f.bucket, name: f.name, generation, size: sums.size, crc32c: sums.crc32c, md5Hash: sums.md5Hash,
-      contentType: f.contentType ?? stringField(f.resource.contentType) ?? "application/octet-stream",
-      metadata: Object.fromEntries(Object.entries(custom).map(([k, v]) => [k, String(v)])),
-      timeCreated: new Date().toISOString(), file,
-    };
-    objects.set(f.name, obj);
+    const objects = objectsOf(bucket);
+    const previous = objects.get(name);
+    const obj: StoredObject = { ...fields, bucket, name, generation, timeCreated: new Date().toISOString(), file };
+    objects.set(name, obj);
     if (previous) void rm(previous.file, { force: true });
     return obj;
   };
@@ -296,7 +349,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
   const handlers = {
     bucket(bucket: string, res: ServerResponse): void {
       objectsOf(bucket);
-      json(res, 200, { kind: "storage#bucket", id: bucket, name: bucket, location: "US-CENTRAL1", storageClass: "STANDARD", metageneration: "1", timeCreated: new Date(0).toISOString() });
+      json(res, 200, { kind: "storage#bucket", id: bucket, name: bucket, location: "US-CENTRAL1", storageClass: defaultClasses.get(bucket) ?? "STANDARD", metageneration: "1", timeCreated: new Date(0).toISOString() });
     },
 
     list(bucket: string, q: Record<string, string>, res: ServerResponse): void {
@@ -339,7 +392,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
         "content-length": String(Math.max(0, end - start + 1)),
         ...(partial ? { "content-range": `bytes ${start}-${end}/${obj.size}` } : {}),
         "accept-ranges": "bytes",
-        "x-goog-hash": `crc32c=${obj.crc32c},md5=${obj.md5Hash}`,
+        "x-goog-hash": obj.md5Hash === undefined ? `crc32c=${obj.crc32c}` : `crc32c=${obj.crc32c},md5=${obj.md5Hash}`,
         "x-goog-generation": obj.generation,
         "x-goog-metageneration": "1",
         "x-goog-stored-content-encoding": "identity",
@@ -360,12 +413,93 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       await pipeline(createReadStream(obj.file, { start, end }), flip, res);
     },
 
-    remove(bucket: string, name: string, q: Record<string, string>, res: ServerResponse): void {
+    remove(bucket: string, name: string, q: Record<string, string>): void {
       const obj = current(bucket, name, q.generation);
       checkGeneration(bucket, name, q.ifGenerationMatch);
       objectsOf(bucket).delete(name);
       void rm(obj.file, { force: true });
-      res.writeHead(204).end();
+    },
+
+    /**
+     * Objects: compose, with the rules Cloud Storage documents
+     * (https://cloud.google.com/storage/docs/json_api/v1/objects/compose,
+     * https://cloud.google.com/storage/docs/composite-objects): 1 to 32 sources of the bucket in
+     * the path; a source whose `generation` is not live is "not found" (404); a source's
+     * `objectPreconditions.ifGenerationMatch` and the destination's `ifGenerationMatch` /
+     * `ifMetagenerationMatch` are preconditions (412); every source must have the destination's
+     * storage class (the request's `destination.storageClass`, else the bucket's default), else
+     * 400. The result is the concatenation, with a CRC32C computed here from its bytes (any
+     * checksum in the request is not trusted), no MD5, a componentCount summing the sources'
+     * (1 per plain object), a new generation, and the custom metadata and contentType of the
+     * request's `destination` resource.
+     */
+    async compose(bucket: string, name: string, q: Record<string, string>, req: IncomingMessage): Promise<StoredObject> {
+      const body = await readBody(req);
+      let request: Record<string, unknown>;
+      try {
+        request = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+      } catch {
+        throw new HttpError(400, "Parse Error");
+      }
+      const sourceObjects = Array.isArray(request.sourceObjects) ? (request.sourceObjects as Record<string, unknown>[]) : [];
+      if (sourceObjects.length === 0) throw new HttpError(400, "You must provide at least one source component.");
+      if (sourceObjects.length > MAX_COMPOSE_SOURCES) {
+        throw new HttpError(400, `The number of source components provided (${sourceObjects.length}) exceeds the maximum (${MAX_COMPOSE_SOURCES})`);
+      }
+      const destination = request.destination && typeof request.destination === "object" ? (request.destination as Record<string, unknown>) : {};
+      checkGeneration(bucket, name, q.ifGenerationMatch);
+      checkMetageneration(bucket, name, q.ifMetagenerationMatch);
+      const objects = objectsOf(bucket);
+      const sources = sourceObjects.map((s) => {
+        const sourceName = stringField(s.name);
+        if (!sourceName) throw new HttpError(400, "Required.");
+        const generation = s.generation === undefined || s.generation === null ? undefined : String(s.generation);
+        const obj = objects.get(sourceName);
+        if (!obj || (generation !== undefined && generation !== obj.generation)) {
+          throw new HttpError(404, `Object ${sourceName} (generation: ${generation ?? 0}) not found.`);
+        }
+        const pre = (s.objectPreconditions as { ifGenerationMatch?: unknown } | undefined)?.ifGenerationMatch;
+        if (pre !== undefined && String(pre) !== obj.generation) {
+          throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (source ${sourceName}: ifGenerationMatch=${String(pre)}, current generation ${obj.generation})`);
+        }
+        return obj;
+      });
+      const storageClass = stringField(destination.storageClass) ?? defaultClasses.get(bucket) ?? "STANDARD";
+      const otherClasses = [...new Set(sources.map((o) => o.storageClass).filter((c) => c !== storageClass))];
+      if (otherClasses.length > 0) {
+        throw new HttpError(400, `Cannot compose object with destination storage class ${storageClass} from source components that have different storage classes (${otherClasses.join(", ")})`);
+      }
+      // Opened in this same tick, before any await: a source replaced while the bytes are copied
+      // is still read as the generation that was checked (its file is unlinked, not truncated).
+      const handles = sources.map((o) => openSync(o.file, "r"));
+      const staged = path.join(dir, "sessions", `compose-${randomBytes(12).toString("hex")}`);
+      try {
+        const out = await open(staged, "w");
+        try {
+          for (const fd of handles) {
+            for await (const chunk of createReadStream("", { fd, autoClose: false, start: 0 })) await out.write(chunk as Buffer);
+          }
+        } finally {
+          await out.close();
+        }
+      } catch (err) {
+        await rm(staged, { force: true });
+        throw err;
+      } finally {
+        for (const fd of handles) closeSync(fd);
+      }
+      const sums = await hashFile(staged);
+      const components = sources.reduce((n, o) => n + (o.componentCount ?? 1), 0);
+      try {
+        return await install(bucket, name, staged, { ifGenerationMatch: q.ifGenerationMatch, ifMetagenerationMatch: q.ifMetagenerationMatch }, {
+          size: sums.size, crc32c: sums.crc32c,
+          contentType: stringField(destination.contentType) ?? "application/octet-stream",
+          storageClass, componentCount: Math.min(components, MAX_COMPONENT_COUNT),
+          metadata: customMetadata(destination),
+        });
+      } finally {
+        await rm(staged, { force: true });
+      }
     },
 
     async startResumable(bucket: string, q: Record<string, string>, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -492,6 +626,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     if (o === "o" && !name && method === "GET" && !root) return { kind: "list", bucket };
     if (o === "o" && name && method === "GET") return { kind: q.alt === "media" || root === "download" ? "media" : "metadata", bucket, name };
     if (o === "o" && name && method === "DELETE" && !root) return { kind: "delete", bucket, name };
+    if (o === "o" && method === "POST" && !root && api.length > 6 && api.at(-1) === "compose") return { kind: "compose", bucket, name: api.slice(5, -1).join("/") };
     return { kind: "other", bucket };
   };
 
@@ -521,8 +656,10 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
         }
         if (bucket && buckets.has(bucket)) {
           const permission = PERMISSION[kind];
-          const overwriting = (kind === "upload-start" || kind === "upload-simple") && query.name !== undefined && buckets.get(bucket)!.has(query.name);
-          for (const p of [permission, overwriting ? "storage.objects.delete" : undefined]) {
+          const target = kind === "compose" ? name : kind === "upload-start" || kind === "upload-simple" ? query.name : undefined;
+          const overwriting = target !== undefined && buckets.get(bucket)!.has(target);
+          // Compose also reads its sources (storage.objects.get), per its reference page.
+          for (const p of [permission, overwriting ? "storage.objects.delete" : undefined, kind === "compose" ? "storage.objects.get" : undefined]) {
             const denied = p ? faults.denial(bucket, p) : undefined;
             if (p && denied) {
               await readBody(req);
@@ -534,7 +671,23 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
         else if (kind === "list") handlers.list(bucket!, query, res);
         else if (kind === "metadata") handlers.metadata(bucket!, name!, query, res);
         else if (kind === "media") await handlers.media(bucket!, name!, query, req, res);
-        else if (kind === "delete") handlers.remove(bucket!, name!, query, res);
+        else if (kind === "delete") {
+          handlers.remove(bucket!, name!, query);
+          const lost = faults.pickLost(kind);
+          if (lost !== undefined) {
+            record.injected = true;
+            throw new HttpError(lost, faultMessage(lost));
+          }
+          res.writeHead(204).end();
+        } else if (kind === "compose") {
+          const obj = await handlers.compose(bucket!, name!, query, req);
+          const lost = faults.pickLost(kind);
+          if (lost !== undefined) {
+            record.injected = true;
+            throw new HttpError(lost, faultMessage(lost));
+          }
+          json(res, 200, resourceOf(obj));
+        }
         else if (kind === "upload-start") await handlers.startResumable(bucket!, query, req, res);
         else if (kind === "upload-simple") await handlers.simpleUpload(bucket!, query, req, res);
         else if (session) await handlers.sessionPut(session, kind, injected, req, res);
@@ -557,10 +710,11 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
   return {
     endpoint,
     createBucket,
-    async putObject(bucket, name, data, metadata = {}) {
+    async putObject(bucket, name, data, metadata = {}, objectOpts = {}) {
       const file = path.join(dir, "sessions", randomBytes(12).toString("hex"));
       await writeFile(file, data);
-      return finalize({ bucket, name, file, resource: { metadata }, contentType: undefined, ifGenerationMatch: undefined, declaredSize: undefined, headerHash: undefined, wire: false });
+      const resource = { metadata, ...(objectOpts.storageClass ? { storageClass: objectOpts.storageClass } : {}) };
+      return finalize({ bucket, name, file, resource, contentType: undefined, ifGenerationMatch: undefined, declaredSize: undefined, headerHash: undefined, wire: false });
     },
     getObject: (bucket, name) => buckets.get(bucket)?.get(name),
     async readObject(bucket, name) {
@@ -591,6 +745,12 @@ function header(req: IncomingMessage, name: string): string | undefined {
 
 function stringField(v: unknown): string | undefined {
   return typeof v === "string" ? v : undefined;
+}
+
+/** The custom `metadata` of an object resource, every value a string as Cloud Storage stores it. */
+function customMetadata(resource: Record<string, unknown>): Record<string, string> {
+  const custom = resource.metadata && typeof resource.metadata === "object" ? (resource.metadata as Record<string, unknown>) : {};
+  return Object.fromEntries(Object.entries(custom).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]));
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
