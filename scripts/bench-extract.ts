@@ -1,7 +1,7 @@
-// npm run bench:extract -- [--tables 668] [--rows 2000] [--latency-ms 2000-3000] [--no-stage] [--dir bench]
+// npm run bench:extract -- [--tables 668] [--rows 2000] [--latency-ms 2000-3000] [--dir bench]
 // Stage 1 with BACKEND=gcp against the Google API stand-ins, at the job's default settings
-// (EXTRACT_CONCURRENCY default, workers = detected CPUs), checkpoints staged in CHECKPOINT_URI
-// unless --no-stage. The stand-ins run in one child process (`npm run standins`) and the stage in
+// (EXTRACT_CONCURRENCY default, workers = detected CPUs): every table aligned and staged as a part
+// in the stand-in bucket. The stand-ins run in one child process (`npm run standins`) and the stage in
 // another, so the CPU figures are the job's alone; the stand-ins' own CPU is reported beside them.
 // The sample warehouse (and a subset for --tables N < 668, spread evenly over the tables) is
 // cached under --dir. Ends with one JSON line of figures, also written to <dir>/results/.
@@ -24,7 +24,6 @@ const { values } = parseArgs({
     tables: { type: "string", default: String(ALL_TABLES) },
     rows: { type: "string", default: "2000" },
     "latency-ms": { type: "string", default: "2000-3000" },
-    "no-stage": { type: "boolean", default: false },
     dir: { type: "string", default: path.join(ROOT, "bench") },
     // Internal: the child process that runs Stage 1.
     "run-stage": { type: "boolean", default: false },
@@ -45,16 +44,14 @@ async function runStage(): Promise<void> {
   const log = createLogger({ level: config.logLevel, format: "json", destination: pino.destination({ dest: 2, sync: true }) });
   const gcp = config.gcp!;
   const warehouse = new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
-  const bucketFor = (uri: string) => new GcsBucket(uri, { apiEndpoint: config.gcsEndpoint, projectId: gcp.project });
-  const checkpointStore = config.checkpointStore ? bucketFor(config.checkpointStore.uri) : undefined;
+  const bucket = new GcsBucket(config.output.uri, { apiEndpoint: config.gcsEndpoint, projectId: gcp.project });
   const state = { durations: {} };
   const started = performance.now();
   const figures = await extractStage.run({
     config,
     log,
     warehouse,
-    bucket: bucketFor(config.output.uri),
-    checkpointStore,
+    bucket,
     layout: layoutFor(config.workDir, config.pair),
     signal: new AbortController().signal,
     now: () => performance.now(),
@@ -103,7 +100,7 @@ async function warehouseFile(): Promise<string> {
   return subset;
 }
 
-/** Resolves with the stand-ins' environment once they print their last line (CHECKPOINT_URI). */
+/** Resolves with the stand-ins' environment once they print their last line (OUTPUT_URI). */
 function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<Record<string, string>>; stopped: Promise<Record<string, number> | undefined> } {
   const child = spawn(process.execPath, ["scripts/standins.ts", "--", "--warehouse", warehouse, "--latency-ms", latency], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const env = new Promise<Record<string, string>>((resolve, reject) => {
@@ -112,7 +109,7 @@ function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<R
       const m = /^([A-Z_]+)=(.*)$/.exec(line);
       if (!m) return;
       vars[m[1]!] = m[2]!;
-      if (m[1] === "CHECKPOINT_URI") resolve(vars);
+      if (m[1] === "OUTPUT_URI") resolve(vars);
     });
     child.once("exit", (code) => reject(new Error(`the stand-ins exited with ${code} before they were ready`)));
   });
@@ -130,10 +127,10 @@ function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<R
 
 interface StageFigures {
   tables: number;
+  parts: number;
   extracted: number;
-  staged?: number;
+  stagedBytes?: number;
   retries?: number;
-  inFlight?: number;
   seconds: number;
   cpu_user_s: number;
   cpu_system_s: number;
@@ -162,7 +159,7 @@ function runStageChild(env: Record<string, string>): Promise<StageFigures & { pr
       tail = [...tail.slice(-20), line];
       if (!line.startsWith("{")) return;
       const rec = JSON.parse(line) as { message?: string; severity?: string };
-      if (/^extracted \d+\/\d+ |^extraction pool|^discovered|^staged|^restored/.test(rec.message ?? "") || rec.severity === "ERROR") say(`  ${rec.message}`);
+      if (/^extracted \d+\/\d+ |^extraction pool|^discovered|^reusing|^\d+ training rows/.test(rec.message ?? "") || rec.severity === "ERROR") say(`  ${rec.message}`);
     });
     child.on("error", reject);
     child.on("close", (code) => {
@@ -183,8 +180,7 @@ const standIns = startStandIns(warehouse);
 let result: Record<string, unknown>;
 try {
   const standInEnv = await standIns.env;
-  if (values["no-stage"]) delete standInEnv.CHECKPOINT_URI;
-  say(`running Stage 1 (BACKEND=gcp, default EXTRACT_CONCURRENCY and workers${values["no-stage"] ? "" : ", checkpoints staged in CHECKPOINT_URI"})`);
+  say("running Stage 1 (BACKEND=gcp, default EXTRACT_CONCURRENCY and workers, parts staged in the stand-in bucket)");
   const stage = await runStageChild({ ...standInEnv, TARGET_PAIR: PAIR, WORK_DIR: work, LOG_LEVEL: "info", LOG_FORMAT: "json" });
   standIns.child.kill("SIGTERM");
   const standInFigures = await standIns.stopped;
@@ -204,8 +200,8 @@ try {
     workers: stage.workers,
     workers_source: stage.workers_source,
     extract_concurrency: stage.extract_concurrency,
-    in_flight: stage.inFlight ?? null,
-    staged: stage.staged ?? 0,
+    parts: stage.parts,
+    staged_bytes: stage.stagedBytes ?? 0,
     retries: stage.retries ?? 0,
     standin_cpu_s_per_table: standInCpu === null ? null : Number((standInCpu / stage.tables).toFixed(4)),
     standin_peak_rss_bytes: standInFigures?.peak_rss_bytes ?? null,

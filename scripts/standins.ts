@@ -1,7 +1,7 @@
 // npm run standins -- [--warehouse data/warehouse.duckdb] [--latency-ms 0 | 2000-3000] [--env-file FILE] [--seed 1]
 // Starts local stand-ins for the three Google APIs the job uses (Cloud Storage JSON, BigQuery
 // REST, BigQuery Storage Read over gRPC) on 127.0.0.1, answering from a DuckDB warehouse file,
-// with an output bucket and a checkpoint staging bucket. Prints the job's environment as
+// with an output bucket (parts are staged under its _staging/ prefix). Prints the job's environment as
 // NAME=value lines on stdout (and to --env-file), a request summary every few seconds on stderr,
 // and runs until SIGINT/SIGTERM. Then, in another terminal:
 //   set -a; . ./standins.env; set +a; TARGET_PAIR=eurusd npm run job
@@ -17,7 +17,6 @@ import { startBigQueryStandIns, type StandIns } from "../test/support/bigquery-s
 import { startGcsStandIn, type GcsStandIn } from "../test/support/gcs-standin.ts";
 
 const OUTPUT_BUCKET = "bqx-standin-output";
-const STAGING_BUCKET = "bqx-standin-staging";
 const SUMMARY_EVERY_MS = 5_000;
 /** The job's own MIN_ROWS default; a smaller sample needs a lower threshold to validate. */
 const JOB_MIN_ROWS = DEFAULTS.MIN_ROWS;
@@ -95,7 +94,7 @@ const targetRows = await smallestTargetRows(warehouse);
 let gcs: GcsStandIn | undefined;
 let bigquery: StandIns | undefined;
 try {
-  gcs = await startGcsStandIn({ buckets: [OUTPUT_BUCKET, STAGING_BUCKET] });
+  gcs = await startGcsStandIn({ buckets: [OUTPUT_BUCKET] });
   bigquery = await startBigQueryStandIns({ warehouse, latencyMs: latency, seed });
 } catch (err) {
   await gcs?.close();
@@ -112,9 +111,8 @@ const env: Array<[string, string]> = [
   ["GCS_ENDPOINT", gcs.endpoint],
   // The sample's target table has fewer rows than the job's production threshold.
   ...(targetRows !== undefined && targetRows < JOB_MIN_ROWS ? [["MIN_ROWS", String(Math.max(1, Math.floor(targetRows * 0.9)))] as [string, string]] : []),
-  ["OUTPUT_URI", `gs://${OUTPUT_BUCKET}/training`],
   // Last: a script reading stdout knows the stand-ins are ready when it sees this line.
-  ["CHECKPOINT_URI", `gs://${STAGING_BUCKET}/staging`],
+  ["OUTPUT_URI", `gs://${OUTPUT_BUCKET}/training`],
 ];
 const lines = env.map(([k, v]) => `${k}=${v}\n`).join("");
 if (values["env-file"]) {
@@ -126,7 +124,7 @@ if (values["env-file"]) {
 process.stdout.write(lines);
 say(
   `ready: BigQuery REST ${bigquery.bigqueryEndpoint}, Storage Read ${bigquery.storageEndpoint}, Cloud Storage ${gcs.endpoint} ` +
-    `(buckets ${OUTPUT_BUCKET}, ${STAGING_BUCKET}) over ${warehouse}; query latency ${Array.isArray(latency) ? `${latency[0]}-${latency[1]}` : latency} ms` +
+    `(bucket ${OUTPUT_BUCKET}) over ${warehouse}; query latency ${Array.isArray(latency) ? `${latency[0]}-${latency[1]}` : latency} ms` +
     (env.some(([k]) => k === "MIN_ROWS") ? `; MIN_ROWS lowered to fit the sample's ${targetRows} target rows` : ""),
 );
 say("stop with Ctrl-C (SIGINT) or SIGTERM");

@@ -18,7 +18,7 @@ import { KEY_COLUMN, PAIRS } from "../src/constants.ts";
 import { describeError } from "../src/errors.ts";
 import { manifestObjectName } from "../src/layout.ts";
 import { summarizeFooter } from "../src/parquet/footer.ts";
-import { schemaText } from "../src/schema-hash.ts";
+import { schemaText } from "../src/parquet/index.ts";
 import { formatBytes } from "../src/units.ts";
 import { validateTrainingFile } from "../src/validation.ts";
 

@@ -45,10 +45,8 @@ export interface Config {
   /** OUTPUT_URI as given (resolved for local paths). */
   outputUri: string;
   output: Location;
-  /** Cloud Storage JSON API endpoint override (stand-ins), for OUTPUT_URI and CHECKPOINT_URI. */
+  /** Cloud Storage JSON API endpoint override (stand-ins), for OUTPUT_URI. */
   gcsEndpoint: string | undefined;
-  /** Where checkpoints are staged durably as they are written, so a new container resumes. */
-  checkpointStore: Location | undefined;
   /** Tables being extracted at once (queries in flight), separate from the CPU pool size. */
   extractConcurrency: number;
   workDir: string;
@@ -58,6 +56,8 @@ export interface Config {
   dateTo: string;
   /** Rows per table, ordered by time; undefined means no limit. */
   rowLimit: number | undefined;
+  /** ROW_GROUP_ROWS: rows per row group of the training file; undefined lets the job choose. */
+  rowGroupRows: number | undefined;
   maxWorkers: number;
   maxWorkersSource: string;
   memoryBudgetBytes: number;
@@ -66,7 +66,6 @@ export interface Config {
   memoryLimitSource: string;
   minRows: number;
   minColumns: number;
-  keepCheckpoints: boolean;
   /** FAULT_RATE/FAULT_SEED: transient faults injected into warehouse and local bucket calls (BACKEND=local, testing only). */
   faults: { rate: number; seed: number } | undefined;
   /** FAULT_CORRUPT_UPLOADS: the local bucket flips a byte in every copy it makes (testing only). */
@@ -113,6 +112,12 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,1023}$/;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
 
 type Env = Readonly<Record<string, string | undefined>>;
+
+/** Variables an earlier version read, and why they are gone. */
+const RETIRED: ReadonlyArray<readonly [string, string]> = [
+  ["CHECKPOINT_URI", "parts are staged in OUTPUT_URI's own bucket, under <OUTPUT_URI>/_staging/<pair>/, because Cloud Storage composes objects of one bucket only"],
+  ["KEEP_CHECKPOINTS", "no checkpoints are written any more; the staged parts are removed once the file is published"],
+];
 
 /** Parse the environment. Throws ConfigError listing every problem at once. */
 export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
@@ -180,8 +185,9 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     return { kind: "local", uri: dir, dir };
   };
   const output = location("OUTPUT_URI", raw("OUTPUT_URI") ?? DEFAULTS.OUTPUT_URI);
-  const checkpointRaw = raw("CHECKPOINT_URI");
-  const checkpointStore = checkpointRaw === undefined ? undefined : location("CHECKPOINT_URI", checkpointRaw);
+  // Retired with the raw checkpoints: the aligned parts are the checkpoints now, and compose needs
+  // them in the output's own bucket. Refused rather than ignored, so nobody believes it still works.
+  for (const [name, why] of RETIRED) if (raw(name) !== undefined) problem(name, `nothing: ${why}; unset ${name}`, raw(name));
 
   let gcp: GcpConfig | undefined;
   const projectRaw = raw("GCP_PROJECT");
@@ -236,6 +242,7 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     return Number(v);
   };
   const rowLimit = positiveInt("ROW_LIMIT");
+  const rowGroupRows = positiveInt("ROW_GROUP_ROWS");
   const maxWorkersSet = positiveInt("MAX_WORKERS", 256);
   const extractConcurrencySet = positiveInt("EXTRACT_CONCURRENCY", 1000);
   const minRows = positiveInt("MIN_ROWS") ?? DEFAULTS.MIN_ROWS;
@@ -252,14 +259,6 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
       memoryBudgetBytes = bytes;
       memoryBudgetSource = "MEMORY_BUDGET";
     }
-  }
-
-  const keepRaw = raw("KEEP_CHECKPOINTS");
-  let keepCheckpoints = false;
-  if (keepRaw !== undefined) {
-    const v = keepRaw.toLowerCase();
-    if (["true", "1", "yes"].includes(v)) keepCheckpoints = true;
-    else if (!["false", "0", "no"].includes(v)) problem("KEEP_CHECKPOINTS", "true or false", keepRaw);
   }
 
   // Chaos testing of the retry paths: never on unless asked for, and only where no real service is hit.
@@ -324,7 +323,6 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     outputUri,
     output: Object.freeze(output!),
     gcsEndpoint,
-    checkpointStore: checkpointStore ? Object.freeze(checkpointStore) : undefined,
     // The local backend's work is all CPU: one table per thread. BigQuery's is mostly waiting.
     extractConcurrency: extractConcurrencySet ?? (backend === "gcp" ? Math.max(DEFAULT_GCP_EXTRACT_CONCURRENCY, maxWorkers) : maxWorkers),
     workDir,
@@ -333,6 +331,7 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     dateFrom,
     dateTo,
     rowLimit,
+    rowGroupRows,
     maxWorkers,
     maxWorkersSource: maxWorkersSet !== undefined ? "MAX_WORKERS" : host.cpus.source,
     memoryBudgetBytes,
@@ -341,7 +340,6 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     memoryLimitSource: host.memoryLimit.source,
     minRows,
     minColumns,
-    keepCheckpoints,
     faults: faults ? Object.freeze(faults) : undefined,
     corruptUploads,
     logLevel: levelRaw as LogLevel,
@@ -366,7 +364,6 @@ export function effectiveConfig(config: Config): Record<string, unknown> {
         }
       : {}),
     OUTPUT_URI: config.outputUri,
-    CHECKPOINT_URI: config.checkpointStore?.uri ?? null,
     GCS_ENDPOINT: config.gcsEndpoint ?? null,
     EXTRACT_CONCURRENCY: config.extractConcurrency,
     WORK_DIR: config.workDir,
@@ -375,11 +372,11 @@ export function effectiveConfig(config: Config): Record<string, unknown> {
     DATE_FROM: config.dateFrom,
     DATE_TO: config.dateTo,
     ROW_LIMIT: config.rowLimit ?? null,
+    ROW_GROUP_ROWS: config.rowGroupRows ?? null,
     MAX_WORKERS: config.maxWorkers,
     MEMORY_BUDGET: config.memoryBudgetBytes,
     MIN_ROWS: config.minRows,
     MIN_COLUMNS: config.minColumns,
-    KEEP_CHECKPOINTS: config.keepCheckpoints,
     ...(config.faults ? { FAULT_RATE: config.faults.rate, FAULT_SEED: config.faults.seed } : {}),
     ...(config.corruptUploads ? { FAULT_CORRUPT_UPLOADS: true } : {}),
     LOG_LEVEL: config.logLevel,

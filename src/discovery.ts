@@ -34,6 +34,29 @@ export interface Discovery {
   columnCount: number;
 }
 
+/** How a feature column travels to the training file, whichever warehouse it comes from. */
+export type FeatureKind = "float64" | "int64" | "bool" | "utf8" | "date";
+
+const KINDS: ReadonlyArray<readonly [FeatureKind, readonly string[]]> = [
+  ["float64", ["FLOAT64", "FLOAT", "DOUBLE", "REAL", "FLOAT4", "FLOAT8"]],
+  ["int64", ["INT64", "BIGINT", "INTEGER", "INT", "SMALLINT", "TINYINT", "BYTEINT", "UINTEGER", "USMALLINT", "UTINYINT", "INT8", "INT4", "INT2", "INT1", "LONG"]],
+  ["bool", ["BOOL", "BOOLEAN"]],
+  ["utf8", ["STRING", "VARCHAR", "TEXT"]],
+  ["date", ["DATE"]],
+];
+
+/**
+ * The kind a warehouse column type (BigQuery's or DuckDB's name) is carried as, or undefined when
+ * the training file cannot hold it the same way from both warehouses (NUMERIC/DECIMAL, arrays,
+ * structs, ...): such a column is refused at discovery, before anything is read.
+ */
+export function columnKind(type: string): FeatureKind | undefined {
+  const t = type.toUpperCase().replace(/\(.*\)$/, "").trim();
+  return KINDS.find(([, names]) => names.includes(t))?.[0];
+}
+
+export const SUPPORTED_TYPES = "FLOAT64 (DOUBLE), INT64 (BIGINT and smaller integers), BOOL, STRING (VARCHAR) or DATE";
+
 /** Key types that are a UTC instant in the warehouses we support. */
 const KEY_TYPES = new Set(["TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"]);
 
@@ -89,12 +112,15 @@ export function planTables(
   if (missingTargets.length > 0) {
     problems.push(`${targets.dataset}.${targetName} lacks ${missingTargets.length} target columns: ${missingTargets.slice(0, 7).join(", ")}${missingTargets.length > 7 ? ", ..." : ""}`);
   }
+  for (const c of targetInfo.columns.filter((c) => TARGET_COLUMNS.includes(c.name) && columnKind(c.type) === undefined)) {
+    problems.push(`${targets.dataset}.${targetName}.${c.name} has type ${c.type}; store targets as ${SUPPORTED_TYPES}`);
+  }
   const target: PlannedTable = {
     dataset: targets.dataset,
     table: targetName,
     role: "target",
     prefix: "",
-    columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({ source: c, target: c })),
+    columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({ source: c, target: c, type: targetInfo.columns.find((t) => t.name === c)!.type })),
   };
 
   const selected = features.tables
@@ -117,7 +143,12 @@ export function planTables(
     const prefix = columnPrefix(info.name, pair);
     const columns = info.columns
       .filter((c) => !NON_FEATURE_COLUMNS.includes(c.name))
-      .map((c) => ({ source: c.name, target: featureColumnName(prefix, c.name) }));
+      .map((c) => ({ source: c.name, target: featureColumnName(prefix, c.name), type: c.type }));
+    const unsupported = columns.filter((c) => columnKind(c.type) === undefined);
+    if (unsupported.length > 0) {
+      problems.push(`${info.dataset}.${info.name} has ${unsupported.length} column(s) of types the training file cannot hold: ${unsupported.slice(0, 5).map((c) => `${c.source} (${c.type})`).join(", ")}${unsupported.length > 5 ? ", ..." : ""}; store features as ${SUPPORTED_TYPES}`);
+      continue;
+    }
     if (columns.length === 0) {
       skipped.push({ dataset: features.dataset, table: info.name, reason: "no feature columns besides the key" });
       continue;

@@ -1,25 +1,16 @@
-// Where each piece of data lives under WORK_DIR, and what objects are called in the bucket.
+// Where each piece of data lives: part files under WORK_DIR while they wait for their upload, and
+// the names of the objects the job publishes (the staged parts' names are in src/parts/store.ts).
 import path from "node:path";
 
 export interface Layout {
   root: string;
-  checkpoints: string;
-  mergeParts: string;
-  output: string;
+  /** Part files, each removed as soon as it is staged in the bucket. */
+  parts: string;
 }
 
 export function layoutFor(workDir: string, pair: string): Layout {
   const root = path.join(workDir, pair);
-  return {
-    root,
-    checkpoints: path.join(root, "checkpoints"),
-    mergeParts: path.join(root, "merge-parts"),
-    output: path.join(root, trainingObjectName(pair)),
-  };
-}
-
-export function checkpointFileName(dataset: string, table: string): string {
-  return `${dataset}.${table}.parquet`;
+  return { root, parts: path.join(root, "parts") };
 }
 
 export function trainingObjectName(pair: string): string {
@@ -28,16 +19,4 @@ export function trainingObjectName(pair: string): string {
 
 export function manifestObjectName(pair: string): string {
   return `training_${pair}.manifest.json`;
-}
-
-/**
- * Where a pair's checkpoints are staged in CHECKPOINT_URI, so a retried task in a new container
- * finds them: `<pair>/checkpoints/<checkpoint file name>`.
- */
-export function stagedCheckpointPrefix(pair: string): string {
-  return `${pair}/checkpoints/`;
-}
-
-export function stagedCheckpointName(pair: string, fileName: string): string {
-  return `${stagedCheckpointPrefix(pair)}${fileName}`;
 }

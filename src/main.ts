@@ -23,8 +23,7 @@ async function openWarehouse(config: Readonly<Config>, log: Logger, signal: Abor
 async function openBucket(location: Location, config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Bucket> {
   if (location.kind === "local") {
     const [{ LocalDirectoryBucket }, { RetryingBucket }] = await Promise.all([import("./bucket/local.ts"), import("./bucket/retrying.ts")]);
-    // Only the output is corrupted on purpose; checkpoint staging stays honest. FAULT_RATE hits both.
-    const local = new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads && location === config.output, faults: config.faults, signal });
+    const local = new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads, faults: config.faults, signal });
     // The local directory does not retry by itself (Cloud Storage's adapter does, so it is not wrapped).
     return new RetryingBucket(local, { log, signal });
   }
@@ -32,28 +31,12 @@ async function openBucket(location: Location, config: Readonly<Config>, log: Log
   return new GcsBucket(location.uri, { apiEndpoint: config.gcsEndpoint, projectId: config.gcp?.project, log, signal });
 }
 
-/** Fails before any extraction when a location cannot be written, naming the variable to fix. */
-async function checkWritable(bucket: Bucket, variable: "OUTPUT_URI" | "CHECKPOINT_URI"): Promise<void> {
-  try {
-    await bucket.checkWritable();
-  } catch (err) {
-    if (variable === "OUTPUT_URI") throw err;
-    const job = err instanceof JobError ? err : undefined;
-    throw new JobError(`checkpoint store ${bucket.location} (CHECKPOINT_URI) cannot be written: ${job?.message ?? describeError(err)}`, {
-      reason: job?.reason ?? "checkpoint-store-not-writable",
-      fix: job?.reason === "output-not-writable" ? "set CHECKPOINT_URI to a directory this user can create and write, or to gs://<bucket>/<prefix>" : (job?.fix ?? "fix the permissions on CHECKPOINT_URI or unset it"),
-      cause: err,
-    });
-  }
-}
-
 function describeBackends(config: Readonly<Config>): string {
   const source =
     config.backend === "gcp"
       ? `BACKEND=gcp: BigQuery project ${config.gcp?.project}${config.gcp?.location ? ` in ${config.gcp.location}` : ""}${config.gcp?.bigqueryEndpoint ? ` at ${config.gcp.bigqueryEndpoint}` : ""}`
       : `BACKEND=local: warehouse ${config.warehouse}`;
-  const checkpoints = config.checkpointStore ? `checkpoints staged in ${config.checkpointStore.uri}` : "checkpoints kept in the work dir only (CHECKPOINT_URI unset)";
-  return `building ${config.pairs.map((p) => `training_${p}.parquet`).join(", ")} with ${source}; output ${config.output.uri}; ${checkpoints}; work dir ${config.workDir}`;
+  return `building ${config.pairs.map((p) => `training_${p}.parquet`).join(", ")} with ${source}; output ${config.output.uri} (parts staged under its _staging/ prefix, the file assembled there); work dir ${config.workDir}`;
 }
 
 async function main(): Promise<number> {
@@ -73,7 +56,6 @@ async function main(): Promise<number> {
     {
       backend: config.backend,
       output: config.output.uri,
-      checkpointStore: config.checkpointStore?.uri ?? null,
       workers: config.maxWorkers,
       workersSource: config.maxWorkersSource,
       extractConcurrency: config.extractConcurrency,
@@ -97,7 +79,7 @@ async function main(): Promise<number> {
 
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
-    log.warn({ signal }, `received ${signal}: stopping; checkpoints already written are kept for the next attempt`);
+    log.warn({ signal }, `received ${signal}: stopping; parts already staged are kept for the next attempt`);
     controller.abort(new Error(`received ${signal}`));
   };
   process.once("SIGTERM", onSignal);
@@ -106,20 +88,17 @@ async function main(): Promise<number> {
   let warehouse: Warehouse | undefined;
   try {
     warehouse = logFirstWarehouseRequest(await openWarehouse(config, log, controller.signal), log);
-    const bucket = await openBucket(config.output, config, log.child({ bucket: "output" }), controller.signal);
     // Staging logs one line per upload at info; only its warnings matter unless debugging.
-    const storeLog = log.child({ bucket: "checkpoints" }, { level: log.level === "info" ? "warn" : log.level });
-    const checkpointStore = config.checkpointStore ? await openBucket(config.checkpointStore, config, storeLog, controller.signal) : undefined;
+    const bucket = await openBucket(config.output, config, log.child({ bucket: "output" }, { level: log.level === "info" ? "warn" : log.level }), controller.signal);
     // Checked before any extraction, so a long run never ends on a permission error.
-    await checkWritable(bucket, "OUTPUT_URI");
-    if (checkpointStore) await checkWritable(checkpointStore, "CHECKPOINT_URI");
+    await bucket.checkWritable();
     // --- fan-out (src/fanout.ts): one pipeline run per pair this task builds ---
     const opened = warehouse;
     return await buildTaskPairs({
       config,
       log,
       signal: controller.signal,
-      build: (pairConfig, pairLog) => runPipeline({ config: pairConfig, log: pairLog, warehouse: opened, bucket, checkpointStore, stages: STAGES, signal: controller.signal }),
+      build: (pairConfig, pairLog) => runPipeline({ config: pairConfig, log: pairLog, warehouse: opened, bucket, stages: STAGES, signal: controller.signal }),
     });
     // --- end fan-out ---
   } catch (err) {

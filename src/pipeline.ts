@@ -20,8 +20,6 @@ export interface RunOptions {
   log: Logger;
   warehouse: Warehouse;
   bucket: Bucket;
-  /** CHECKPOINT_URI's bucket, when set. */
-  checkpointStore?: Bucket | undefined;
   stages: readonly Stage[];
   signal: AbortSignal;
 }
@@ -41,7 +39,6 @@ export async function runPipeline(opts: RunOptions): Promise<RunOutcome> {
     log,
     warehouse: opts.warehouse,
     bucket: opts.bucket,
-    checkpointStore: opts.checkpointStore,
     layout: layoutFor(config.workDir, config.pair),
     signal: opts.signal,
     now: () => performance.now(),
@@ -83,7 +80,8 @@ export async function runPipeline(opts: RunOptions): Promise<RunOutcome> {
       columns: state.validation?.columns,
       output: state.uploaded?.training.uri,
       bytes: state.uploaded?.training.bytes,
-      mergePeakRssBytes: state.merged?.peakRssBytes,
+      parts: state.extraction?.parts.length,
+      composeCalls: state.uploaded?.composeCalls,
       memoryBudgetBytes: config.memoryBudgetBytes,
     },
     `done: ${state.uploaded?.training.uri} (${state.validation?.rows} rows x ${state.validation?.columns} columns, ${formatBytes(state.uploaded?.training.bytes ?? 0)}) in ${formatSeconds(total)}: ${summary}`,

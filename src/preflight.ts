@@ -1,74 +1,74 @@
-// The memory plan, made before Stage 1 from the discovered tables: how much the checkpoints,
-// the output and the merge will need, and whether that fits the container. On Cloud Run the
-// built-in filesystem is in memory, so files under WORK_DIR count against the memory limit too.
-// A plan that cannot fit stops the job at once, with the numbers and the fixes, instead of the
-// container being killed an hour later.
-import { planRowRanges } from "./merge/plan.ts";
+// The memory plan, made before anything is extracted: what the job holds at its peak and whether
+// that fits the container. The training file itself is never in the container (it is assembled in
+// the bucket), so what counts is the work in flight: the tables being aligned and their part files
+// waiting for upload (both within MEMORY_BUDGET), each worker's DuckDB, the runtime, the footers
+// the assembly holds and, with Cloud Storage, the upload buffers. On Cloud Run the built-in
+// filesystem is in memory, so part files in WORK_DIR count as memory; they are inside the budget.
+// A plan that cannot fit stops the job at once with the numbers and the fix.
+import { FOOTER_LIMIT_BYTES } from "./parts/plan.ts";
 import { formatBytes } from "./units.ts";
 
-/**
- * Compressed parquet bytes per float64 value, measured on the 20,000-row sample (zstd):
- * checkpoints 1.5 GB for 2.73 GB of values (0.55), the merged file 1.73 GiB for 2.70 GB (0.64).
- */
-export const STORED_BYTES_PER_VALUE = 8 * 0.65;
-/** Node, polars and their pools, and what the allocator keeps: 100-300 MiB measured, doubled. */
+/** Node, the worker threads' isolates, polars' thread pools, what the allocator keeps: 100-300 MiB measured, doubled. */
 export const RUNTIME_BYTES = 512 * 1024 ** 2;
+/** The part footers held for the assembly, the merged footer and the footer object: each under the footer limit. */
+export const ASSEMBLY_BYTES = 3 * FOOTER_LIMIT_BYTES;
+/** Resumable uploads buffer one chunk each (src/bucket/gcs.ts DEFAULT_CHUNK_BYTES) x uploads at once. */
+export const GCS_UPLOAD_BUFFER_BYTES = 4 * 32 * 1024 ** 2;
+
+/** Each worker's DuckDB instance: enough for the column segments of a wide table's scan, never DuckDB's default of 80 % of RAM. */
+export function duckdbMemoryPerWorker(memoryLimitBytes: number): number {
+  return Math.min(512 * 1024 ** 2, Math.max(128 * 1024 ** 2, Math.floor(memoryLimitBytes / 32)));
+}
 
 export interface MemoryPlanInput {
-  /** Rows and columns (key included) of every table to extract, the target among them. */
-  tables: { rows: number | undefined; columns: number }[];
-  targetRows: number | undefined;
-  outputColumns: number;
-  rowLimit: number | undefined;
+  backend: "local" | "gcp";
+  workers: number;
   budgetBytes: number;
   memoryLimitBytes: number;
   memoryLimitSource: string;
+  /** What one row group of the widest table costs to align (a slice holds one at least). */
+  widestRowGroupBytes: number;
   workDir: string;
   workDirInMemory: boolean;
   workDirFreeBytes: number | undefined;
 }
 
-/**
- * Aligned tables waiting to be appended to the output (merge.ts lets at most 32 of 668 queue
- * behind a slow one, about 5 % of the output), counted twice for safety.
- */
-export const APPEND_QUEUE_SHARE = 0.1;
-
 export interface MemoryPlan {
-  checkpointBytes: number;
-  outputBytes: number;
-  /** Checkpoints, the merge's parts and the output exist together at the end of the merge. */
-  diskBytes: number;
-  mergeWorkingBytes: number;
+  runtimeBytes: number;
+  /** Tables in flight and their part files, bounded by MEMORY_BUDGET. */
+  extractionBytes: number;
+  warehouseBytes: number;
+  duckdbBytesPerWorker: number;
+  assemblyBytes: number;
+  uploadBytes: number;
   memoryNeededBytes: number;
   fits: boolean;
   problems: string[];
+  warnings: string[];
 }
 
 export function planMemory(input: MemoryPlanInput): MemoryPlan {
-  const cap = (rows: number | undefined) => Math.min(rows ?? 0, input.rowLimit ?? Number.POSITIVE_INFINITY);
-  const checkpointBytes = input.tables.reduce((n, t) => n + cap(t.rows) * t.columns * STORED_BYTES_PER_VALUE, 0);
-  const targetRows = cap(input.targetRows);
-  const outputBytes = targetRows * input.outputColumns * STORED_BYTES_PER_VALUE;
-  // The merge appends each aligned table to the output and deletes it: one copy of the output.
-  const outputCopies = 1 + APPEND_QUEUE_SHARE;
-  const diskBytes = checkpointBytes + outputCopies * outputBytes;
-  const mergeWorkingBytes = planRowRanges(targetRows, input.outputColumns, input.budgetBytes).estimatedPeakBytes;
-  const memoryNeededBytes = RUNTIME_BYTES + mergeWorkingBytes + (input.workDirInMemory ? diskBytes : 0);
+  const duckdbBytesPerWorker = input.backend === "local" ? duckdbMemoryPerWorker(input.memoryLimitBytes) : 0;
+  const warehouseBytes = duckdbBytesPerWorker * input.workers;
+  const uploadBytes = input.backend === "gcp" ? GCS_UPLOAD_BUFFER_BYTES : 0;
+  const extractionBytes = Math.max(input.budgetBytes, input.widestRowGroupBytes);
+  const memoryNeededBytes = RUNTIME_BYTES + extractionBytes + warehouseBytes + ASSEMBLY_BYTES + uploadBytes;
   const problems: string[] = [];
-  const fixes = "mount a volume for WORK_DIR (Cloud Storage FUSE or NFS) so its files stop counting as memory, raise the job's memory (--memory), or lower MEMORY_BUDGET";
+  const warnings: string[] = [];
   if (memoryNeededBytes > input.memoryLimitBytes) {
-    const files = input.workDirInMemory
-      ? ` + files in WORK_DIR ${input.workDir}, which is in memory (tmpfs): checkpoints ~${formatBytes(checkpointBytes)}, output ~${formatBytes(outputCopies * outputBytes)} with the merge's parts`
-      : "";
+    const room = input.memoryLimitBytes - (memoryNeededBytes - extractionBytes);
     problems.push(
-      `memory plan does not fit: runtime ~${formatBytes(RUNTIME_BYTES)} + merge working set ~${formatBytes(mergeWorkingBytes)} (MEMORY_BUDGET ${formatBytes(input.budgetBytes)})${files} = ~${formatBytes(memoryNeededBytes)}, but the limit is ${formatBytes(input.memoryLimitBytes)} (${input.memoryLimitSource}). Fix: ${fixes}`,
+      `memory plan does not fit: runtime ~${formatBytes(RUNTIME_BYTES)} + tables in flight ~${formatBytes(extractionBytes)} (MEMORY_BUDGET ${formatBytes(input.budgetBytes)})` +
+        `${warehouseBytes > 0 ? ` + DuckDB ${input.workers} x ${formatBytes(duckdbBytesPerWorker)}` : ""} + footers ~${formatBytes(ASSEMBLY_BYTES)}${uploadBytes > 0 ? ` + upload buffers ~${formatBytes(uploadBytes)}` : ""}` +
+        ` = ~${formatBytes(memoryNeededBytes)}, but the limit is ${formatBytes(input.memoryLimitBytes)} (${input.memoryLimitSource}). ` +
+        `Fix: ${room >= 64 * 1024 ** 2 ? `set MEMORY_BUDGET to ${formatBytes(room)} or less, or ` : ""}raise the job's memory (--memory)`,
     );
   }
-  if (!input.workDirInMemory && input.workDirFreeBytes !== undefined && diskBytes > input.workDirFreeBytes) {
-    problems.push(
-      `WORK_DIR ${input.workDir} has ${formatBytes(input.workDirFreeBytes)} free but the run needs ~${formatBytes(diskBytes)} (checkpoints ~${formatBytes(checkpointBytes)}, output and merge parts ~${formatBytes(outputCopies * outputBytes)}). Fix: point WORK_DIR at a larger volume`,
-    );
+  if (input.widestRowGroupBytes > input.budgetBytes) {
+    warnings.push(`one row group of the widest table needs ~${formatBytes(input.widestRowGroupBytes)} to align, more than MEMORY_BUDGET ${formatBytes(input.budgetBytes)}: it is aligned a row group at a time above the budget`);
   }
-  return { checkpointBytes, outputBytes, diskBytes, mergeWorkingBytes, memoryNeededBytes, fits: problems.length === 0, problems };
+  if (!input.workDirInMemory && input.workDirFreeBytes !== undefined && input.workDirFreeBytes < input.budgetBytes) {
+    problems.push(`WORK_DIR ${input.workDir} has ${formatBytes(input.workDirFreeBytes)} free, less than the part files in flight may take (up to MEMORY_BUDGET ${formatBytes(input.budgetBytes)}). Fix: point WORK_DIR at a filesystem with more room, or lower MEMORY_BUDGET`);
+  }
+  return { runtimeBytes: RUNTIME_BYTES, extractionBytes, warehouseBytes, duckdbBytesPerWorker, assemblyBytes: ASSEMBLY_BYTES, uploadBytes, memoryNeededBytes, fits: problems.length === 0, problems, warnings };
 }

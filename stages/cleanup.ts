@@ -1,38 +1,27 @@
-// Stage 5: remove the working files and the staged checkpoints, only once the upload has been verified.
+// Stage 5: remove what the run staged, once the file is published: the pair's whole staging prefix
+// (parts of this run and of older fingerprints, the assembly's objects) and its work directory.
 import { rm } from "node:fs/promises";
-import { CheckpointStore } from "../src/checkpoint-store.ts";
-import { JobError, describeError } from "../src/errors.ts";
+import { describeError, JobError } from "../src/errors.ts";
+import { PartStore, stagingPrefix } from "../src/parts/store.ts";
 import type { Stage } from "./types.ts";
 
 export const cleanupStage: Stage = {
   name: "cleanup",
   async run(ctx) {
-    const { config, state, layout, log } = ctx;
-    if (!state.uploaded) throw new JobError("refusing to clean up: the upload was not verified", { reason: "not-uploaded" });
-    await rm(layout.mergeParts, { recursive: true, force: true });
-    await rm(layout.output, { force: true });
-    if (config.keepCheckpoints) {
-      const staged = ctx.checkpointStore ? ` and in ${new CheckpointStore(ctx.checkpointStore, config.pair).location}` : "";
-      log.info({ dir: layout.checkpoints }, `KEEP_CHECKPOINTS=true: keeping checkpoints in ${layout.checkpoints}${staged}`);
-      return { checkpointsRemoved: false };
+    const { config, state, layout, log, bucket } = ctx;
+    if (!state.uploaded) throw new JobError("refusing to clean up: the file was not published", { reason: "not-uploaded" });
+    const where = `${bucket.location.replace(/\/+$/, "")}/${stagingPrefix(config.pair)}`;
+    const { removed, left, error } = await new PartStore(bucket, config.pair).removeAll();
+    log.info({ removed, staging: where }, `removed ${removed} staged objects from ${where}`);
+    // The file is published and verified: leftovers cost storage, not correctness (a later run
+    // replaces them, and the bucket's lifecycle rule deletes them), so they do not fail the run.
+    if (left.length > 0) {
+      log.warn(
+        { left: left.length, first: left[0], error: describeError(error), fix: `delete ${where} (gcloud storage rm -r), or give the bucket a lifecycle rule for the _staging/ prefix (README)` },
+        `could not remove ${left.length} staged objects from ${where}: ${describeError(error)}`,
+      );
     }
-    let stagedRemoved: number | undefined;
-    if (ctx.checkpointStore) {
-      const store = new CheckpointStore(ctx.checkpointStore, config.pair, { log });
-      const { removed, left, error } = await store.removeAll();
-      stagedRemoved = removed;
-      log.info({ removed, store: store.location }, `removed ${removed} staged checkpoints from ${store.location}`);
-      // The training file is in place and verified: leftovers cost storage, not correctness (a
-      // later run restores or replaces them), so they do not turn a good run into a failed one.
-      if (left.length > 0) {
-        log.warn(
-          { left: left.length, first: left[0], error: describeError(error), fix: `delete ${store.location} (gcloud storage rm -r), or give the bucket a lifecycle rule that deletes old objects` },
-          `could not remove ${left.length} staged checkpoints from ${store.location}: ${describeError(error)}`,
-        );
-      }
-    }
-    await rm(layout.checkpoints, { recursive: true, force: true });
     await rm(layout.root, { recursive: true, force: true });
-    return { checkpointsRemoved: true, ...(stagedRemoved !== undefined ? { stagedRemoved } : {}) };
+    return { stagedRemoved: removed, stagedLeft: left.length };
   },
 };

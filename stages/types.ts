@@ -1,31 +1,39 @@
 // What every stage receives and what stages hand to one another.
-import type { Bucket, PutResult } from "../src/bucket/port.ts";
+import type { Bucket, ObjectInfo, PutResult } from "../src/bucket/port.ts";
 import type { Config } from "../src/config.ts";
 import type { Discovery } from "../src/discovery.ts";
 import type { Layout } from "../src/layout.ts";
 import type { Logger } from "../src/log.ts";
+import type { Layout as FileLayout } from "../src/parts/assemble.ts";
+import type { RowGroupPlan } from "../src/parts/plan.ts";
+import type { StagedPart } from "../src/parts/store.ts";
 import type { ValidationReport } from "../src/validation.ts";
 import type { Warehouse } from "../src/warehouse/port.ts";
 
-export interface Checkpoint {
-  dataset: string;
+/** One table as extracted: its rows in the date range and how many of its parts an earlier attempt had staged. */
+export interface TableOutcome {
   table: string;
-  path: string;
   rows: number;
-  bytes: number;
-  /** True when not extracted by this attempt (kept from an earlier one, locally or in CHECKPOINT_URI). */
-  reused: boolean;
-  /** True when downloaded from CHECKPOINT_URI. */
-  restored?: boolean;
+  parts: number;
+  reusedParts: number;
 }
 
 /** Filled in stage by stage; a later stage reads what an earlier one left. */
 export interface RunState {
   discovery?: Discovery;
-  checkpoints?: { target: Checkpoint; features: Checkpoint[] };
-  merged?: { path: string; tablesMerged: number; rows: number; columns: number; rowGroups: number; bytes: number; peakRssBytes: number };
+  extraction?: {
+    plan: RowGroupPlan;
+    rowGroupRows: number[];
+    /** The target's keys: checked unique and strictly increasing when it was read. */
+    target: { rows: number; keysSha256: string; keyStrictlyIncreasing: true };
+    /** Every part in the bucket, the target's first. */
+    parts: StagedPart[];
+    tables: TableOutcome[];
+  };
+  /** The file's layout and merged footer (merge), checked by validate, composed by upload. */
+  assembly?: { layout: FileLayout; footerBytesEstimate: number };
   validation?: ValidationReport;
-  uploaded?: { training: PutResult; manifest: PutResult };
+  uploaded?: { training: ObjectInfo & { uri: string }; manifest: PutResult; composeCalls: number; predictedCrc32c: string };
   durations: Record<string, number>;
 }
 
@@ -33,9 +41,8 @@ export interface StageContext {
   config: Readonly<Config>;
   log: Logger;
   warehouse: Warehouse;
+  /** The output's bucket: parts are staged under its `_staging/` prefix and the file assembled in it. */
   bucket: Bucket;
-  /** CHECKPOINT_URI: where checkpoints are staged durably; undefined when not configured. */
-  checkpointStore?: Bucket | undefined;
   layout: Layout;
   signal: AbortSignal;
   /** Monotonic milliseconds; injected so tests can reason about time. */

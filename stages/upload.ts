@@ -1,72 +1,134 @@
-// Stage 4: copy the validated file and its manifest to the bucket, verifying checksums.
-import { rm, writeFile } from "node:fs/promises";
-import { fileChecksums } from "../src/checksum.ts";
+// Stage 4: put the file in the bucket. The manifest of its content goes into the footer's
+// key/value metadata;
+// head, parts and footer are composed into a temporary object whose size and CRC32C must equal
+// the ones predicted from the parts'; only then is it moved to training_<pair>.parquet, with a
+// generation precondition on what was there, so a good file is never replaced by an unverified
+// one. The manifest object follows: the footer's manifest, the run's record (times, execution,
+// settings, reused parts) and the file's size, CRC32C and generation, so the file and its manifest
+// can never disagree about the content.
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { crc32c } from "@node-rs/crc32";
+import { crc32cBase64 } from "../src/checksum.ts";
 import { effectiveConfig } from "../src/config.ts";
 import { JobError } from "../src/errors.ts";
 import { manifestObjectName, trainingObjectName } from "../src/layout.ts";
-import { schemaSha256 } from "../src/schema-hash.ts";
-import type { Stage } from "./types.ts";
+import { composeFile, footerObject } from "../src/parts/assemble.ts";
+import { schemaSha256OfFooter } from "../src/parquet/index.ts";
+import { formatBytes } from "../src/units.ts";
+import type { Stage, StageContext } from "./types.ts";
 
-export const MANIFEST_VERSION = 1;
+export const MANIFEST_VERSION = 2;
+export const MANIFEST_KEY = "bqx.manifest";
+
+/** Configuration that decides the file's content (the rest decides only how it is built). */
+const CONTENT_CONFIG = ["TARGET_PAIR", "FEATURES_DATASET", "TARGETS_DATASET", "DATE_FROM", "DATE_TO", "ROW_LIMIT", "ROW_GROUP_ROWS"] as const;
+
+/**
+ * What the footer carries: the file's content, described so that the same warehouse gives the
+ * same bytes whichever backend, budget or attempt built it (no times, no run settings).
+ */
+function contentManifest(ctx: StageContext): Record<string, unknown> {
+  const { config, state } = ctx;
+  const { extraction, validation, discovery } = state;
+  const effective = effectiveConfig(config);
+  return {
+    manifestVersion: MANIFEST_VERSION,
+    pair: config.pair,
+    rows: validation!.rows,
+    columns: validation!.columns,
+    features: validation!.features,
+    rowGroups: extraction!.plan.groups,
+    rowsPerGroup: extraction!.plan.rowsPerGroup,
+    query: Object.fromEntries(CONTENT_CONFIG.map((k) => [k, effective[k] ?? null])),
+    tables: {
+      target: { table: extraction!.tables[0]!.table, rows: extraction!.target.rows, keysSha256: extraction!.target.keysSha256 },
+      features: extraction!.tables.slice(1).map((t) => ({ table: t.table, rows: t.rows })),
+      skipped: discovery!.skipped,
+    },
+    validation: { horizons: validation!.horizons, warnings: validation!.warnings, overallNullRate: validation!.overallNullRate, nulls: validation!.nulls },
+  };
+}
+
+/** How this run built it: when, by which execution, how long each stage took, with what settings, which parts it reused. */
+function runRecord(ctx: StageContext): Record<string, unknown> {
+  const { config, state } = ctx;
+  return {
+    createdAt: new Date().toISOString(),
+    ...(config.cloudRun.execution ? { execution: config.cloudRun.execution } : {}),
+    stageSeconds: state.durations,
+    parts: state.assembly!.layout.parts.length,
+    tables: state.extraction!.tables.map((t) => ({ table: t.table, parts: t.parts, reusedParts: t.reusedParts })),
+    config: effectiveConfig(config),
+  };
+}
 
 export const uploadStage: Stage = {
   name: "upload",
   async run(ctx) {
     const { config, state, bucket, log } = ctx;
-    const { merged, validation, discovery, checkpoints } = state;
-    if (!merged || !validation?.ok || !discovery || !checkpoints) {
-      throw new JobError("refusing to upload: the file has not passed validation", { reason: "not-validated" });
+    const { assembly, validation } = state;
+    if (!assembly || !validation?.ok) throw new JobError("refusing to publish: the file has not passed validation", { reason: "not-validated" });
+    const manifest = contentManifest(ctx);
+    const footer = footerObject(assembly.layout, { "bqx.pair": config.pair, "bqx.tables": String(state.extraction!.tables.length), [MANIFEST_KEY]: JSON.stringify(manifest) });
+    const thrift = footer.subarray(0, footer.length - 8);
+    const scratch = path.join(ctx.layout.root, "assembly");
+    await mkdir(scratch, { recursive: true });
+    const writeTemp = async (name: string, data: Buffer) => {
+      const file = path.join(scratch, name);
+      await writeFile(file, data);
+      return file;
+    };
+    let composed;
+    try {
+      composed = await composeFile(bucket, config.pair, assembly.layout, footer, writeTemp, ctx.signal);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
     }
-    const local = await fileChecksums(merged.path);
-    if (local.bytes !== merged.bytes) {
-      throw new JobError(`${merged.path} changed size after validation (${merged.bytes} -> ${local.bytes} bytes)`, {
-        reason: "file-changed",
-        fix: "make sure nothing else writes to WORK_DIR while the job runs",
-      });
-    }
-    // Object metadata lets a consumer check the file's shape (and compare schemas across pairs
-    // and runs) from a listing, without downloading 9 GiB.
-    const schemaHash = await schemaSha256(merged.path);
-    const metadata = { pair: config.pair, rows: String(validation.rows), columns: String(validation.columns), schema_sha256: schemaHash };
-    const training = await bucket.put(merged.path, trainingObjectName(config.pair), local, metadata);
+    const predicted = { bytes: composed.bytes, crc32c: crc32cBase64(composed.crc32c) };
     log.info(
-      { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, generation: training.generation, schemaSha256: schemaHash },
-      `uploaded ${training.uri} (checksum verified${training.generation ? `, generation ${training.generation}` : ""})`,
+      { object: composed.object.name, bytes: composed.bytes, crc32c: predicted.crc32c, componentCount: composed.object.componentCount, composeCalls: composed.composeCalls },
+      `composed ${formatBytes(composed.bytes)} in ${composed.composeCalls} compose calls; size and CRC32C ${predicted.crc32c} match the prediction from the parts`,
     );
 
-    const manifest = {
-      manifestVersion: MANIFEST_VERSION,
+    const name = trainingObjectName(config.pair);
+    const before = await bucket.stat(name);
+    const schemaHash = schemaSha256OfFooter(thrift);
+    // Object metadata lets a consumer check the file's shape (and compare schemas across pairs
+    // and runs) from a listing, without downloading 15 GiB.
+    const metadata = {
       pair: config.pair,
-      createdAt: new Date().toISOString(),
-      file: {
-        object: trainingObjectName(config.pair),
-        uri: training.uri,
-        bytes: training.bytes,
-        ...training.checksums,
-        ...(training.generation ? { generation: training.generation } : {}),
-        schemaSha256: schemaHash,
-      },
-      rows: validation.rows,
-      columns: validation.columns,
-      features: validation.features,
-      rowGroups: merged.rowGroups,
-      tables: {
-        target: { table: `${discovery.target.dataset}.${discovery.target.table}`, rows: checkpoints.target.rows },
-        features: checkpoints.features.map((c) => ({ table: `${c.dataset}.${c.table}`, rows: c.rows, reused: c.reused })),
-        skipped: discovery.skipped,
-      },
-      validation: { horizons: validation.horizons, warnings: validation.warnings, overallNullRate: validation.overallNullRate, nulls: validation.nulls },
-      stageSeconds: state.durations,
-      config: effectiveConfig(config),
+      rows: String(validation.rows),
+      columns: String(validation.columns),
+      schema_sha256: schemaHash,
+      ...(config.cloudRun.execution ? { execution: config.cloudRun.execution } : {}),
     };
-    const manifestPath = `${merged.path}.manifest.json`;
-    await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
-    const manifestUpload = await bucket.put(manifestPath, manifestObjectName(config.pair), await fileChecksums(manifestPath), {
-      pair: config.pair,
-      ...(training.generation ? { training_generation: training.generation } : {}),
+    const published = await bucket.move({ name: composed.object.name, generation: composed.object.generation! }, name, {
+      ifGenerationMatch: before?.generation ?? "0",
+      metadata,
+      contentType: "application/vnd.apache.parquet",
+      expected: predicted,
     });
-    await rm(manifestPath, { force: true });
-    state.uploaded = { training, manifest: manifestUpload };
-    return { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, generation: training.generation, schemaSha256: schemaHash, manifest: manifestUpload.uri };
+    const uri = `${bucket.location.replace(/\/+$/, "")}/${name}`;
+    log.info({ uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, replaced: before?.generation ?? null, schemaSha256: schemaHash }, `published ${uri} (CRC32C verified, generation ${published.generation})`);
+
+    const record = {
+      ...manifest,
+      run: runRecord(ctx),
+      file: { object: name, uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, componentCount: published.componentCount ?? null, schemaSha256: schemaHash },
+    };
+    const manifestFile = await (async () => {
+      await mkdir(ctx.layout.root, { recursive: true });
+      const file = path.join(ctx.layout.root, manifestObjectName(config.pair));
+      await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
+      return file;
+    })();
+    const manifestUpload = await bucket.put(manifestFile, manifestObjectName(config.pair), { crc32c: crc32cBase64(crc32c(await readFile(manifestFile))) }, {
+      pair: config.pair,
+      ...(published.generation ? { training_generation: published.generation } : {}),
+    });
+    await rm(manifestFile, { force: true });
+    state.uploaded = { training: { ...published, uri }, manifest: manifestUpload, composeCalls: composed.composeCalls, predictedCrc32c: predicted.crc32c };
+    return { uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, composeCalls: composed.composeCalls, componentCount: published.componentCount, schemaSha256: schemaHash, manifest: manifestUpload.uri };
   },
 };

@@ -12,7 +12,7 @@
 // after its copy is staged, so the retry path also proves a failed attempt leaves nothing behind.
 import { randomBytes } from "node:crypto";
 import { constants, createReadStream, createWriteStream, type Stats } from "node:fs";
-import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { crc32c } from "@node-rs/crc32";
@@ -229,6 +229,19 @@ export class LocalDirectoryBucket implements Bucket {
     this.faults?.maybeFail("delete", name);
     await rm(target, { force: true });
     await rm(this.sidecarPath(name), { force: true });
+    // Object stores have no directories: one left empty by the last object in it goes too.
+    await this.pruneEmptyParents(target);
+    await this.pruneEmptyParents(this.sidecarPath(name));
+  }
+
+  private async pruneEmptyParents(file: string): Promise<void> {
+    for (let dir = path.dirname(file); dir.startsWith(this.location + path.sep); dir = path.dirname(dir)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        return; // not empty (or gone): its parents are not empty either
+      }
+    }
   }
 
   async compose(sources: readonly SourceObject[], destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {

@@ -1,61 +1,94 @@
-// Piscina worker: extracts one table into one checkpoint. It receives a small serialisable task
-// and returns a small summary; table data never crosses threads.
+// Piscina worker: reads one table's rows (the target, or one slice of a feature table), aligns
+// them to the target's rows and writes the part file; returns a small summary. See task.ts.
 import { createHash } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
 import { performance } from "node:perf_hooks";
-import type { ExtractResult, ExtractTask } from "../warehouse/port.ts";
-import { extractWithDuckDB } from "../warehouse/duckdb.ts";
+import pl from "nodejs-polars";
+import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
+import { planRowGroups } from "../parts/plan.ts";
+import { alignToKeys, checkedKeyFrame, writePart } from "./part-writer.ts";
+import type { ExtractResult, ExtractTask, FaultDraw, PartTask, SourceSettings, TableQuery, TargetTask } from "./task.ts";
 
-/** Errors cross the thread boundary as plain objects; the stage turns them back into JobErrors. */
-export interface WorkerFailure {
-  failed: true;
-  table: string;
-  message: string;
-  reason: string;
-  fix: string | undefined;
-  retryable: boolean;
+/** FAULT_RATE's draw for one attempt of one task: reproducible from the seed, whatever thread runs it. */
+function injectedFault(fault: FaultDraw | undefined, key: string): boolean {
+  if (!fault) return false;
+  const digest = createHash("sha256").update(`${fault.seed}:${key}:${fault.attempt}`).digest();
+  return digest.readUInt32BE(0) / 2 ** 32 < fault.rate;
 }
 
-/** FAULT_RATE's draw for one attempt of one table: reproducible from the seed, whatever thread runs it. */
-function injectedFault(task: ExtractTask): boolean {
-  if (!task.fault) return false;
-  const digest = createHash("sha256").update(`${task.fault.seed}:${task.dataset}.${task.table}:${task.fault.attempt}`).digest();
-  return digest.readUInt32BE(0) / 2 ** 32 < task.fault.rate;
+/** The target's rows in key order. */
+async function readTarget(source: SourceSettings, query: TableQuery): Promise<{ frame: pl.DataFrame; retries: number }> {
+  if (source.backend === "local") {
+    const { readOrderedTable, workerConnection } = await import("../warehouse/duckdb-read.ts");
+    return { frame: await readOrderedTable(await workerConnection(source.warehouse, source.duckdb), query), retries: 0 };
+  }
+  const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
+  return readBigQueryRows(source.gcp, query, undefined);
 }
 
-export default async function extract(task: ExtractTask): Promise<ExtractResult | WorkerFailure> {
+/** One slice's rows (any order). */
+async function readSliceRows(task: PartTask): Promise<{ frame: pl.DataFrame; retries: number }> {
+  const { source, query, slice } = task;
+  if (source.backend === "local") {
+    const { readSlice, workerConnection } = await import("../warehouse/duckdb-read.ts");
+    return { frame: await readSlice(await workerConnection(source.warehouse, source.duckdb), query, slice), retries: 0 };
+  }
+  const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
+  return readBigQueryRows(source.gcp, query, slice);
+}
+
+async function runTarget(task: TargetTask, started: number): Promise<ExtractResult> {
+  const label = `${task.query.dataset}.${task.query.table}`;
+  const read = await readTarget(task.source, task.query);
+  const frame = checkedKeyFrame(read.frame, label);
+  if (frame.height === 0) {
+    throw new JobError(`target table ${label} has no rows with ${task.query.notNullColumn} in ${task.query.dateFrom}..${task.query.dateTo}`, {
+      reason: "target-empty",
+      fix: "check DATE_FROM/DATE_TO and that the target table is populated",
+    });
+  }
+  const keys = BigInt64Array.from(frame.getColumn(KEY_COLUMN).cast(pl.Int64).toTypedArray() as BigInt64Array);
+  for (let i = 1; i < keys.length; i += 1) {
+    if (keys[i]! <= keys[i - 1]!) throw new JobError(`${label}: ${KEY_COLUMN} is not strictly increasing at row ${i}`, { reason: "key-order", retryable: true });
+  }
+  const plan = planRowGroups(frame.height, task.rowGroupInputs);
+  const keysSha256 = createHash("sha256").update(new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength)).digest("hex");
+  await mkdir(task.outDir, { recursive: true });
+  const part = await writePart(frame, path.join(task.outDir, `target-${keysSha256.slice(0, 16)}.parquet`), { rowsPerGroup: plan.rowsPerGroup, minMax: true }, label);
+  // 1.4 MB at full shape, copied once to the main thread (the one table-sized value that crosses).
+  return { kind: "target", keys, rowsPerGroup: plan.rowsPerGroup, part, keysSha256, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}) };
+}
+
+async function runPart(task: PartTask, started: number): Promise<ExtractResult> {
+  const label = `${task.query.dataset}.${task.query.table}`;
+  const read = await readSliceRows(task);
+  const frame = checkedKeyFrame(read.frame, label);
+  const aligned = alignToKeys(frame, task.keys.subarray(task.slice.firstRow, task.slice.endRow), label);
+  await mkdir(path.dirname(task.outPath), { recursive: true });
+  const part = await writePart(aligned, task.outPath, task.writing, label);
+  return { kind: "part", part, sourceRows: frame.height, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}) };
+}
+
+export default async function extract(task: ExtractTask): Promise<ExtractResult> {
   const started = performance.now();
-  if (injectedFault(task)) {
+  const table = task.query.table;
+  const drawKey = `${task.query.dataset}.${table}${task.kind === "part" ? `#${task.slice.firstRowGroup}` : ""}`;
+  if (injectedFault(task.fault, drawKey)) {
     return {
       failed: true,
-      table: task.table,
-      message: `injected transient fault (FAULT_RATE=${task.fault!.rate}) querying ${task.dataset}.${task.table}`,
+      table,
+      message: `injected transient fault (FAULT_RATE=${task.fault!.rate}) querying ${task.query.dataset}.${table}`,
       reason: "injected-fault",
       fix: "unset FAULT_RATE",
       retryable: true,
     };
   }
   try {
-    // The BigQuery path loads its client libraries only in workers that need them.
-    const done: { rows: number; bytes: number; retries?: number } =
-      task.backend === "gcp" ? await (await import("../warehouse/bigquery-extract.ts")).extractWithBigQuery(task) : await extractWithDuckDB(task);
-    return {
-      table: task.table,
-      rows: done.rows,
-      bytes: done.bytes,
-      seconds: (performance.now() - started) / 1000,
-      reused: false,
-      ...(done.retries ? { retries: done.retries } : {}),
-    };
+    return task.kind === "target" ? await runTarget(task, started) : await runPart(task, started);
   } catch (err) {
     const job = err instanceof JobError ? err : undefined;
-    return {
-      failed: true,
-      table: task.table,
-      message: (err as Error).message,
-      reason: job?.reason ?? "extract-failed",
-      fix: job?.fix,
-      retryable: job?.retryable ?? true,
-    };
+    return { failed: true, table, message: (err as Error).message, reason: job?.reason ?? "extract-failed", fix: job?.fix, retryable: job?.retryable ?? true };
   }
 }

@@ -1,6 +1,6 @@
-// parquet.thrift field ids used when footers are rewritten at the byte level (concat.ts and
-// stitch.ts), the one struct both read the same way (where a column chunk's pages lie), and
-// the field-level helpers both use to transcode a footer.
+// parquet.thrift field ids used when footers are read and rewritten at the byte level
+// (merged-footer.ts), where a column chunk's pages lie, and the field-level helpers used to
+// transcode a footer.
 import { type Reader, type Sink, T_I64, readStruct } from "./footer.ts";
 
 export const FMD_VERSION = 1;
@@ -33,8 +33,10 @@ export const CMD_TOTAL_COMPRESSED = 7;
 export const CMD_DATA_PAGE_OFFSET = 9;
 export const CMD_INDEX_PAGE_OFFSET = 10;
 export const CMD_DICT_PAGE_OFFSET = 11;
+export const CMD_ENCODING_STATS = 13;
 export const CMD_BLOOM_OFFSET = 14;
 export const CMD_BLOOM_LENGTH = 15;
+export const CMD_SIZE_STATISTICS = 16;
 
 export interface ChunkPages {
   /** First page: the dictionary page when there is one, else the first data page; -1 if absent. */

@@ -1,37 +1,14 @@
 /**
- * Parquet footer reading and single-column streaming for validation.
+ * Reading parquet footers without reading the file: the last 8 bytes, then the metadata. The
+ * thrift compact protocol primitives here are shared with the footer writer (merged-footer.ts).
  *
- * Nothing here loads a whole parquet file: footers are read from the last 8 bytes and the
- * metadata length; `readColumn` decodes one column chunk (one row group of one column) at a
- * time.
- *
- * Three ways to look at a footer, by cost:
- * - `readFooterSummary(path)`: counts, names, per-row-group sizes, null counts and key/value
- *   metadata, computed by walking the thrift bytes. Memory is O(columns), independent of the
- *   number of row groups. Use this for validation of very wide files.
- * - `readFooter(path)`: the same summary plus hyparquet's full `FileMetaData`. Building
- *   FileMetaData costs roughly 18x the footer size in JS heap (measured: a 28 MB footer of
- *   17,038 columns x 20 row groups took 2.4 s and ~500 MB of heap).
- * - `readColumn(path, column, ...)` builds a metadata pruned to that one column unless a
- *   `footer` is passed, so it never materializes the whole FileMetaData.
- *
- * Value representation (hyparquet with EXACT_PARSERS):
- * - TIMESTAMP / TIMESTAMP_* columns: `bigint` in the column's own unit, never a `Date`.
- *   `interval_time` (INT64 TIMESTAMP(MICROS, isAdjustedToUTC=true)) comes back as bigint
- *   microseconds since the epoch, exactly. Statistics min/max of such columns in the
- *   FileMetaData returned by `readFooter` are bigint in the same unit.
- * - INT64: bigint; INT32: number; DOUBLE/FLOAT: number (NaN preserved); BOOLEAN: boolean;
- *   UTF8/STRING byte arrays: string; DATE: number of days since the epoch.
- * - Nulls of OPTIONAL columns are `null`; a column chunk is then delivered as a plain Array
- *   (it may be a typed array for REQUIRED columns).
+ * `summarizeFooter` walks the thrift bytes for what validation and the tools need (row and column
+ * counts, names, per-row-group sizes, null counts, key/value metadata) in O(columns) memory,
+ * whatever the number of row groups; no decoded FileMetaData is ever built.
  */
 import { open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import * as zlib from "node:zlib";
-import { asyncBufferFromFile, parquetMetadata } from "hyparquet";
-import type { AsyncBuffer, Compressors, FileMetaData, ParquetParsers } from "hyparquet";
-// Not re-exported from the package entry; same module instance as the entry's read.js.
-import { parquetReadColumn } from "hyparquet/src/read.js";
+import { JobError } from "../errors.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Thrift compact protocol, low level (shared with concat.ts)
@@ -271,8 +248,6 @@ const MAGIC = 0x31524150; // "PAR1" little-endian
 export interface RawFooter {
   /** The thrift compact FileMetaData bytes (without length and magic). */
   thrift: Uint8Array;
-  /** The thrift bytes followed by the 4-byte length and "PAR1" (what hyparquet parses). */
-  tail: Uint8Array;
   fileBytes: number;
   /** Offset in the file where the thrift FileMetaData begins. */
   footerStart: number;
@@ -287,32 +262,31 @@ async function readExactly(fh: FileHandle, buf: Uint8Array, position: number, pa
   }
 }
 
+/** The failures of a parquet file this layer reports, each naming the file and what to do. */
+export const ParquetErrors = {
+  notParquet: (path: string, why: string) =>
+    new JobError(`${path} is not a parquet file (${why})`, { reason: "parquet-invalid", fix: `check that ${path} is a complete parquet file; a truncated or damaged one must be written again` }),
+  badFooter: (path: string, cause: unknown) =>
+    new JobError(`${path}: its parquet footer cannot be read (${(cause as Error).message})`, { reason: "parquet-invalid", fix: `the file is damaged or not written by a parquet writer; write ${path} again`, cause }),
+};
+
 /** Read only the footer of a parquet file: the last 8 bytes, then the metadata. */
 export async function readRawFooter(path: string): Promise<RawFooter> {
   const fh = await open(path, "r");
   try {
     const { size } = await fh.stat();
-    if (size < 12) throw new Error(`${path}: not a parquet file (${size} bytes)`);
+    if (size < 12) throw ParquetErrors.notParquet(path, `${size} bytes`);
     const end = Buffer.alloc(8);
     await readExactly(fh, end, size - 8, path);
-    if (end.readUInt32LE(4) !== MAGIC) throw new Error(`${path}: not a parquet file (no trailing PAR1)`);
+    if (end.readUInt32LE(4) !== MAGIC) throw ParquetErrors.notParquet(path, "no trailing PAR1");
     const len = end.readUInt32LE(0);
-    if (len + 12 > size) throw new Error(`${path}: footer length ${len} exceeds file size ${size}`);
-    const tail = new Uint8Array(len + 8);
-    await readExactly(fh, tail, size - 8 - len, path);
-    return { thrift: tail.subarray(0, len), tail, fileBytes: size, footerStart: size - 8 - len };
+    if (len + 12 > size) throw ParquetErrors.notParquet(path, `footer length ${len} exceeds the file's ${size} bytes`);
+    const thrift = new Uint8Array(len);
+    await readExactly(fh, thrift, size - 8 - len, path);
+    return { thrift, fileBytes: size, footerStart: size - 8 - len };
   } finally {
     await fh.close();
   }
-}
-
-function withTrailer(thrift: Uint8Array): Uint8Array {
-  const out = new Uint8Array(thrift.length + 8);
-  out.set(thrift);
-  const view = new DataView(out.buffer);
-  view.setUint32(thrift.length, thrift.length, true);
-  view.setUint32(thrift.length + 4, MAGIC, true);
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,9 +319,6 @@ export interface FooterSummary {
   /** Size of the thrift-encoded FileMetaData in bytes. */
   footerBytes: number;
 }
-
-/** hyparquet's FileMetaData plus the summary fields. */
-export type ParquetFooter = FileMetaData & FooterSummary;
 
 const utf8 = new TextDecoder();
 
@@ -484,185 +455,12 @@ export function summarizeFooter(thrift: Uint8Array, fileBytes: number): FooterSu
   };
 }
 
-/** Footer summary without building hyparquet's FileMetaData (memory O(columns)). */
+/** The footer summary of a parquet file (memory O(columns)). */
 export async function readFooterSummary(path: string): Promise<FooterSummary> {
   const raw = await readRawFooter(path);
   try {
     return summarizeFooter(raw.thrift, raw.fileBytes);
   } catch (err) {
-    throw new Error(`${path}: ${(err as Error).message}`, { cause: err });
+    throw ParquetErrors.badFooter(path, err);
   }
-}
-
-/** Parsers that keep timestamps exact: bigint in the column's own unit. */
-export const EXACT_PARSERS: Partial<ParquetParsers> = {
-  timestampFromMilliseconds: (v: bigint) => v,
-  timestampFromMicroseconds: (v: bigint) => v,
-  timestampFromNanoseconds: (v: bigint) => v,
-  dateFromDays: (v: number) => v,
-};
-
-/** Read and parse the footer of a parquet file (hyparquet FileMetaData + summary). */
-export async function readFooter(path: string): Promise<ParquetFooter> {
-  const raw = await readRawFooter(path);
-  try {
-    const summary = summarizeFooter(raw.thrift, raw.fileBytes);
-    const md = parquetMetadata(raw.tail, { parsers: EXACT_PARSERS, geoparquet: false });
-    return Object.assign(md, summary);
-  } catch (err) {
-    throw new Error(`${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Column streaming
-// ---------------------------------------------------------------------------------------------
-
-function unsupported(codec: string): (input: Uint8Array, outputLength: number) => Uint8Array {
-  return () => {
-    throw new Error(`parquet codec ${codec} is not supported by readColumn`);
-  };
-}
-
-/** Decompressors for hyparquet (it only ships SNAPPY); ZSTD, GZIP and BROTLI via node:zlib. */
-export const COMPRESSORS: Compressors = {
-  ZSTD: (input) => zlib.zstdDecompressSync(input),
-  GZIP: (input) => zlib.gunzipSync(input),
-  BROTLI: (input) => zlib.brotliDecompressSync(input),
-  LZ4: unsupported("LZ4"),
-  LZ4_RAW: unsupported("LZ4_RAW"),
-  LZO: unsupported("LZO"),
-};
-
-/**
- * Builds a FileMetaData thrift that keeps every row group but only the column chunks of
- * the given leaves (statistics dropped: hyparquet converts them by chunk position).
- */
-function pruneFooter(thrift: Uint8Array, keep: Set<number>): Uint8Array {
-  const r = new Reader(thrift);
-  const out = new Sink(1 << 16);
-  const copy = (type: number, fid: number, last: number): number => {
-    const start = r.p;
-    r.skip(type);
-    const next = out.field(type, fid, last);
-    out.bytes(r.b, start, r.p);
-    return next;
-  };
-  let last = 0;
-  readStruct(r, (fid, type) => {
-    if (fid !== 4) {
-      last = copy(type, fid, last);
-      return;
-    }
-    last = out.field(T_LIST, fid, last);
-    const [et, n] = r.listHeader();
-    out.listHeader(et, n);
-    for (let g = 0; g < n; g++) {
-      let rgLast = 0;
-      readStruct(r, (rf, rt) => {
-        if (rf !== 1) {
-          rgLast = copy(rt, rf, rgLast);
-          return;
-        }
-        rgLast = out.field(T_LIST, rf, rgLast);
-        const [cet, cols] = r.listHeader();
-        out.listHeader(cet, keep.size);
-        for (let c = 0; c < cols; c++) {
-          if (!keep.has(c)) {
-            r.skip(T_STRUCT);
-            continue;
-          }
-          let ccLast = 0;
-          readStruct(r, (cf, ct) => {
-            if (cf !== 3) {
-              ccLast = copy(ct, cf, ccLast);
-              return;
-            }
-            ccLast = out.field(T_STRUCT, cf, ccLast);
-            let mLast = 0;
-            readStruct(r, (mf, mt) => {
-              if (mf === 12) r.skip(mt);
-              else mLast = copy(mt, mf, mLast);
-            });
-            out.u8(T_STOP);
-          });
-          out.u8(T_STOP);
-        }
-      });
-      out.u8(T_STOP);
-    }
-  });
-  out.u8(T_STOP);
-  return out.take();
-}
-
-export interface ReadColumnOptions {
-  /**
-   * A footer already read with `readFooter` for this file. Without it, readColumn parses a
-   * metadata pruned to the one column (cheap even for 17k columns x hundreds of row groups).
-   */
-  footer?: ParquetFooter;
-}
-
-/**
- * Stream one column row group by row group. `onRowGroup` receives the decoded values of one
- * column chunk (see the module comment for value types: `interval_time` is bigint
- * microseconds) and is awaited before the next chunk is read, so memory stays at about one
- * decoded column chunk. Returns the number of rows and row groups read.
- */
-export async function readColumn(
-  path: string,
-  column: string,
-  onRowGroup: (values: ArrayLike<unknown>, rowGroupIndex: number) => void | Promise<void>,
-  opts: ReadColumnOptions = {},
-): Promise<{ rows: number; rowGroups: number }> {
-  let metadata: FileMetaData;
-  if (opts.footer) {
-    if (!opts.footer.columnNames.includes(column)) throw new Error(`${path}: no column "${column}"`);
-    metadata = opts.footer;
-  } else {
-    const raw = await readRawFooter(path);
-    const summary = summarizeFooter(raw.thrift, raw.fileBytes);
-    if (!summary.columnNames.includes(column)) throw new Error(`${path}: no column "${column}"`);
-    const keep = new Set<number>();
-    summary.leafPaths.forEach((p, i) => {
-      if (p === column || p.startsWith(`${column}.`)) keep.add(i);
-    });
-    metadata = parquetMetadata(withTrailer(pruneFooter(raw.thrift, keep)), { parsers: EXACT_PARSERS, geoparquet: false });
-    for (const rg of metadata.row_groups) {
-      for (const cc of rg.columns) {
-        if (cc.meta_data?.path_in_schema[0] !== column) {
-          throw new Error(`${path}: column chunk order does not match the schema (found ${cc.meta_data?.path_in_schema.join(".")})`);
-        }
-      }
-    }
-  }
-  const file: AsyncBuffer = await asyncBufferFromFile(path);
-  let rowStart = 0;
-  let rows = 0;
-  for (let g = 0; g < metadata.row_groups.length; g++) {
-    const n = Number(metadata.row_groups[g]?.num_rows ?? 0);
-    const rowEnd = rowStart + n;
-    if (n > 0) {
-      const values = await parquetReadColumn({
-        file,
-        metadata,
-        columns: [column],
-        rowStart,
-        rowEnd,
-        parsers: EXACT_PARSERS,
-        compressors: COMPRESSORS,
-        geoparquet: false,
-      });
-      if (values.length !== n) {
-        throw new Error(`${path}: column "${column}" row group ${g} decoded ${values.length} values, expected ${n}`);
-      }
-      await onRowGroup(values, g);
-      rows += n;
-    } else {
-      await onRowGroup([], g);
-    }
-    rowStart = rowEnd;
-  }
-  return { rows, rowGroups: metadata.row_groups.length };
 }

@@ -1,83 +1,123 @@
-// The gcp path of an extraction task, run inside a pool worker: the production query as a
-// BigQuery job, its result read back through the Storage Read API, written as a checkpoint with
-// the same contract as extractWithDuckDB (whole or absent, key checked, fingerprint in the
-// footer). Everything here awaits I/O, so one worker thread can carry several tables at once
-// (piscina's concurrentTasksPerWorker) while BigQuery works.
-import { randomBytes } from "node:crypto";
-import { rename, rm, stat } from "node:fs/promises";
+// The gcp path of a read, run inside a pool worker: the production query as a BigQuery job (for
+// a slice, with the slice's key range), its result read back through the Storage Read API as
+// Arrow, handed to polars as one frame. Everything here awaits I/O, so one worker thread carries
+// several reads at once (piscina's concurrentTasksPerWorker) while BigQuery works.
 import { BigQuery } from "@google-cloud/bigquery";
+import { DataType, RecordBatchReader, TimeUnit } from "apache-arrow";
+import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
+import type { SliceBounds, TableQuery } from "../extract/task.ts";
 import type { FailureContext } from "../gcp/errors.ts";
 import { workerClients } from "./bigquery-clients.ts";
-import { CheckpointBuilder } from "./bigquery-checkpoint.ts";
 import { quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
-import { readTableArrow } from "./bigquery-read.ts";
-import { CHECKPOINT_ROW_GROUP_ROWS, FINGERPRINT_KEY } from "../constants.ts";
-import type { ExtractTask } from "./port.ts";
+import { readTableArrow, type ReadSink } from "./bigquery-read.ts";
+import type { GcpTaskSettings } from "./port.ts";
+
+/** A microsecond key as a TIMESTAMP query parameter (the client sends the text; BigQuery keeps µs). */
+function timestampParam(micros: bigint): ReturnType<typeof BigQuery.timestamp> {
+  const seconds = micros / 1_000_000n;
+  const fraction = String(micros - seconds * 1_000_000n).padStart(6, "0");
+  const text = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
+  return BigQuery.timestamp(`${text}.${fraction}Z`);
+}
 
 /**
  * The production query shape in GoogleSQL: `DATE(interval_time) BETWEEN @date_from AND @date_to`
- * with DATE query parameters (never spliced dates), identifiers in backticks, columns renamed
- * in the SELECT so the result already has the checkpoint's names.
+ * with DATE query parameters (never spliced dates), identifiers in backticks, columns renamed in
+ * the SELECT so the result already has the output's names. For a slice, the key range as TIMESTAMP
+ * parameters; with ROW_LIMIT, the table's first N rows by time first.
  */
-export function bigQueryExtractionSql(task: Pick<ExtractTask, "dataset" | "table" | "columns" | "rowLimit" | "notNullColumn">, project: string): string {
+export function bigQueryExtractionSql(query: Pick<TableQuery, "dataset" | "table" | "columns" | "rowLimit" | "notNullColumn">, project: string, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
   const q = quoteBigQueryIdent;
-  const select = [q(KEY_COLUMN), ...task.columns.map((c) => (c.source === c.target ? q(c.source) : `${q(c.source)} AS ${q(c.target)}`))];
-  const where = [`DATE(${q(KEY_COLUMN)}) BETWEEN @date_from AND @date_to`, ...(task.notNullColumn ? [`${q(task.notNullColumn)} IS NOT NULL`] : [])];
-  const limit = task.rowLimit !== undefined ? ` LIMIT ${task.rowLimit}` : "";
-  return `SELECT ${select.join(", ")} FROM ${q(`${project}.${task.dataset}.${task.table}`)} WHERE ${where.join(" AND ")} ORDER BY ${q(KEY_COLUMN)}${limit}`;
+  const select = [q(KEY_COLUMN), ...query.columns.map((c) => (c.source === c.target ? q(c.source) : `${q(c.source)} AS ${q(c.target)}`))];
+  const where = [`DATE(${q(KEY_COLUMN)}) BETWEEN @date_from AND @date_to`, ...(query.notNullColumn ? [`${q(query.notNullColumn)} IS NOT NULL`] : [])];
+  const bounds = [...(slice?.afterKey !== undefined ? [`${q(KEY_COLUMN)} > @after_key`] : []), ...(slice?.throughKey !== undefined ? [`${q(KEY_COLUMN)} <= @through_key`] : [])];
+  const from = q(`${project}.${query.dataset}.${query.table}`);
+  if (query.rowLimit === undefined) return `SELECT ${select.join(", ")} FROM ${from} WHERE ${[...where, ...bounds].join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
+  const limited = `SELECT ${select.join(", ")} FROM ${from} WHERE ${where.join(" AND ")} ORDER BY ${q(KEY_COLUMN)} LIMIT ${query.rowLimit}`;
+  return bounds.length === 0 ? limited : `SELECT * FROM (${limited}) WHERE ${bounds.join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
 }
 
-export async function extractWithBigQuery(task: ExtractTask): Promise<{ rows: number; bytes: number; retries: number }> {
-  const gcp = task.gcp;
-  if (task.backend !== "gcp" || !gcp) {
-    throw new JobError(`extract task for ${task.dataset}.${task.table} has no BigQuery settings`, {
-      reason: "task-invalid",
-      fix: "the extract stage must pass `gcp` (project, endpoints, queryTimeoutMs) with backend \"gcp\"",
-    });
+/** Collects a read's Arrow messages and checks the schema is the one asked for. */
+class FrameSink implements ReadSink {
+  private schema: Buffer | undefined;
+  private readonly batches: Buffer[] = [];
+  private readonly label: string;
+  private readonly columns: readonly string[];
+
+  constructor(label: string, columns: readonly string[]) {
+    this.label = label;
+    this.columns = columns;
   }
-  const label = `${task.dataset}.${task.table}`;
+
+  onSchema(serializedSchema: Uint8Array): void {
+    const bytes = Buffer.from(serializedSchema);
+    const reader = RecordBatchReader.from(bytes);
+    reader.open();
+    const names = reader.schema.fields.map((f) => f.name);
+    if (names.length !== this.columns.length || names.some((n, i) => n !== this.columns[i])) {
+      throw new JobError(`${this.label}: the query result has columns ${names.slice(0, 5).join(", ")}${names.length > 5 ? ", ..." : ""} (${names.length}), expected ${this.columns.length} starting ${this.columns.slice(0, 5).join(", ")}`, {
+        reason: "bigquery-unexpected-schema",
+        fix: "column names must be unique ignoring case in BigQuery; check the table's schema",
+      });
+    }
+    const key = reader.schema.fields[0]?.type;
+    if (!(key !== undefined && DataType.isTimestamp(key) && key.unit === TimeUnit.MICROSECOND)) {
+      throw new JobError(`${this.label}.${KEY_COLUMN} arrives as ${String(key)}, expected Timestamp<MICROSECOND>`, {
+        reason: "bigquery-unexpected-schema",
+        fix: `${KEY_COLUMN} must be a BigQuery TIMESTAMP column`,
+      });
+    }
+    this.schema = bytes;
+  }
+
+  async onBatch(serializedBatch: Uint8Array, declaredRows: number): Promise<number> {
+    if (!this.schema) throw new Error("record batch before the schema");
+    const bytes = Buffer.from(serializedBatch);
+    let decoded = 0;
+    for (const batch of RecordBatchReader.from(Buffer.concat([this.schema, bytes]))) decoded += batch.numRows;
+    if (declaredRows > 0 && decoded !== declaredRows) throw new Error(`a record batch holds ${decoded} rows but its response says ${declaredRows}`);
+    this.batches.push(bytes);
+    return decoded;
+  }
+
+  frame(): pl.DataFrame {
+    if (!this.schema) throw new Error(`${this.label}: the read returned no schema`);
+    // polars reads Arrow IPC exactly: 64-bit integers and microsecond timestamps stay 64-bit.
+    return pl.readIPCStream(Buffer.concat([this.schema, ...this.batches]));
+  }
+}
+
+/** Rows of one table (a slice's key range, or the whole table for the target) through a query job and a read session. */
+export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, slice: SliceBounds | undefined): Promise<{ frame: pl.DataFrame; retries: number }> {
+  const label = `${query.dataset}.${query.table}`;
   const fullName = `${gcp.project}.${label}`;
-  const ctx: FailureContext = { action: `querying ${fullName}`, project: gcp.project, location: gcp.location, dataset: task.dataset, table: task.table };
-  const tmp = `${task.checkpointPath}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  const builder = new CheckpointBuilder({
-    label,
-    table: task.table,
-    columns: [KEY_COLUMN, ...task.columns.map((c) => c.target)],
-    rowGroupRows: CHECKPOINT_ROW_GROUP_ROWS,
-    partPrefix: tmp,
-  });
+  const ctx: FailureContext = { action: `querying ${fullName}`, project: gcp.project, location: gcp.location, dataset: query.dataset, table: query.table };
+  const sink = new FrameSink(label, [KEY_COLUMN, ...query.columns.map((c) => c.target)]);
   // Retried requests and resumed streams, reported with the result (a worker has no logger).
   let retries = 0;
   const onRetry = () => void retries++;
   try {
     const { bigquery, read } = await workerClients(gcp);
+    const params: Record<string, unknown> = { date_from: BigQuery.date(query.dateFrom), date_to: BigQuery.date(query.dateTo) };
+    if (slice?.afterKey !== undefined) params.after_key = timestampParam(slice.afterKey);
+    if (slice?.throughKey !== undefined) params.through_key = timestampParam(slice.throughKey);
     const { destination } = await runQueryJob(
       bigquery,
-      {
-        sql: bigQueryExtractionSql(task, gcp.project),
-        params: { date_from: BigQuery.date(task.dateFrom), date_to: BigQuery.date(task.dateTo) },
-        timeoutMs: gcp.queryTimeoutMs,
-        jobPrefix: `bqx_extract_${task.table}`,
-      },
+      { sql: bigQueryExtractionSql(query, gcp.project, slice), params, timeoutMs: gcp.queryTimeoutMs, jobPrefix: `bqx_extract_${query.table}` },
       { retry: gcp.retry, ctx, onRetry },
     );
-    await readTableArrow(read, destination, builder, {
+    await readTableArrow(read, destination, sink, {
       project: gcp.project,
       retry: gcp.retry,
       idleTimeoutMs: gcp.readIdleTimeoutMs,
       onRetry,
       ctx: { ...ctx, action: `reading the result of ${fullName} (${destination.datasetId}.${destination.tableId})` },
     });
-    const rows = await builder.finish(tmp, { [FINGERPRINT_KEY]: task.fingerprint, "bqx.table": label });
-    await rename(tmp, task.checkpointPath);
-    return { rows, bytes: (await stat(task.checkpointPath)).size, retries };
+    return { frame: sink.frame(), retries };
   } catch (err) {
-    await rm(tmp, { force: true });
     if (err instanceof JobError) throw err;
     throw new JobError(`extracting ${label} from BigQuery failed: ${(err as Error).message}`, { reason: "extract-failed", retryable: true, cause: err });
-  } finally {
-    await builder.discard();
   }
 }

@@ -1,18 +1,12 @@
 // The embedded default warehouse: a DuckDB database file whose schemas stand for the BigQuery
 // datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
 import { existsSync, statSync } from "node:fs";
-import { rename, rm, stat } from "node:fs/promises";
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
 import { FaultInjector, type FaultSettings } from "../bucket/faults.ts";
-import { CHECKPOINT_ROW_GROUP_ROWS, FINGERPRINT_KEY, KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
 import { withRetry } from "../gcp/retry.ts";
 import type { Logger } from "../log.ts";
-import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import type { ExtractTask, TableInfo, Warehouse } from "./port.ts";
-
-// Defined with the other data-model facts so the main thread can use them without loading DuckDB.
-export { CHECKPOINT_ROW_GROUP_ROWS, FINGERPRINT_KEY } from "../constants.ts";
+import type { TableInfo, Warehouse } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -29,11 +23,14 @@ function checkWarehouseFile(path: string): void {
   }
 }
 
-async function openReadOnly(path: string, threads: number): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection }> {
+/** Discovery reads information_schema only: one thread and a small buffer pool, never DuckDB's default of 80 % of RAM. */
+const DISCOVERY_MEMORY_LIMIT = "128MiB";
+
+async function openReadOnly(path: string): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection }> {
   checkWarehouseFile(path);
   let instance: DuckDBInstance;
   try {
-    instance = await DuckDBInstance.create(path, { access_mode: "READ_ONLY", threads: String(threads) });
+    instance = await DuckDBInstance.create(path, { access_mode: "READ_ONLY", threads: "1", memory_limit: DISCOVERY_MEMORY_LIMIT });
   } catch (err) {
     throw new JobError(`warehouse file ${path} cannot be opened as a DuckDB database (${(err as Error).message})`, {
       reason: "warehouse-unreadable",
@@ -74,7 +71,7 @@ export class DuckDBWarehouse implements Warehouse {
   }
 
   static async open(path: string, opts: DuckDBWarehouseOptions = {}): Promise<DuckDBWarehouse> {
-    const { instance, connection } = await openReadOnly(path, 2);
+    const { instance, connection } = await openReadOnly(path);
     return new DuckDBWarehouse(instance, connection, path, opts);
   }
 
@@ -149,79 +146,5 @@ export class DuckDBWarehouse implements Warehouse {
   async close(): Promise<void> {
     this.connection.closeSync();
     this.instance.closeSync();
-  }
-}
-
-/** The production query shape, in DuckDB's dialect. */
-export function extractionQuery(task: ExtractTask): string {
-  const select = [
-    quoteIdent(KEY_COLUMN),
-    ...task.columns.map((c) => (c.source === c.target ? quoteIdent(c.source) : `${quoteIdent(c.source)} AS ${quoteIdent(c.target)}`)),
-  ].join(", ");
-  const where = [
-    `${quoteIdent(KEY_COLUMN)} >= CAST(${quoteString(task.dateFrom)} AS TIMESTAMPTZ)`,
-    `${quoteIdent(KEY_COLUMN)} < CAST(${quoteString(nextDay(task.dateTo))} AS TIMESTAMPTZ)`,
-    ...(task.notNullColumn ? [`${quoteIdent(task.notNullColumn)} IS NOT NULL`] : []),
-  ].join(" AND ");
-  const limit = task.rowLimit !== undefined ? ` LIMIT ${task.rowLimit}` : "";
-  return `SELECT ${select} FROM ${quoteIdent(task.dataset)}.${quoteIdent(task.table)} WHERE ${where} ORDER BY ${quoteIdent(KEY_COLUMN)}${limit}`;
-}
-
-/**
- * Runs one table's query into a parquet checkpoint. The file is written under a temporary name
- * and renamed into place only after its key has been checked, so a checkpoint is whole or absent.
- */
-/**
- * One read-only connection per worker thread, kept across tasks: opening the database loads its
- * catalog (700 tables, 17,000 columns), which cost more than extracting a small table.
- */
-const workerConnections = new Map<string, Promise<DuckDBConnection>>();
-
-function workerConnection(path: string): Promise<DuckDBConnection> {
-  let connection = workerConnections.get(path);
-  if (!connection) {
-    connection = openReadOnly(path, 1).then(({ connection: c }) => c);
-    connection.catch(() => workerConnections.delete(path));
-    workerConnections.set(path, connection);
-  }
-  return connection;
-}
-
-export async function extractWithDuckDB(task: ExtractTask): Promise<{ rows: number; bytes: number }> {
-  const tmp = `${task.checkpointPath}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const connection = await workerConnection(task.warehouse);
-  try {
-    const kv = `{${quoteIdent(FINGERPRINT_KEY)}: ${quoteString(task.fingerprint)}, "bqx.table": ${quoteString(`${task.dataset}.${task.table}`)}}`;
-    await connection.run(
-      `COPY (${extractionQuery(task)}) TO ${quoteString(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${CHECKPOINT_ROW_GROUP_ROWS}, KV_METADATA ${kv})`,
-    );
-    const check = await connection.runAndReadAll(
-      `SELECT count(*) AS n, count(DISTINCT ${quoteIdent(KEY_COLUMN)}) AS d, count(${quoteIdent(KEY_COLUMN)}) AS nn FROM read_parquet(${quoteString(tmp)})`,
-    );
-    const row = check.getRowObjectsJS()[0] ?? {};
-    const rows = Number(row.n);
-    const distinct = Number(row.d);
-    if (Number(row.nn) !== rows) {
-      throw new JobError(`${task.dataset}.${task.table} has ${rows - Number(row.nn)} rows with a NULL ${KEY_COLUMN}`, {
-        reason: "null-key",
-        fix: `remove those rows from ${task.table}; every row needs its ${KEY_COLUMN}`,
-      });
-    }
-    if (distinct !== rows) {
-      throw new JobError(
-        `${task.dataset}.${task.table} repeats ${rows - distinct} ${KEY_COLUMN} values in the date range; a join on it would silently add rows`,
-        { reason: "duplicate-keys", fix: `deduplicate ${task.table} on ${KEY_COLUMN} in the warehouse` },
-      );
-    }
-    await rename(tmp, task.checkpointPath);
-    return { rows, bytes: (await stat(task.checkpointPath)).size };
-  } catch (err) {
-    await rm(tmp, { force: true });
-    if (err instanceof JobError) throw err;
-    throw new JobError(`extracting ${task.dataset}.${task.table} failed: ${(err as Error).message}`, {
-      reason: "extract-failed",
-      retryable: true,
-      cause: err,
-    });
   }
 }

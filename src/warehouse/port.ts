@@ -1,6 +1,6 @@
 // The warehouse port: what the stages need from BigQuery (production) or DuckDB (embedded).
-// Discovery runs in the main thread; extraction runs in pool workers, so it is described by a
-// small serialisable task that each worker executes against its own connection.
+// Discovery runs in the main thread; reads run in pool workers, so they are described by a small
+// serialisable task (src/extract/task.ts) that each worker executes against its own connection.
 
 export interface ColumnInfo {
   name: string;
@@ -25,10 +25,11 @@ export interface Warehouse {
   close(): Promise<void>;
 }
 
-/** A column read from the source table and the name it gets in the checkpoint. */
+/** A column read from the source table, the name it gets in the training file, and its warehouse type. */
 export interface ColumnMapping {
   source: string;
   target: string;
+  type: string;
 }
 
 /** Backoff for the BigQuery adapter's own retries (a plain object, so it crosses threads). */
@@ -54,36 +55,4 @@ export interface GcpTaskSettings {
   retry?: GcpRetrySettings | undefined;
   /** A ReadRows stream silent for this long is cancelled and resumed from its offset. */
   readIdleTimeoutMs?: number | undefined;
-}
-
-/** Everything a worker needs to extract one table into one checkpoint file. */
-export interface ExtractTask {
-  backend: "local" | "gcp";
-  /** DuckDB database file (local backend; ignored by the gcp backend). */
-  warehouse: string;
-  /** Required when backend is "gcp". */
-  gcp?: GcpTaskSettings | undefined;
-  dataset: string;
-  table: string;
-  columns: ColumnMapping[];
-  dateFrom: string;
-  dateTo: string;
-  rowLimit: number | undefined;
-  /** Only rows where this column is not null (the target table's row rule). */
-  notNullColumn: string | undefined;
-  checkpointPath: string;
-  /** Identifies the query; a checkpoint carrying the same fingerprint can be reused. */
-  fingerprint: string;
-  /** FAULT_RATE (testing only): this attempt's warehouse call fails transiently with that probability. */
-  fault?: { rate: number; seed: number; attempt: number } | undefined;
-}
-
-export interface ExtractResult {
-  table: string;
-  rows: number;
-  bytes: number;
-  seconds: number;
-  reused: boolean;
-  /** Requests retried and streams resumed on the way (gcp backend). */
-  retries?: number;
 }

@@ -1,9 +1,9 @@
 // The BigQuery adapter driven through the real client libraries (@google-cloud/bigquery over
 // REST, @google-cloud/bigquery-storage's BigQueryReadClient over gRPC) against local stand-ins
-// that run the SQL on DuckDB. Its checkpoints are compared, value by value, with the DuckDB
-// adapter's for the same task on the same warehouse file.
-import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+// that run the SQL on DuckDB. The rows it reads are compared, value by value and type by type,
+// with the DuckDB adapter's for the same query on the same warehouse file: both hand the aligner
+// identical frames.
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -14,14 +14,14 @@ import { Piscina } from "piscina";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery } from "../../src/discovery.ts";
 import { JobError } from "../../src/errors.ts";
-import type { WorkerFailure } from "../../src/extract/worker.ts";
+import type { ExtractResult, ExtractTask, SliceBounds, TableQuery } from "../../src/extract/task.ts";
 import { STANDIN_ACCESS_TOKEN, authClientForEndpoint } from "../../src/gcp/auth.ts";
-import { readFooterSummary } from "../../src/parquet/footer.ts";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { BigQueryWarehouse, closeWorkerClients } from "../../src/warehouse/bigquery.ts";
-import { extractWithBigQuery } from "../../src/warehouse/bigquery-extract.ts";
-import { CHECKPOINT_ROW_GROUP_ROWS, DuckDBWarehouse, FINGERPRINT_KEY, extractWithDuckDB } from "../../src/warehouse/duckdb.ts";
-import type { ColumnMapping, ExtractResult, ExtractTask, GcpTaskSettings, TableInfo } from "../../src/warehouse/port.ts";
+import { readBigQueryRows } from "../../src/warehouse/bigquery-extract.ts";
+import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
+import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
+import type { ColumnMapping, GcpTaskSettings, TableInfo } from "../../src/warehouse/port.ts";
 import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 
 const PAIR = "eurusd";
@@ -101,40 +101,42 @@ function settings(s: StandIns, extra: Partial<GcpTaskSettings> = {}): GcpTaskSet
   return { project: s.project, bigqueryEndpoint: s.bigqueryEndpoint, storageReadEndpoint: s.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY, ...extra };
 }
 
-function task(s: StandIns, warehouse: string, dataset: string, table: string, columns: ColumnMapping[], extra: Partial<ExtractTask> = {}): ExtractTask {
-  return {
-    backend: "gcp",
-    warehouse,
-    gcp: settings(s),
-    dataset,
-    table,
-    columns,
-    dateFrom: "2020-01-01",
-    dateTo: "2024-12-31",
-    rowLimit: undefined,
-    notNullColumn: undefined,
-    checkpointPath: path.join(dir, `${dataset}.${table}.${Math.random().toString(36).slice(2)}.parquet`),
-    fingerprint: `fp-${dataset}-${table}`,
-    ...extra,
-  };
+interface Read {
+  settings: GcpTaskSettings;
+  warehouse: string;
+  query: TableQuery;
+  /** A slice's key range; the target's whole ordered table when absent. */
+  slice?: SliceBounds;
 }
 
-function plannedTask(table: string, extra: Partial<ExtractTask> = {}): ExtractTask {
-  const planned = table === discovery.target.table ? discovery.target : discovery.features.find((t) => t.table === table);
-  if (!planned) throw new Error(`${table} is not planned`);
-  const notNull = planned.role === "target" ? { notNullColumn: TARGET_NOT_NULL_COLUMN } : {};
-  return task(standIns, sample, planned.dataset, planned.table, planned.columns, { ...notNull, ...extra });
+function read(s: StandIns, warehouse: string, query: TableQuery, extra: Partial<Read> = {}): Read {
+  return { settings: settings(s), warehouse, query, ...extra };
 }
 
-function labTask(table: string, columns: string[], extra: Partial<ExtractTask> = {}): ExtractTask {
-  return task(labStandIns, lab, LAB, table, columns.map((c) => ({ source: c, target: `${table}_${c}` })), { gcp: settings(labStandIns), ...extra });
+function tableQuery(dataset: string, table: string, columns: ColumnMapping[], extra: Partial<TableQuery> = {}): TableQuery {
+  return { dataset, table, columns, dateFrom: "2020-01-01", dateTo: "2024-12-31", rowLimit: undefined, notNullColumn: undefined, ...extra };
 }
 
-/** The DuckDB adapter's checkpoint for the same task, next to it. */
-async function duckCheckpoint(t: ExtractTask): Promise<{ path: string; rows: number }> {
-  const local = { ...t, backend: "local" as const, gcp: undefined, checkpointPath: t.checkpointPath.replace(/\.parquet$/, ".duckdb.parquet") };
-  const { rows } = await extractWithDuckDB(local);
-  return { path: local.checkpointPath, rows };
+/** The whole date range as one slice (no bounds): every row of the table, in any order. */
+const WHOLE: SliceBounds = { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: 0, afterKey: undefined, throughKey: undefined };
+
+function planned(table: string, extra: Partial<TableQuery> = {}, read_: Partial<Read> = {}): Read {
+  const p = table === discovery.target.table ? discovery.target : discovery.features.find((t) => t.table === table);
+  if (!p) throw new Error(`${table} is not planned`);
+  const notNull = p.role === "target" ? { notNullColumn: TARGET_NOT_NULL_COLUMN } : {};
+  return read(standIns, sample, tableQuery(p.dataset, p.table, p.columns, { ...notNull, ...extra }), { ...(p.role === "target" ? {} : { slice: WHOLE }), ...read_ });
+}
+
+function labRead(table: string, columns: Array<[string, string]>, extra: Partial<TableQuery> = {}, read_: Partial<Read> = {}): Read {
+  return read(labStandIns, lab, tableQuery(LAB, table, columns.map(([c, type]) => ({ source: c, target: `${table}_${c}`, type })), extra), { settings: settings(labStandIns), slice: WHOLE, ...read_ });
+}
+
+/** Both backends' rows for the read, sorted by key (a slice's rows come in no particular order). */
+async function bothBackends(r: Read): Promise<{ bq: pl.DataFrame; duck: pl.DataFrame; retries: number }> {
+  const got = await readBigQueryRows(r.settings, r.query, r.slice);
+  const connection = await workerConnection(r.warehouse, { memoryLimitBytes: 256 * 1024 ** 2, threads: 1 });
+  const duck = r.slice ? await readSlice(connection, r.query, r.slice) : await readOrderedTable(connection, r.query);
+  return { bq: got.frame.sort("interval_time"), duck: duck.sort("interval_time"), retries: got.retries };
 }
 
 /** Column values that compare exactly (64-bit integers and timestamps as decimal strings). */
@@ -145,22 +147,11 @@ function exactValues(df: pl.DataFrame, name: string): unknown[] {
   return s.toArray();
 }
 
-async function expectSameCheckpoint(got: string, expected: string): Promise<void> {
-  const [a, b] = [pl.readParquet(got), pl.readParquet(expected)];
+function expectSameFrames(a: pl.DataFrame, b: pl.DataFrame): void {
   expect(a.columns).toEqual(b.columns);
   expect(a.dtypes.map(String)).toEqual(b.dtypes.map(String));
   expect(a.height).toBe(b.height);
   for (const name of b.columns) expect(exactValues(a, name), name).toEqual(exactValues(b, name));
-  const [fa, fb] = [await readFooterSummary(got), await readFooterSummary(expected)];
-  expect(fa.numRows).toBe(fb.numRows);
-  expect(fa.keyValueMetadata[FINGERPRINT_KEY]).toBe(fb.keyValueMetadata[FINGERPRINT_KEY]);
-  expect(fa.keyValueMetadata["bqx.table"]).toBe(fb.keyValueMetadata["bqx.table"]);
-  expect([...fa.nullCounts]).toEqual([...fb.nullCounts]);
-  expect(fa.rowGroups.every((g) => g.numRows <= CHECKPOINT_ROW_GROUP_ROWS)).toBe(true);
-}
-
-async function leftovers(): Promise<string[]> {
-  return (await readdir(dir)).filter((n) => n.includes(".tmp-"));
 }
 
 async function rejection(p: Promise<unknown>): Promise<JobError> {
@@ -243,28 +234,35 @@ describe("BigQueryWarehouse discovery", () => {
   });
 });
 
-describe("extractWithBigQuery", () => {
-  it("writes a feature table's checkpoint equal to the DuckDB adapter's (renamed columns, nulls, fingerprint)", async () => {
-    const t = plannedTask(`corr_bqx_${PAIR}_spy`);
-    expect(t.columns.some((c) => c.source !== c.target)).toBe(true);
-    const got = await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    expect(got.rows).toBe(expected.rows);
-    expect(got.rows).toBeGreaterThan(250);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
-    const footer = await readFooterSummary(t.checkpointPath);
-    expect(footer.keyValueMetadata[FINGERPRINT_KEY]).toBe(t.fingerprint);
-    expect([...footer.nullCounts.values()].some((n) => (n ?? 0) > 0)).toBe(true);
-    expect(await leftovers()).toEqual([]);
+describe("readBigQueryRows", () => {
+  it("reads a feature table's rows exactly as the DuckDB adapter does (renamed columns, types, nulls)", async () => {
+    const r = planned(`corr_bqx_${PAIR}_spy`);
+    expect(r.query.columns.some((c) => c.source !== c.target)).toBe(true);
+    const { bq, duck } = await bothBackends(r);
+    expect(bq.height).toBeGreaterThan(250);
+    expectSameFrames(bq, duck);
+    expect(bq.getColumn("interval_time").dtype.toString()).toBe(pl.Datetime("us", "UTC").toString());
+    expect(bq.columns.slice(1).some((c) => bq.getColumn(c).nullCount() > 0)).toBe(true);
   });
 
-  it("writes the target table's checkpoint equal to the DuckDB adapter's (not-null rule, row limit, date range)", async () => {
-    const t = plannedTask(discovery.target.table, { rowLimit: 250, dateFrom: "2020-01-01", dateTo: "2020-01-01" });
-    const got = await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    expect(got.rows).toBe(expected.rows);
-    expect(got.rows).toBe(250);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
+  it("reads the target table's rows as the DuckDB adapter does (not-null rule, row limit, date range)", async () => {
+    const r = planned(discovery.target.table, { rowLimit: 250, dateFrom: "2020-01-01", dateTo: "2020-01-01" });
+    const { bq, duck } = await bothBackends(r);
+    expect(bq.height).toBe(250);
+    expect(bq.getColumn(TARGET_NOT_NULL_COLUMN).nullCount()).toBe(0);
+    expectSameFrames(bq, duck);
+  });
+
+  it("reads one slice's key range, bounds exact to the microsecond, as the DuckDB adapter does", async () => {
+    // Keys carry sub-millisecond parts; the slice is (key 40, key 120].
+    const after = BASE_US + 40n * 60_000_000n + 40n;
+    const through = BASE_US + 120n * 60_000_000n + 120n;
+    const slice: SliceBounds = { firstRowGroup: 1, endRowGroup: 2, firstRow: 41, endRow: 121, afterKey: after, throughKey: through };
+    const { bq, duck } = await bothBackends(labRead("many_rows", [["x", "DOUBLE"], ["n", "BIGINT"]], {}, { slice }));
+    expect(bq.height).toBe(80);
+    expect(exactValues(bq, "interval_time")[0]).toBe((BASE_US + 41n * 60_000_000n + 41n).toString());
+    expect(exactValues(bq, "interval_time")[79]).toBe(through.toString());
+    expectSameFrames(bq, duck);
   });
 
   it("survives 429/503s, a job that fails with backendError, an unavailable CreateReadSession and dropped ReadRows streams", async () => {
@@ -277,13 +275,10 @@ describe("extractWithBigQuery", () => {
     standIns.faults.grpcErrors.push({ method: "CreateReadSession", code: 14, count: 1 });
     standIns.faults.readRowsDrops.push({ afterBatches: 1, mode: "unavailable", count: 1 }, { afterBatches: 1, mode: "internal", count: 1 }, { afterBatches: 1, mode: "disconnect", count: 1 });
     const first = standIns.requests.length;
-    const t = plannedTask(`mom_${PAIR}`);
-    const got = await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    expect(got.rows).toBe(expected.rows);
+    const { bq, duck, retries } = await bothBackends(planned(`mom_${PAIR}`));
     // insert, two polls, the re-run job, the session, three resumed streams (a poll may add one)
-    expect(got.retries).toBeGreaterThanOrEqual(7);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
+    expect(retries).toBeGreaterThanOrEqual(7);
+    expectSameFrames(bq, duck);
 
     const log = standIns.requests.slice(first);
     const statuses = (method: string) => log.filter((r) => r.method === method).map((r) => r.status);
@@ -293,7 +288,7 @@ describe("extractWithBigQuery", () => {
     const reads = log.filter((r) => r.method === "ReadRows");
     expect(reads.map((r) => r.status)).toEqual(["UNAVAILABLE", "INTERNAL", "DISCONNECTED", "OK"]);
     // A cut connection may lose the batch written just before it, so the last resume starts at
-    // 128 or 192; the equal checkpoint above shows no row was lost or read twice either way.
+    // 128 or 192; the equal frames above show no row was lost or read twice either way.
     expect(reads.slice(0, 3).map((r) => r.offset)).toEqual([0, 64, 128]);
     expect([128, 192]).toContain(reads[3]?.offset);
   });
@@ -301,9 +296,8 @@ describe("extractWithBigQuery", () => {
   it("resumes a ReadRows stream that goes silent for readIdleTimeoutMs", async () => {
     standIns.faults.readRowsDrops.push({ afterBatches: 2, mode: "stall", count: 1 });
     const first = standIns.requests.length;
-    const t = plannedTask(`vol_${PAIR}`, { gcp: settings(standIns, { readIdleTimeoutMs: 300 }) });
-    await extractWithBigQuery(t);
-    await expectSameCheckpoint(t.checkpointPath, (await duckCheckpoint(t)).path);
+    const { bq, duck } = await bothBackends(planned(`vol_${PAIR}`, {}, { settings: settings(standIns, { readIdleTimeoutMs: 300 }) }));
+    expectSameFrames(bq, duck);
     const reads = standIns.requests.slice(first).filter((r) => r.method === "ReadRows");
     expect(reads.map((r) => [r.status, r.offset])).toEqual([["STALLED", 0], ["OK", 128]]);
   });
@@ -311,9 +305,8 @@ describe("extractWithBigQuery", () => {
   it("survives a seeded 30% rate of 429/503 answers on every REST call", async () => {
     labStandIns.faults.restErrorRate = 0.3;
     const first = labStandIns.requests.length;
-    const t = labTask("big_ints", ["big", "f", "note"]);
-    await extractWithBigQuery(t);
-    await expectSameCheckpoint(t.checkpointPath, (await duckCheckpoint(t)).path);
+    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]]));
+    expectSameFrames(bq, duck);
     const statuses = labStandIns.requests.slice(first).filter((r) => r.api === "bigquery").map((r) => r.status);
     expect(statuses.filter((s) => s === 429 || s === 503).length).toBeGreaterThan(0);
   });
@@ -321,42 +314,42 @@ describe("extractWithBigQuery", () => {
   it("fails a table in a dataset it may not read without retrying, naming the role", async () => {
     standIns.faults.accessDeniedDatasets.add(F);
     const first = standIns.requests.length;
-    const err = await rejection(extractWithBigQuery(plannedTask(`agg_${PAIR}`)));
+    const r = planned(`agg_${PAIR}`);
+    const err = await rejection(readBigQueryRows(r.settings, r.query, r.slice));
     expect(err.reason).toBe("bigquery-access-denied");
     expect(err.retryable).toBe(false);
     expect(err.fix).toContain(`roles/bigquery.dataViewer on dataset ${standIns.project}:${F}`);
-    expect(standIns.requests.slice(first).map((r) => r.method)).toEqual(["jobs.insert"]);
+    expect(standIns.requests.slice(first).map((q) => q.method)).toEqual(["jobs.insert"]);
   });
 
   it("fails without retrying when the read session is refused, naming roles/bigquery.readSessionUser", async () => {
     standIns.faults.readSessionDenied = true;
     const first = standIns.requests.length;
-    const err = await rejection(extractWithBigQuery(plannedTask(`agg_${PAIR}`)));
+    const r = planned(`agg_${PAIR}`);
+    const err = await rejection(readBigQueryRows(r.settings, r.query, r.slice));
     expect(err.reason).toBe("bigquery-access-denied");
     expect(err.fix).toContain(`roles/bigquery.readSessionUser on project ${standIns.project}`);
-    expect(standIns.requests.slice(first).filter((r) => r.method === "CreateReadSession")).toHaveLength(1);
-    expect(await leftovers()).toEqual([]);
+    expect(standIns.requests.slice(first).filter((q) => q.method === "CreateReadSession")).toHaveLength(1);
   });
 
   it("fails a missing table without retrying, naming the table and the dataset split", async () => {
     standIns.faults.missingTables.add(`${F}.agg_${PAIR}`);
     const first = standIns.requests.length;
-    const t = plannedTask(`agg_${PAIR}`);
-    const err = await rejection(extractWithBigQuery(t));
+    const r = planned(`agg_${PAIR}`);
+    const err = await rejection(readBigQueryRows(r.settings, r.query, r.slice));
     expect(err.reason).toBe("bigquery-not-found");
     expect(err.retryable).toBe(false);
     expect(err.message).toContain(`${F}.agg_${PAIR}`);
     expect(err.fix).toContain("TARGETS_DATASET");
-    expect(standIns.requests.slice(first).map((r) => r.method)).toEqual(["jobs.insert"]);
-    expect(existsSync(t.checkpointPath)).toBe(false);
+    expect(standIns.requests.slice(first).map((q) => q.method)).toEqual(["jobs.insert"]);
   });
 
   it("fails a hung query within its timeout with a retryable error naming the table, and cancels the job", async () => {
     standIns.faults.hangingTables.add(`${F}.agg_${PAIR}`);
     const first = standIns.requests.length;
-    const t = plannedTask(`agg_${PAIR}`, { gcp: settings(standIns, { queryTimeoutMs: 1_500 }) });
+    const r = planned(`agg_${PAIR}`, {}, { settings: settings(standIns, { queryTimeoutMs: 1_500 }) });
     const started = performance.now();
-    const err = await rejection(extractWithBigQuery(t));
+    const err = await rejection(readBigQueryRows(r.settings, r.query, r.slice));
     const seconds = (performance.now() - started) / 1000;
     expect(err.reason).toBe("query-timeout");
     expect(err.retryable).toBe(true);
@@ -365,59 +358,39 @@ describe("extractWithBigQuery", () => {
     expect(err.message).toContain("was cancelled");
     expect(seconds).toBeGreaterThanOrEqual(1.4);
     expect(seconds).toBeLessThan(4);
-    expect(standIns.requests.slice(first).filter((r) => r.method === "jobs.cancel").map((r) => r.status)).toEqual([200]);
+    expect(standIns.requests.slice(first).filter((q) => q.method === "jobs.cancel").map((q) => q.status)).toEqual([200]);
   });
 });
 
-describe("extractWithBigQuery on hand-made tables", () => {
+describe("readBigQueryRows on hand-made tables", () => {
   it("keeps INT64 values above 2^53, microsecond keys, strings and nulls exact", async () => {
-    const t = labTask("big_ints", ["big", "f", "note"]);
-    const got = await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    expect(got.rows).toBe(200);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
-    const df = pl.readParquet(t.checkpointPath);
-    expect(df.getColumn("big_ints_big").dtype.equals(pl.Int64)).toBe(true);
-    const big = exactValues(df, "big_ints_big");
+    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]]));
+    expect(bq.height).toBe(200);
+    expectSameFrames(bq, duck);
+    expect(bq.getColumn("big_ints_big").dtype.equals(pl.Int64)).toBe(true);
+    const big = exactValues(bq, "big_ints_big");
     expect(big[1]).toBe((-(4611686018427387904n + 1000003n)).toString());
     expect(big[3]).toBeNull();
     expect(big[198]).toBe((4611686018427387904n + 198n * 1000003n).toString());
-    expect(exactValues(df, "interval_time")[5]).toBe((BASE_US + 5n * 60_000_000n + 5n).toString());
+    expect(exactValues(bq, "interval_time")[5]).toBe((BASE_US + 5n * 60_000_000n + 5n).toString());
   });
 
-  it("splits 25,000 rows into row groups of CHECKPOINT_ROW_GROUP_ROWS across record-batch boundaries", async () => {
-    const t = labTask("many_rows", ["x", "n"]);
-    await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
-    expect((await readFooterSummary(t.checkpointPath)).rowGroups.map((g) => g.numRows)).toEqual([10_000, 10_000, 5_000]);
+  it("reads 25,000 rows across record-batch boundaries", async () => {
+    const { bq, duck } = await bothBackends(labRead("many_rows", [["x", "DOUBLE"], ["n", "BIGINT"]]));
+    expect(bq.height).toBe(25_000);
+    expectSameFrames(bq, duck);
   });
 
-  it("writes an empty checkpoint with the full schema when the date range holds no rows", async () => {
-    const t = labTask("big_ints", ["big", "f", "note"], { dateFrom: "2031-01-01", dateTo: "2031-12-31" });
-    const got = await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    expect(got.rows).toBe(0);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
-  });
-
-  it("fails a table with duplicate keys like the DuckDB adapter, leaving no file behind", async () => {
-    const t = labTask("dup_keys", ["x"]);
-    const err = await rejection(extractWithBigQuery(t));
-    const duckErr = await rejection(duckCheckpoint(t));
-    expect(err.reason).toBe("duplicate-keys");
-    expect(duckErr.reason).toBe("duplicate-keys");
-    expect(err.message).toContain("repeats 2 interval_time values");
-    expect(existsSync(t.checkpointPath)).toBe(false);
-    expect(await leftovers()).toEqual([]);
+  it("returns an empty frame with the full schema when the date range holds no rows", async () => {
+    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]], { dateFrom: "2031-01-01", dateTo: "2031-12-31" }));
+    expect(bq.height).toBe(0);
+    expectSameFrames(bq, duck);
   });
 
   it("drops rows with a NULL key like the DuckDB adapter (no date range holds them)", async () => {
-    const t = labTask("null_keys", ["x"]);
-    const got = await extractWithBigQuery(t);
-    const expected = await duckCheckpoint(t);
-    expect(got.rows).toBe(98);
-    await expectSameCheckpoint(t.checkpointPath, expected.path);
+    const { bq, duck } = await bothBackends(labRead("null_keys", [["x", "DOUBLE"]]));
+    expect(bq.height).toBe(98);
+    expectSameFrames(bq, duck);
   });
 
   it("answers the client's query() fast path with BigQuery's JSON encoding (INT64 strings, int64 timestamps)", async () => {
@@ -436,23 +409,45 @@ describe("extractWithBigQuery on hand-made tables", () => {
 });
 
 describe("the worker's gcp path on a piscina pool", () => {
-  it("runs several tables at once on one thread while their queries wait", async () => {
+  it("runs several tables at once on one thread while their queries wait, and refuses duplicate keys as the DuckDB path does", async () => {
     labStandIns.faults.latencyMs = 3_000;
-    const pool = new Piscina<ExtractTask, ExtractResult | WorkerFailure>({
+    const pool = new Piscina<ExtractTask, ExtractResult>({
       filename: new URL("../../src/extract/worker.ts", import.meta.url).href,
       maxThreads: 1,
       minThreads: 1,
       concurrentTasksPerWorker: 4,
     });
     try {
-      const columns: Record<string, string[]> = { big_ints: ["big"], many_rows: ["x"], dup_keys: ["x"] };
-      const tasks = ["big_ints", "many_rows", "dup_keys", "big_ints"].map((table) => labTask(table, columns[table] ?? []));
+      const keys = new BigInt64Array(new SharedArrayBuffer(8 * 200));
+      for (let i = 0; i < 200; i++) keys[i] = BASE_US + BigInt(i) * 60_000_000n + BigInt(i % 997);
+      const columns: Record<string, Array<[string, string]>> = { big_ints: [["big", "BIGINT"]], many_rows: [["x", "DOUBLE"]], dup_keys: [["x", "DOUBLE"]] };
+      const task = (table: string, backend: "gcp" | "local", n: number): ExtractTask => ({
+        kind: "part",
+        source: backend === "gcp" ? { backend, gcp: settings(labStandIns) } : { backend, warehouse: lab, duckdb: { memoryLimitBytes: 256 * 1024 ** 2, threads: 1 } },
+        query: labRead(table, columns[table] ?? []).query,
+        keys,
+        slice: { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: 200, afterKey: undefined, throughKey: undefined },
+        writing: { rowsPerGroup: 100, minMax: false },
+        fingerprint: `${table}-${n}`,
+        outPath: path.join(dir, `${table}-${backend}-${n}.parquet`),
+      });
       const started = performance.now();
-      const results = await Promise.all(tasks.map((t) => pool.run(t)));
+      const results = await Promise.all(["big_ints", "many_rows", "dup_keys", "big_ints"].map((t, n) => pool.run(task(t, "gcp", n))));
       const seconds = (performance.now() - started) / 1000;
       // Four queries of 3 s each on one thread: together well under the 12 s they take in a row.
       expect(seconds).toBeLessThan(8);
-      expect(results.map((r) => ("failed" in r ? r.reason : r.rows))).toEqual([200, 25_000, "duplicate-keys", 200]);
+      const summary = (r: ExtractResult) => ("failed" in r ? r.reason : r.kind === "part" ? [r.sourceRows, r.part.rows, r.part.rowGroups] : r.kind);
+      expect(results.map(summary)).toEqual([[200, 200, 2], [25_000, 200, 2], "duplicate-keys", [200, 200, 2]]);
+      const duck = await pool.run(task("dup_keys", "local", 9));
+      expect("failed" in duck && duck.reason).toBe("duplicate-keys");
+      expect("failed" in duck && duck.message).toContain("repeats 2 interval_time values");
+      const dupGcp = results[2]!;
+      expect("failed" in dupGcp && dupGcp.message).toContain("repeats 2 interval_time values");
+      // Parts of one table written from either backend's rows are the same bytes.
+      const local = await pool.run(task("big_ints", "local", 10));
+      expect("failed" in local).toBe(false);
+      const { readFile } = await import("node:fs/promises");
+      expect((await readFile(path.join(dir, "big_ints-local-10.parquet"))).equals(await readFile(path.join(dir, "big_ints-gcp-0.parquet")))).toBe(true);
     } finally {
       await pool.destroy();
     }

@@ -53,7 +53,7 @@ describe("the runtime image (Dockerfile.cloudrun's runtime stage, replayed)", ()
 
   it("holds the production dependencies and none of the development ones, within the size budget", async () => {
     const size = await installSize(path.join(image.workdir, "node_modules"));
-    for (const name of ["@duckdb/node-api", "nodejs-polars", "nodejs-polars-linux-x64-gnu", "@google-cloud/storage", "@google-cloud/bigquery-storage", "pino", "piscina", "hyparquet"]) {
+    for (const name of ["@duckdb/node-api", "nodejs-polars", "nodejs-polars-linux-x64-gnu", "@google-cloud/storage", "@google-cloud/bigquery-storage", "pino", "piscina", "apache-arrow"]) {
       expect(size.names, name).toContain(name);
     }
     for (const name of ["typescript", "vitest", "node"]) expect(size.names, name).not.toContain(name);

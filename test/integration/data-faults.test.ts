@@ -40,7 +40,8 @@ async function runOnBroken(name: string, sql: string[]) {
   const bucket = path.join(dir, name, "bucket");
   const run = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: bucket, WORK_DIR: path.join(dir, name, "work"), MAX_WORKERS: "2", ...TINY_VALIDATION_ENV });
   const failure = run.lines.filter((l) => l.severity === "ERROR").map((l) => String(l.message)).join("\n");
-  return { run, failure, uploaded: await readdir(bucket).catch(() => []) };
+  // Parts of the good tables may be staged (kept for the next attempt); nothing is published.
+  return { run, failure, uploaded: (await readdir(bucket).catch(() => [] as string[])).filter((n) => n.startsWith("training_")) };
 }
 
 const cases: ReadonlyArray<[string, string[], RegExp, RegExp]> = [

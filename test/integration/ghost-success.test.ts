@@ -59,10 +59,11 @@ describe("a previous good output survives a later run that cannot produce a vali
     // A different (still valid) file, and a byte flipped in the bucket's copy of it (FAULT_CORRUPT_UPLOADS).
     const bad = await runJob(env("corrupt-b", { OUTPUT_URI: bucket, ROW_LIMIT: "30", FAULT_CORRUPT_UPLOADS: "true" }));
     expect(bad.code, bad.stdout.slice(-2000)).toBe(1);
-    expect(bad.stdout).toMatch(/stage upload failed: checksum mismatch after copying .*training_eurusd\.parquet/);
+    // The first copy it makes is a part's, staged while extracting: refused there, never published.
+    expect(bad.stdout).toMatch(/stage extract failed: .*checksum mismatch after copying .*\.parquet to .*_staging\/eurusd\/parts\//);
     expect(bad.lines.some((l) => String(l.message).startsWith("done:"))).toBe(false);
     expect(sha256(await readFile(path.join(bucket, TRAINING)))).toBe(sha256(before));
-    expect((await readdir(bucket)).filter((n) => n.includes(".uploading-"))).toEqual([]);
+    expect((await readdir(bucket, { recursive: true })).filter((n) => n.includes(".uploading-"))).toEqual([]);
   }, 60_000);
 
   it("exits 1 and keeps the previous object's generation and bytes when every upload arrives corrupted", async () => {
@@ -81,7 +82,7 @@ describe("a previous good output survives a later run that cannot produce a vali
       const corrupted = await job.done;
       expect(corrupted.code, corrupted.stdout.slice(-2000)).toBe(1);
       const failure = corrupted.lines.filter((l) => l.severity === "ERROR").map((l) => String(l.message)).join("\n");
-      expect(failure).toMatch(/stage upload failed: .*(CRC32C|checksum)/i);
+      expect(failure).toMatch(/stage extract failed: .*(CRC32C|checksum)/i);
       expect(corrupted.lines.some((l) => String(l.message).startsWith("done:"))).toBe(false);
     } finally {
       gcs.faults.reset();

@@ -1,22 +1,22 @@
 // The whole job with BACKEND=gcp, as a child process, against the BigQuery (REST + Storage Read)
 // and Cloud Storage stand-ins running in this process over a small sample warehouse. Its training
-// file must be identical to what the embedded backend builds from the same warehouse, clean or
-// under transient faults; checkpoints staged in CHECKPOINT_URI must let a fresh container resume.
+// file, composed in the bucket, must be identical to what the embedded backend builds from the same
+// warehouse, clean or under transient faults, with the CRC32C predicted from its parts; the parts
+// staged in the output's bucket must let a fresh container resume, also after a SIGKILL during the
+// compose or between compose and publish.
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pl from "nodejs-polars";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { GcsBucket } from "../../src/bucket/gcs.ts";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { sampleTables } from "../../src/sample/spec.ts";
-import { schemaSha256 } from "../../src/schema-hash.ts";
+import { schemaSha256 } from "../../src/parquet/index.ts";
 import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
-import { namesIn, points, startJob, waitFor } from "../support/job-process.ts";
+import { startJob, waitFor } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
-import { readFooterSummary } from "../../src/parquet/footer.ts";
 
 const PAIR = "eurusd";
 const ROWS = 300;
@@ -24,7 +24,6 @@ const ROWS = 300;
 const FEATURES = 40;
 const F = "bqx_ml_v3_features_v2";
 const OUTPUT = "bqx-test-output";
-const STAGING = "bqx-test-staging";
 const TRAINING = `training_${PAIR}.parquet`;
 
 let dir: string;
@@ -78,8 +77,15 @@ async function expectSameContentAsLocal(file: string): Promise<void> {
   expect(await sha256(file)).toBe(await sha256(reference));
 }
 
-function stagingBucket(name: string): GcsBucket {
-  return new GcsBucket(`gs://${STAGING}/${name}`, { apiEndpoint: gcs.endpoint });
+/** Fingerprints of the parts staged whole (both objects) under a run's output prefix. */
+function stagedParts(name: string): string[] {
+  const names = gcs.listObjects(OUTPUT, `${name}/_staging/${PAIR}/parts/`);
+  return names.filter((n) => n.endsWith(".chunks") && names.includes(n.replace(/\.chunks$/, ".footer"))).map((n) => n.slice(n.lastIndexOf("/") + 1, -".chunks".length));
+}
+
+/** Parts the run extracted itself (LOG_LEVEL=debug logs one line per part). */
+function extractedParts(run: JobRun): string[] {
+  return run.lines.filter((l) => /^extracted \S+ row groups \d+-\d+ as part /.test(String(l.message))).map((l) => String(l.part));
 }
 
 beforeAll(async () => {
@@ -95,7 +101,7 @@ beforeAll(async () => {
   await buildSampleWarehouse({ path: warehouse, pair: PAIR, rows: ROWS, only: (t) => t.dataset === "targets" ? t.name === `targets_${PAIR}` : kept.has(t.name) || !t.hasIntervalTime });
   // Small Arrow batches, so a ReadRows stream carries several and can be dropped midway.
   bq = await startBigQueryStandIns({ warehouse, batchRows: 100, seed: 11 });
-  gcs = await startGcsStandIn({ buckets: [OUTPUT, STAGING] });
+  gcs = await startGcsStandIn({ buckets: [OUTPUT] });
   const local = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, "local", "bucket"), WORK_DIR: path.join(dir, "local", "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2" });
   expect(local.code, local.stdout.slice(-2000)).toBe(0);
   reference = path.join(dir, "local", "bucket", TRAINING);
@@ -115,43 +121,44 @@ afterAll(async () => {
 });
 
 describe("the five-stage pipeline with BACKEND=gcp", () => {
-  it("exits 0 with a training file identical to the local backend's, described by its object metadata", async () => {
+  it("exits 0 with a composite training object identical to the local backend's file, its CRC32C as predicted, described by its metadata", async () => {
     const run = await runJob(gcpEnv("clean"));
     expect(run.stderr).toBe("");
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
 
-    expect(messages(run)[0]).toMatch(new RegExp(`^building training_eurusd\\.parquet with BACKEND=gcp: BigQuery project ${bq.project} in US at http://127\\.0\\.0\\.1:\\d+; output gs://${OUTPUT}/clean; checkpoints kept in the work dir only`));
-    expect(messages(run)).toContain("extraction pool: 2 workers (from MAX_WORKERS) x 16 tables each = 32 tables in flight (from EXTRACT_CONCURRENCY=32, default 32 for BACKEND=gcp)");
-    expect(messages(run)).toContainEqual(expect.stringMatching(new RegExp(`^extracted ${FEATURES + 1}/${FEATURES + 1} `)));
+    expect(messages(run)[0]).toMatch(new RegExp(`^building training_eurusd\\.parquet with BACKEND=gcp: BigQuery project ${bq.project} in US at http://127\\.0\\.0\\.1:\\d+; output gs://${OUTPUT}/clean \\(parts staged under its _staging/ prefix`));
+    expect(messages(run)).toContainEqual(expect.stringMatching(/^extraction pool: 2 workers \(from MAX_WORKERS\) x 16 tables each, within MEMORY_BUDGET /));
+    expect(messages(run)).toContainEqual(expect.stringMatching(new RegExp(`^extracted ${FEATURES}/${FEATURES} `)));
 
     const obj = await trainingObject("clean");
     await expectSameContentAsLocal(obj.file);
+    // Composed in the bucket: head, 41 parts and the footer, 43 sources in a tree of 32-source calls.
+    expect(obj.componentCount).toBe(FEATURES + 1 + 2);
+    expect(obj.md5Hash ?? "").toBe("");
+    const upload = run.lines.find((l) => l.stage === "upload" && l.composeCalls !== undefined)!;
+    expect(upload.composeCalls).toBe(3);
     const manifest = JSON.parse((await gcs.readObject(OUTPUT, `clean/training_${PAIR}.manifest.json`)).toString("utf8"));
-    expect(obj.metadata).toEqual({
-      pair: PAIR,
-      rows: String(manifest.rows),
-      columns: String(manifest.columns),
-      schema_sha256: await schemaSha256(reference),
-      sha256: await sha256(reference),
-    });
-    expect(manifest.file.generation).toBe(obj.generation);
-    expect(manifest.config).toMatchObject({ BACKEND: "gcp", GCP_PROJECT: bq.project, OUTPUT_URI: `gs://${OUTPUT}/clean` });
+    expect(manifest.file).toMatchObject({ crc32c: obj.crc32c, bytes: obj.size, generation: obj.generation, componentCount: FEATURES + 3 });
+    expect(run.lines.find((l) => /^composed .* match the prediction from the parts$/.test(String(l.message)))?.crc32c).toBe(obj.crc32c);
+    expect(obj.metadata).toEqual({ pair: PAIR, rows: String(manifest.rows), columns: String(manifest.columns), schema_sha256: await schemaSha256(reference) });
+    expect(manifest.run.config).toMatchObject({ BACKEND: "gcp", GCP_PROJECT: bq.project, OUTPUT_URI: `gs://${OUTPUT}/clean` });
+    // Nothing staged is left: the parts, the head and footer, the intermediate composites.
+    expect(gcs.listObjects(OUTPUT, "clean/_staging/")).toEqual([]);
   }, 90_000);
 
   it("exits 0 with identical content through 20% transient BigQuery and Cloud Storage faults and a dropped ReadRows stream", async () => {
     bq.faults.restErrorRate = 0.2;
     bq.faults.readRowsDrops.push({ afterBatches: 1, mode: "unavailable", count: 1 });
     // Not on deletes and simple (probe) uploads: the library never retries those and the adapter
-    // tries them 3 times, so at 20% one call in 125 fails for real, and the cleanup's 41 deletes
-    // would make this test fail one run in four.
-    gcs.faults.configure({ failRate: 0.2, failStatus: 503, seed: 5, failKinds: ["bucket", "list", "metadata", "media", "upload-start", "upload-chunk", "upload-status"] });
-    // And certainly some on the way the training file goes up, whatever the draws.
+    // tries them 3 times, so at 20% one call in 125 fails for real, and the cleanup's deletes
+    // would make this test fail now and then.
+    gcs.faults.configure({ failRate: 0.2, failStatus: 503, seed: 5, failKinds: ["bucket", "list", "metadata", "media", "upload-start", "upload-chunk", "upload-status", "compose"] });
+    // And certainly some on the way the parts and the file go up, whatever the draws.
     gcs.faults.failNext(1, 503, ["upload-start"]);
     gcs.faults.failNext(1, 429, ["upload-chunk"]);
+    gcs.faults.failNext(1, 503, ["compose"]);
     const bqBefore = bq.requests.length;
     const gcsBefore = gcs.requests.length;
-    // Without CHECKPOINT_URI: staging under faults is correct but slow here (the storage library
-    // backs off at least a second per retry), and put() is the same call as the final upload's.
     const run = await runJob(gcpEnv("faults"));
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
 
@@ -159,55 +166,86 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(rest.filter((r) => r.status === 429 || r.status === 503).length).toBeGreaterThan(rest.length * 0.1);
     const resumed = bq.requests.slice(bqBefore).filter((r) => r.method === "ReadRows" && (r.offset ?? 0) > 0);
     expect(resumed.length).toBe(1);
-    expect(gcs.requests.slice(gcsBefore).filter((r) => r.injected).length).toBeGreaterThanOrEqual(2);
-    // The tables that met a fault say so, with how many requests were retried.
-    expect(run.lines.filter((l) => typeof l.retries === "number" && /^extracted \w+ after \d+ retried/.test(String(l.message))).length).toBeGreaterThan(0);
-
+    const injected = gcs.requests.slice(gcsBefore).filter((r) => r.injected);
+    expect(injected.length).toBeGreaterThanOrEqual(3);
+    expect(injected.some((r) => r.kind === "compose")).toBe(true);
     await expectSameContentAsLocal((await trainingObject("faults")).file);
-  }, 120_000);
+  }, 180_000);
 
-  it("stages checkpoints in CHECKPOINT_URI so a run in a fresh container restores them instead of querying, then removes them", async () => {
-    const env = (work: string, extra: Record<string, string> = {}) => gcpEnv("resume", { CHECKPOINT_URI: `gs://${STAGING}/resume`, WORK_DIR: path.join(dir, work), ...extra });
-    // A run that fails after extraction (validation refuses the file): nothing is uploaded, the checkpoints stay staged.
+  it("stages parts in the output's bucket so a run in a fresh container reuses them, extracts a damaged one again alone, then removes them all", async () => {
+    const env = (work: string, extra: Record<string, string> = {}) => gcpEnv("resume", { WORK_DIR: path.join(dir, work), LOG_LEVEL: "debug", ...extra });
+    // A run that fails after extraction (validation refuses the file): nothing is published, the parts stay staged.
     const failed = await runJob(env("work-a", { MIN_ROWS: "1000000" }));
     expect(failed.code).toBe(1);
     expect(failed.stdout).toMatch(/rows: \d+ < MIN_ROWS 1000000/);
     expect(gcs.getObject(OUTPUT, `resume/${TRAINING}`)).toBeUndefined();
-    const staged = stagingBucket("resume");
-    const names = await staged.list();
-    expect(names).toHaveLength(FEATURES + 1);
-    expect(names.every((n) => n.startsWith(`${PAIR}/checkpoints/`) && n.endsWith(".parquet"))).toBe(true);
-    const info = await staged.stat(names[0]!);
-    expect(info?.metadata.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+    const staged = stagedParts("resume");
+    expect(staged).toHaveLength(FEATURES + 1);
+    const chunks = gcs.getObject(OUTPUT, `resume/_staging/${PAIR}/parts/${staged[5]}.chunks`)!;
+    expect(chunks.metadata).toMatchObject({ fingerprint: staged[5], bqx_crc32c: chunks.crc32c });
 
-    // A stored checkpoint for another query (say, another date range) is ignored and replaced.
-    const target = `${PAIR}/checkpoints/bqx_ml_v3_analytics_v2.targets_${PAIR}.parquet`;
-    const original = gcs.getObject(STAGING, `resume/${target}`)!;
-    await gcs.putObject(STAGING, `resume/${target}`, await gcs.readObject(STAGING, `resume/${target}`), { ...original.metadata, fingerprint: "0".repeat(64) });
+    // Another writer replaces one part's chunks with other bytes: a new generation, the old metadata.
+    const damaged = staged[9]!;
+    const name = `resume/_staging/${PAIR}/parts/${damaged}.chunks`;
+    const original = gcs.getObject(OUTPUT, name)!;
+    const bytes = await gcs.readObject(OUTPUT, name);
+    const at = Math.floor(bytes.length / 2);
+    bytes[at] = bytes[at]! ^ 0xff;
+    await gcs.putObject(OUTPUT, name, bytes, original.metadata);
 
     const queriesBefore = bq.requests.length;
     const resumed = await runJob(env("work-b"));
     expect(resumed.code, resumed.stdout.slice(-3000)).toBe(0);
-    expect(messages(resumed)).toContainEqual(expect.stringMatching(new RegExp(`^restored ${FEATURES} checkpoints from CHECKPOINT_URI gs://${STAGING}/resume/eurusd/checkpoints/ \\(${FEATURES + 1} stored, 1 for another query, extracted again\\)$`)));
-    const jobs = bq.requests.slice(queriesBefore).filter((r) => r.method === "jobs.insert");
-    const extractions = jobs.filter((r) => !/INFORMATION_SCHEMA/.test(r.query ?? ""));
-    expect(extractions.map((r) => /FROM `[^`]*\.([\w]+)`/.exec(r.query ?? "")?.[1])).toEqual([`targets_${PAIR}`]);
-    expect(resumed.lines.find((l) => l.stage === "extract" && l.extracted !== undefined)).toMatchObject({ extracted: 1, restored: FEATURES, staged: 1 });
+    expect(messages(resumed)).toContainEqual(expect.stringMatching(new RegExp(`^reusing ${FEATURES} parts staged by an earlier attempt in gs://${OUTPUT}/resume/_staging/eurusd/parts/$`)));
+    expect(resumed.lines.filter((l) => /in the bucket is damaged/.test(String(l.message))).map((l) => l.part)).toEqual([damaged]);
+    expect(extractedParts(resumed)).toEqual([damaged]);
+    // Query jobs: the target (always read again: its keys fingerprint every part) and the damaged part's table.
+    const jobs = bq.requests.slice(queriesBefore).filter((r) => r.method === "jobs.insert" && !/INFORMATION_SCHEMA/.test(r.query ?? ""));
+    expect(jobs).toHaveLength(2);
+    expect(jobs[0]!.query).toMatch(new RegExp(`targets_${PAIR}`));
 
     await expectSameContentAsLocal((await trainingObject("resume")).file);
-    expect(messages(resumed)).toContain(`removed ${FEATURES + 1} staged checkpoints from gs://${STAGING}/resume/eurusd/checkpoints/`);
-    expect(await staged.list()).toEqual([]);
+    expect(gcs.listObjects(OUTPUT, "resume/_staging/")).toEqual([]);
   }, 120_000);
 
-  it("on SIGTERM with two tables whose queries never finish, abandons them after the grace and exits 130 within 8 s, checkpoints whole", async () => {
+  it.each([
+    ["during the compose", "compose"],
+    ["between the compose and the publish", "publish"],
+  ])("a run killed with SIGKILL %s resumes from its staged parts to the same file, and leaves nothing staged", async (_label, when) => {
+    const name = `kill-${when}`;
+    // Compose calls take 1.5 s here, so the kill lands inside one, or between the file's compose and its move.
+    gcs.faults.configure({ latencyMs: 1_500, latencyKinds: ["compose"] });
+    const e = gcpEnv(name, { LOG_LEVEL: "debug" });
+    const job = startJob(e);
+    const assembly = `${name}/_staging/${PAIR}/assembly/`;
+    const reached = when === "compose" ? () => gcs.listObjects(OUTPUT, assembly).some((n) => n.endsWith("/footer")) : () => gcs.listObjects(OUTPUT, assembly).some((n) => n.endsWith("/training.parquet"));
+    expect(await waitFor(job, reached, 5)).toBe(true);
+    if (when === "compose") await new Promise((r) => setTimeout(r, 300));
+    job.child.kill("SIGKILL");
+    const killed = await job.done;
+    expect(killed.signal).toBe("SIGKILL");
+    expect(gcs.getObject(OUTPUT, `${name}/${TRAINING}`)).toBeUndefined();
+    const left = gcs.listObjects(OUTPUT, assembly);
+    expect(left.some((n) => n.endsWith("/training.parquet"))).toBe(when === "publish");
+    gcs.faults.reset();
+
+    const again = await runJob(e);
+    expect(again.code, again.stdout.slice(-2000)).toBe(0);
+    expect(extractedParts(again)).toEqual([]);
+    expect(again.lines.find((l) => l.stage === "extract" && l.reused !== undefined)).toMatchObject({ reused: FEATURES + 1 });
+    await expectSameContentAsLocal((await trainingObject(name)).file);
+    expect(gcs.listObjects(OUTPUT, `${name}/_staging/`)).toEqual([]);
+  }, 120_000);
+
+  it("on SIGTERM with two tables whose queries never finish, abandons them after the grace and exits 130 within 8 s, the other parts staged", async () => {
     // The slow-table case of a shutdown: the tables in flight get 5 s to finish, then the pool is
     // torn down. Two queries hang (the stand-in never completes their jobs) while the rest land.
     const hung = [featureNames[3]!, featureNames[17]!];
     for (const t of hung) bq.faults.hangingTables.add(`${F}.${t}`);
     const e = gcpEnv("term-hung", { QUERY_TIMEOUT: "10m" });
     const job = startJob(e);
-    // Every table but the two hung ones (40 features + the target - 2) has its checkpoint.
-    expect(await waitFor(job, points(e.WORK_DIR!, "", PAIR).landed(FEATURES + 1 - hung.length), 20)).toBe(true);
+    // Every part but the two hung ones (40 features + the target - 2) is staged.
+    expect(await waitFor(job, () => stagedParts("term-hung").length >= FEATURES + 1 - hung.length, 20)).toBe(true);
     await new Promise((r) => setTimeout(r, 500));
     expect(job.exited()).toBe(false);
     const sent = performance.now();
@@ -218,20 +256,16 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(run.code, run.stdout.slice(-2000)).toBe(130);
     expect(elapsed).toBeLessThan(8_000);
     const said = messages(run);
-    expect(said).toContainEqual(expect.stringMatching(new RegExp(`^extraction stopped: ${FEATURES + 1 - hung.length} tables extracted by this attempt and 0 reused are kept as checkpoints for the next attempt; 2 not extracted`)));
+    expect(said).toContainEqual(expect.stringMatching(new RegExp(`^extraction stopped: ${FEATURES + 1 - hung.length} parts are staged in gs://${OUTPUT}/term-hung/_staging/eurusd/parts/ for the next attempt; 2 not extracted`)));
     expect(said).toContain("stage extract failed: interrupted (Error: received SIGTERM)");
-    const checkpoints = path.join(e.WORK_DIR!, PAIR, "checkpoints");
-    const kept = namesIn(checkpoints).filter((n) => !n.includes(".tmp-"));
-    expect(kept).toHaveLength(FEATURES + 1 - hung.length);
-    for (const t of hung) expect(kept.some((n) => n.endsWith(`.${t}.parquet`)), t).toBe(false);
-    for (const name of kept) await expect(readFooterSummary(path.join(checkpoints, name)), name).resolves.toBeDefined();
+    expect(stagedParts("term-hung")).toHaveLength(FEATURES + 1 - hung.length);
     expect(gcs.getObject(OUTPUT, `term-hung/${TRAINING}`)).toBeUndefined();
 
     // The queries answer again: the next attempt extracts only the two and builds the same file.
     bq.faults.hangingTables.clear();
     const again = await runJob(e);
     expect(again.code, again.stdout.slice(-2000)).toBe(0);
-    expect(messages(again)).toContainEqual(expect.stringMatching(/^reusing 39 checkpoints from an earlier attempt/));
+    expect(messages(again)).toContainEqual(expect.stringMatching(/^reusing 39 parts staged by an earlier attempt/));
     await expectSameContentAsLocal((await trainingObject("term-hung")).file);
   }, 120_000);
 

@@ -67,17 +67,18 @@ describe("the five-stage pipeline on the embedded backend", () => {
   const bucket = () => path.join(dir, "full", "bucket");
 
   beforeAll(async () => {
-    // A small budget, so the merge works through several row ranges and the comparison below
-    // covers the range boundaries.
-    run = await runJob(envFor("full", { MEMORY_BUDGET: "128MiB" }));
+    // Small row groups, so the file is assembled from parts of several row groups each and the
+    // comparison below covers the row-group boundaries.
+    run = await runJob(envFor("full", { MEMORY_BUDGET: "128MiB", ROW_GROUP_ROWS: "100" }));
   }, 600_000);
 
-  it("exits 0 with the training file and its manifest in the bucket, and cleans up", async () => {
+  it("exits 0 with the training file and its manifest in the bucket, and removes every staged part", async () => {
     expect(run.stderr).toBe("");
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
     // .bqx-meta/ holds the local bucket's object metadata (pair, rows, columns, schema_sha256).
     expect((await readdir(bucket())).sort()).toEqual([".bqx-meta", `training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`]);
     expect(existsSync(path.join(dir, "full", "work", PAIR))).toBe(false);
+    expect(run.lines.find((l) => l.stage === "cleanup" && l.stagedRemoved !== undefined)).toMatchObject({ stagedRemoved: 2 * 668 + 2, stagedLeft: 0 });
   });
 
   it("logs Cloud Logging lines, the pool size with its source, progress and a final summary", () => {
@@ -86,26 +87,41 @@ describe("the five-stage pipeline on the embedded backend", () => {
       expect(line).toHaveProperty("message");
     }
     const messages = run.lines.map((l) => String(l.message));
-    expect(messages).toContain("extraction pool: 2 workers (from MAX_WORKERS)");
+    expect(messages).toContainEqual(expect.stringMatching(/^extraction pool: 2 workers \(from MAX_WORKERS\) x 1 tables each, within MEMORY_BUDGET 128 MiB \(MEMORY_BUDGET\)$/));
     expect(messages.filter((m) => /^skipping mkt_\w+_summary: no interval_time column/.test(m))).toHaveLength(2);
-    expect(messages).toContainEqual(expect.stringMatching(/^extracted 668\/668 \(\d+\.\d\/min, ETA 0\.0s\)$/));
+    expect(messages).toContainEqual(expect.stringMatching(/^\d+ training rows in 4 row groups of 100 rows: as ROW_GROUP_ROWS asks/));
+    expect(messages).toContainEqual(expect.stringMatching(/^extracted 667\/667 \(\d+\.\d\/min, ETA 0\.0s\)$/));
+    expect(messages).toContainEqual(expect.stringMatching(/^composed [\d.]+ MiB in 1 compose calls; size and CRC32C \S+ match the prediction from the parts$/));
     const last = run.lines.at(-1)!;
     expect(last.message).toMatch(/^done: .*training_eurusd\.parquet \(\d+ rows x 17038 columns/);
     expect(Object.keys(last.durations as object)).toEqual(["extract", "merge", "validate", "upload", "cleanup"]);
     const merge = run.lines.find((l) => l.stage === "merge" && l.rowGroups !== undefined)!;
-    expect(merge.rowGroups).toBeGreaterThanOrEqual(2);
+    expect(merge).toMatchObject({ rowGroups: 4, parts: 668 });
   });
 
-  it("writes a manifest with tables, rows, columns, checksums, durations and the effective config", async () => {
+  it("writes a manifest with tables, rows, columns, checksums, durations and the effective config, the same as the one in the file's footer", async () => {
     const manifest = JSON.parse(await readFile(path.join(bucket(), `training_${PAIR}.manifest.json`), "utf8"));
     expect(manifest.pair).toBe(PAIR);
     expect(manifest.columns).toBe(17_038);
+    expect(manifest.rowGroups).toBe(4);
     expect(manifest.tables.features).toHaveLength(667);
+    expect(manifest.tables.features.every((t: { rows: number }) => t.rows > 0)).toBe(true);
+    expect(manifest.run.tables.every((t: { parts: number; reusedParts: number }) => t.parts === 1 && t.reusedParts === 0)).toBe(true);
     expect(manifest.tables.skipped).toHaveLength(2);
     expect(manifest.file.crc32c).toMatch(/^[A-Za-z0-9+/]{6}==$/);
-    expect(manifest.file.sha256).toMatch(/^[0-9a-f]{64}$/);
-    expect(Object.keys(manifest.stageSeconds)).toEqual(["extract", "merge", "validate"]);
-    expect(manifest.config.TARGET_PAIR).toBe(PAIR);
+    expect(manifest.file.bytes).toBe((await readFile(path.join(bucket(), `training_${PAIR}.parquet`))).length);
+    expect(manifest.file.componentCount).toBe(2 + 668);
+    expect(Object.keys(manifest.run.stageSeconds)).toEqual(["extract", "merge", "validate"]);
+    expect(manifest.run.config.MEMORY_BUDGET).toBe(128 * 1024 ** 2);
+    const { readRawFooter, summarizeFooter } = await import("../../src/parquet/index.ts");
+    const raw = await readRawFooter(path.join(bucket(), `training_${PAIR}.parquet`));
+    const inFooter = JSON.parse(summarizeFooter(raw.thrift, raw.fileBytes).keyValueMetadata["bqx.manifest"]!);
+    // The footer holds the content's manifest; the object adds how this run built it and the file's identity.
+    const { file, run: built, ...content } = manifest;
+    expect(inFooter).toEqual(content);
+    expect(built.execution).toBeUndefined();
+    expect(file.object).toBe(`training_${PAIR}.parquet`);
+    expect(manifest.query).toEqual({ TARGET_PAIR: PAIR, FEATURES_DATASET: F, TARGETS_DATASET: T, DATE_FROM: "2020-01-01", DATE_TO: "2024-12-31", ROW_LIMIT: null, ROW_GROUP_ROWS: 100 });
     expect(manifest.validation.horizons).toEqual(Object.fromEntries([15, 30, 45, 60, 75, 90, 105].map((h) => [`target_bqx45_h${h}`, true])));
     expect(manifest.validation.warnings.join("\n")).toMatch(/corr: 16 entirely null column/);
   });
@@ -172,21 +188,18 @@ describe("the five-stage pipeline on the embedded backend", () => {
 });
 
 describe("resuming and refusing", () => {
-  it("reuses every checkpoint of an earlier attempt instead of extracting again", async () => {
-    const first = await runJob(envFor("resume", { KEEP_CHECKPOINTS: "true" }));
-    expect(first.code).toBe(0);
-    expect((await readdir(path.join(dir, "resume", "work", PAIR, "checkpoints"))).length).toBe(668);
-    const second = await runJob(envFor("resume", { KEEP_CHECKPOINTS: "true" }));
-    expect(second.code).toBe(0);
-    expect(second.lines.map((l) => l.message)).toContain("reusing 668 checkpoints from an earlier attempt");
+  it("publishes nothing when validation fails, and a later attempt reuses every staged part instead of extracting again", async () => {
+    const first = await runJob(envFor("resume", { MIN_ROWS: "1000000" }));
+    expect(first.code).toBe(1);
+    expect(first.stdout).toMatch(/rows: \d+ < MIN_ROWS 1000000/);
+    const bucketDir = path.join(dir, "resume", "bucket");
+    expect((await readdir(bucketDir)).filter((n) => n.startsWith("training_"))).toEqual([]);
+    expect((await readdir(path.join(bucketDir, "_staging", PAIR, "parts"))).length).toBe(2 * 668);
+    const second = await runJob(envFor("resume"));
+    expect(second.code, second.stdout.slice(-2000)).toBe(0);
+    expect(second.lines.map((l) => l.message)).toContainEqual(expect.stringMatching(/^reusing 668 parts staged by an earlier attempt in /));
     expect(second.lines.find((l) => l.stage === "extract" && l.extracted !== undefined)).toMatchObject({ extracted: 0, reused: 668 });
-  });
-
-  it("stops before uploading anything when validation fails", async () => {
-    const r = await runJob(envFor("invalid", { MIN_ROWS: "1000000" }));
-    expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/rows: \d+ < MIN_ROWS 1000000/);
-    expect(await readdir(path.join(dir, "invalid", "bucket"))).toEqual([]);
+    expect(existsSync(path.join(bucketDir, "_staging"))).toBe(false);
   });
 
   it("fails with a clear message when the target table has no rows in the date range", async () => {
@@ -208,6 +221,33 @@ describe("resuming and refusing", () => {
     const r = await runJob(envFor("nowarehouse", { WAREHOUSE: path.join(dir, "missing.duckdb") }));
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/warehouse file .*missing\.duckdb does not exist.*npm run sample/);
-    expect(existsSync(path.join(dir, "nowarehouse", "work", PAIR, "checkpoints"))).toBe(false);
+    expect(existsSync(path.join(dir, "nowarehouse", "work", PAIR, "parts"))).toBe(false);
   });
+});
+
+describe("a table wider than its share of the budget", () => {
+  it("is aligned in slices of whole row groups, staged as several parts, and the file still equals the left join", async () => {
+    const { buildTinyWarehouse } = await import("../support/tiny-warehouse.ts");
+    const wide = path.join(dir, "wide.duckdb");
+    await buildTinyWarehouse({ path: wide, pairs: [PAIR], rows: () => 30_000, wideColumns: 200 });
+    const out = path.join(dir, "sliced", "bucket");
+    // 64 MiB over 2 workers: ~4,100 rows of 201 columns a slice, so 2 row groups of 2,000 a part.
+    const r = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: wide, OUTPUT_URI: out, WORK_DIR: path.join(dir, "sliced", "work"), MIN_ROWS: "100", MIN_COLUMNS: "50", MAX_WORKERS: "2", MEMORY_BUDGET: "64MiB", ROW_GROUP_ROWS: "2000" });
+    expect(r.code, r.stdout.slice(-2000)).toBe(0);
+    const extract = r.lines.find((l) => l.stage === "extract" && l.parts !== undefined)!;
+    expect(extract).toMatchObject({ tables: 6, rowGroups: 15 });
+    expect(extract.parts as number).toBeGreaterThanOrEqual(5 + 8);
+    const file = path.join(out, `training_${PAIR}.parquet`);
+    await withDuckDB(async (c) => {
+      await c.run(`ATTACH '${wide}' AS wh (READ_ONLY)`);
+      const columns = Array.from({ length: 200 }, (_, k) => `w${k}`);
+      const fileSums = (await c.runAndReadAll(`SELECT count(*)::INTEGER AS n, ${columns.map((w) => `sum(hash(interval_time, ${q(`reg_${w}`)}))::VARCHAR AS ${w}`).join(", ")} FROM read_parquet('${file}')`)).getRowObjectsJS()[0]!;
+      const joinSums = (await c.runAndReadAll(
+        `SELECT count(*)::INTEGER AS n, ${columns.map((w) => `sum(hash(k.interval_time, f.${q(w)}))::VARCHAR AS ${w}`).join(", ")}
+         FROM (SELECT interval_time FROM wh.${q(T)}.${q(`targets_${PAIR}`)} WHERE target_bqx45_h15 IS NOT NULL) k LEFT JOIN wh.${q(F)}.${q(`reg_${PAIR}`)} f USING (interval_time)`,
+      )).getRowObjectsJS()[0]!;
+      expect(fileSums.n).toBe(29_998);
+      expect(fileSums).toEqual(joinSums);
+    });
+  }, 300_000);
 });

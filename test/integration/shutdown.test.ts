@@ -1,17 +1,15 @@
 // Shutdown as Cloud Run does it: SIGTERM, then SIGKILL 10 s later. The job must stop starting
-// tables, end or abandon what is in flight within 8 s, say what it was doing, leave every
-// checkpoint whole or absent and exit non-zero (130); interrupted while copying into the bucket, it
-// must leave the previous good output exactly as it was. SIGTSTP/SIGCONT (a task paused around a
-// migration) must not break extraction or the upload.
-import { existsSync } from "node:fs";
+// tables, end or abandon what is in flight within 8 s, say what it was doing, keep the parts it
+// staged for the next attempt and exit non-zero (130); interrupted while it assembles the file in
+// the bucket, it must leave the previous good output exactly as it was. SIGTSTP/SIGCONT (a task
+// paused around a migration) must not break extraction or the assembly.
 import { readFile, readdir, rm } from "node:fs/promises";
 
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHash } from "node:crypto";
-import { readFooterSummary } from "../../src/parquet/footer.ts";
-import { namesIn, points, type ReferenceRun, referenceRun, sha256, startJob, waitFor } from "../support/job-process.ts";
+import { namesIn, points, stagedParts, type ReferenceRun, referenceRun, sha256, startJob, waitFor } from "../support/job-process.ts";
 import { runJob } from "../support/run-job.ts";
 
 const PAIR = "eurusd";
@@ -39,37 +37,29 @@ afterAll(async () => {
 });
 
 describe("SIGTERM", () => {
-  it.each([
-    ["extract", (p: ReturnType<typeof points>) => p.landed(10), /^extraction stopped: \d+ tables extracted by this attempt and 0 reused are kept as checkpoints/],
-    ["merge", (p: ReturnType<typeof points>) => p.appending, /^merge stopped after \d+ of 61 tables; the partial output is discarded/],
-  ])("during the %s stage: exits 130 within 8 s, says what it stopped, leaves checkpoints whole or absent; the next run completes the same file", async (stage, point, stopped) => {
-    const e = env(`term-${stage}`);
+  it("during extraction: exits 130 within 8 s, says what it stopped, keeps the staged parts; the next run completes the same file from them", async () => {
+    const e = env("term-extract", { LOG_LEVEL: "debug" });
     const job = startJob(e);
-    expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR)))).toBe(true);
+    expect(await waitFor(job, points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR).staged(10))).toBe(true);
     const sent = performance.now();
     job.child.kill("SIGTERM");
     const run = await job.done;
     const elapsed = performance.now() - sent;
-    measured[stage] = Math.round(elapsed);
+    measured.extract = Math.round(elapsed);
     expect(run.code, run.stdout.slice(-2000)).toBe(130);
     expect(elapsed).toBeLessThan(SHUTDOWN_LIMIT_MS);
 
     const messages = run.lines.map((l) => String(l.message));
-    expect(messages).toContain("received SIGTERM: stopping; checkpoints already written are kept for the next attempt");
-    expect(messages).toContainEqual(expect.stringMatching(stopped));
-    expect(messages).toContain(`stage ${stage} failed: interrupted (Error: received SIGTERM)`);
-
-    const work = path.join(e.WORK_DIR!, PAIR);
-    for (const name of namesIn(path.join(work, "checkpoints"))) {
-      if (name.includes(".tmp-")) continue; // never trusted, removed by the next run
-      await expect(readFooterSummary(path.join(work, "checkpoints", name)), name).resolves.toBeDefined();
-    }
-    expect(existsSync(path.join(work, TRAINING))).toBe(false);
-    expect(existsSync(path.join(work, `${TRAINING}.tmp`))).toBe(false);
-    expect(await readdir(e.OUTPUT_URI!)).toEqual([]);
+    expect(messages).toContain("received SIGTERM: stopping; parts already staged are kept for the next attempt");
+    expect(messages).toContainEqual(expect.stringMatching(/^extraction stopped: \d+ parts are staged in .*_staging\/eurusd\/parts\/ for the next attempt; \d+ not extracted$/));
+    expect(messages).toContain("stage extract failed: interrupted (Error: received SIGTERM)");
+    const staged = stagedParts(e.OUTPUT_URI!, PAIR);
+    expect(staged.length).toBeGreaterThanOrEqual(10);
+    expect(namesIn(e.OUTPUT_URI!).filter((f) => f.startsWith("training_"))).toEqual([]);
 
     const again = await runJob(e);
     expect(again.code, again.stdout.slice(-2000)).toBe(0);
+    expect(again.lines.find((l) => l.stage === "extract" && l.reused !== undefined)).toMatchObject({ reused: staged.length });
     expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
   }, 90_000);
 });
@@ -86,7 +76,7 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
 }
 
 describe("SIGTERM during the upload", () => {
-  it("while the training file is being copied into a bucket holding a previous good output: exits 130 within 8 s and leaves the bucket byte for byte as it was", async () => {
+  it("while the file is being assembled in a bucket holding a previous good output: exits 130 within 8 s and leaves the published file, its metadata and manifest byte for byte as they were", async () => {
     const e = env("term-upload");
     const good = await runJob(e);
     expect(good.code, good.stdout.slice(-2000)).toBe(0);
@@ -96,8 +86,7 @@ describe("SIGTERM during the upload", () => {
     // A different file this time (fewer rows), so a replaced object would show.
     const next = { ...e, WORK_DIR: path.join(dir, "term-upload", "work-2"), ROW_LIMIT: "200" };
     const job = startJob(next);
-    const copying = () => namesIn(e.OUTPUT_URI!).some((f) => f.startsWith(`${TRAINING}.uploading-`));
-    expect(await waitFor(job, copying, 1)).toBe(true);
+    expect(await waitFor(job, points(next.WORK_DIR, e.OUTPUT_URI!, PAIR, job.stdout).assembling, 1)).toBe(true);
     // Frozen at once, so the signal is handled before the copy can get any further (a JavaScript
     // handler runs only on the next turn of the event loop); then SIGTERM, as Cloud Run sends it.
     job.child.kill("SIGSTOP");
@@ -111,23 +100,26 @@ describe("SIGTERM during the upload", () => {
     expect(elapsed).toBeLessThan(SHUTDOWN_LIMIT_MS);
     const messages = run.lines.map((l) => String(l.message));
     expect(messages).toContain("stage upload failed: interrupted (Error: received SIGTERM)");
-    expect(messages.some((m) => m.startsWith("uploaded ") || m.startsWith("done:"))).toBe(false);
+    expect(messages.some((m) => m.startsWith("published ") || m.startsWith("done:"))).toBe(false);
 
     // The same files with the same bytes: the training file, its sidecar and the manifest are the
-    // previous run's, and no `.uploading-` staging copy is left anywhere in the bucket.
-    expect(await snapshot(e.OUTPUT_URI!)).toEqual(before);
+    // previous run's, and no `.uploading-` staging copy is left anywhere in the bucket. The parts
+    // under _staging/ are this attempt's, kept for the next one.
+    const after = await snapshot(e.OUTPUT_URI!);
+    const published = (files: Record<string, string>) => Object.fromEntries(Object.entries(files).filter(([f]) => !f.split(path.sep).includes("_staging")));
+    expect(published(after)).toEqual(before);
+    expect(Object.keys(after).filter((f) => f.includes(".uploading-"))).toEqual([]);
   }, 90_000);
 });
 
 describe("SIGTSTP then SIGCONT", () => {
   it.each([
-    ["extraction", (p: ReturnType<typeof points>) => p.landed(5)],
-    ["the merge", (p: ReturnType<typeof points>) => p.appending],
-    ["the upload", (p: ReturnType<typeof points>) => p.uploading],
+    ["extraction", (p: ReturnType<typeof points>) => p.staged(5)],
+    ["the assembly in the bucket", (p: ReturnType<typeof points>) => p.assembling],
   ])("during %s: the run pauses, resumes and exits 0 with the same file", async (label, point) => {
     const e = env(`pause-${label.replace(/\W+/g, "-")}`);
     const job = startJob(e);
-    expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR)), 1)).toBe(true);
+    expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR, job.stdout)), 1)).toBe(true);
     const state = async () => (await readFile(`/proc/${job.child.pid}/stat`, "utf8")).split(" ")[2];
     job.child.kill("SIGTSTP");
     // The kernel discards SIGTSTP for a process in an orphaned process group (a runner without job

@@ -33,8 +33,9 @@ export interface GcsFaultConfig {
   /** Which requests `failRate` applies to; all kinds when omitted. */
   failKinds?: readonly GcsRequestKind[];
   seed?: number;
-  /** Added before every request is handled. */
+  /** Added before every request is handled (only those of `latencyKinds`, when given). */
   latencyMs?: number;
+  latencyKinds?: readonly GcsRequestKind[];
   /** Finalized uploads (next N; Infinity = all) whose stored bytes get one byte flipped. */
   corruptUploads?: number;
   /** Media downloads (next N) whose response gets one byte flipped. */
@@ -94,6 +95,8 @@ export interface GcsStandIn {
   /** Writes an object directly, as another writer would (new generation). */
   putObject(bucket: string, name: string, data: Buffer, metadata?: Record<string, string>, opts?: { storageClass?: string }): Promise<StoredObject>;
   getObject(bucket: string, name: string): StoredObject | undefined;
+  /** Names of the objects in `bucket` starting with `prefix`, sorted. */
+  listObjects(bucket: string, prefix?: string): string[];
   readObject(bucket: string, name: string): Promise<Buffer>;
   faults: GcsFaults;
   requests: GcsRequestRecord[];
@@ -647,7 +650,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     });
     void (async () => {
       try {
-        if (faults.config.latencyMs) await sleep(faults.config.latencyMs);
+        if (faults.config.latencyMs && (!faults.config.latencyKinds || faults.config.latencyKinds.includes(kind))) await sleep(faults.config.latencyMs);
         const injected = faults.pick(kind);
         if (injected !== undefined) record.injected = true;
         if (injected !== undefined && kind !== "upload-chunk" && kind !== "upload-status") {
@@ -717,6 +720,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       return finalize({ bucket, name, file, resource, contentType: undefined, ifGenerationMatch: undefined, declaredSize: undefined, headerHash: undefined, wire: false });
     },
     getObject: (bucket, name) => buckets.get(bucket)?.get(name),
+    listObjects: (bucket, prefix = "") => [...(buckets.get(bucket)?.keys() ?? [])].filter((n) => n.startsWith(prefix)).sort(),
     async readObject(bucket, name) {
       const obj = buckets.get(bucket)?.get(name);
       if (!obj) throw new Error(`no object ${bucket}/${name}`);

@@ -68,21 +68,25 @@ export function namesIn(dir: string): string[] {
   }
 }
 
-/** Kill-point predicates over a run's work dir, bucket and log. */
-export function points(work: string, bucket: string, pair: string) {
-  const root = path.join(work, pair);
-  const checkpoints = path.join(root, "checkpoints");
-  const sums = path.join(root, "checkpoint-sums");
+/** Fingerprints of the parts whose two objects are both in a local bucket's staging prefix. */
+export function stagedParts(bucket: string, pair: string): string[] {
+  const names = namesIn(path.join(bucket, "_staging", pair, "parts"));
+  return names.filter((f) => f.endsWith(".chunks") && names.includes(f.replace(/\.chunks$/, ".footer"))).map((f) => f.replace(/\.chunks$/, ""));
+}
+
+/** Kill-point predicates over a run's work dir, its (local) bucket and its log. */
+export function points(work: string, bucket: string, pair: string, log: () => string = () => "") {
+  const parts = path.join(bucket, "_staging", pair, "parts");
+  const assembly = path.join(bucket, "_staging", pair, "assembly");
   return {
-    /** At least `n` checkpoints complete and recorded. */
-    landed: (n: number) => () => namesIn(sums).filter((f) => f.endsWith(".json")).length >= n,
-    /** A checkpoint being written under its temporary name. */
-    writing: () => namesIn(checkpoints).some((f) => f.includes(".tmp-")),
-    /** The merge has begun: its output exists under the temporary name (or its parts directory in WORK_DIR). */
-    mergeStarted: () => existsSync(path.join(root, `training_${pair}.parquet.tmp`)) || existsSync(path.join(root, "merge-parts")),
-    /** The merge appending to the output under its temporary name, past `bytes`. */
-    appending: () => existsSync(path.join(root, `training_${pair}.parquet.tmp`)),
-    uploading: () => namesIn(bucket).some((f) => f.includes(".uploading-")),
+    /** At least `n` parts staged whole (chunks and footer) in the bucket. */
+    staged: (n: number) => () => stagedParts(bucket, pair).length >= n,
+    /** A part being written in WORK_DIR, or being copied into the bucket under a staging name. */
+    writing: () => namesIn(path.join(work, pair, "parts")).some((f) => f.includes(".tmp-")) || namesIn(parts).some((f) => f.includes(".uploading-")),
+    /** The upload stage has begun: the file is being assembled (head and footer, compose) or published. */
+    assembling: () => log().includes('"message":"stage upload: started"'),
+    /** The file is composed under its temporary name in the bucket, not yet published. */
+    composed: () => namesIn(assembly).some((a) => namesIn(path.join(assembly, a)).includes("training.parquet")),
   };
 }
 

@@ -12,6 +12,8 @@ export interface TinyWarehouseOptions {
   pairs: readonly string[];
   /** Rows of each pair's target table; 40 + 10 x (its position in `pairs`) when omitted. */
   rows?: (pair: string, position: number) => number;
+  /** Also a wide table per pair, `reg_<pair>` with this many DOUBLE columns (nulls every 7th row of each), so small budgets slice it. */
+  wideColumns?: number;
 }
 
 export interface TinyPair {
@@ -65,7 +67,13 @@ export async function buildTinyWarehouse(opts: TinyWarehouseOptions): Promise<Re
       await c.run(`CREATE TABLE ${F}.${q(`agg_${pair}`)} AS SELECT ${key()}, '${pair}' AS pair, ${base} + i AS x, ${base} - i AS y FROM range(${rows}) r(i)`);
       // Every other minute missing: the left join must keep the target rows and fill nulls.
       await c.run(`CREATE TABLE ${F}.${q(`mom_bqx_${pair}`)} AS SELECT ${key()}, (${base} + i) * 2 AS z FROM range(${rows}) r(i) WHERE i % 2 = 0`);
-      result[pair] = { rows, trainingRows: rows - NULL_TAIL_ROWS, columns: 1 + TARGET_COLUMNS.length + 3 + 3, firstAggX: base };
+      const wide = opts.wideColumns ?? 0;
+      if (wide > 0) {
+        const cols = Array.from({ length: wide }, (_, k) => `CASE WHEN (i + ${k}) % 7 = 0 THEN NULL ELSE ((${base} + i) * ${k + 1} + 0.5)::DOUBLE END AS ${q(`w${k}`)}`);
+        // Rows in shuffled order, and every fifth minute missing: slices must not depend on the storage order.
+        await c.run(`CREATE TABLE ${F}.${q(`reg_${pair}`)} AS SELECT ${key()}, ${cols.join(", ")} FROM range(${rows}) r(i) WHERE i % 5 <> 3 ORDER BY hash(i)`);
+      }
+      result[pair] = { rows, trainingRows: rows - NULL_TAIL_ROWS, columns: 1 + TARGET_COLUMNS.length + 3 + 3 + wide, firstAggX: base };
     }
     await c.run("CHECKPOINT");
   } finally {

@@ -35,7 +35,6 @@ describe("parseConfig", () => {
     expect(c.warehouse).toBe("/app/data/warehouse.duckdb");
     expect(c.workDir).toBe("/tmp/bqx-training");
     expect(c.rowLimit).toBeUndefined();
-    expect(c.keepCheckpoints).toBe(false);
     expect(c.logFormat).toBe("json");
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -66,7 +65,6 @@ describe("parseConfig", () => {
       ROW_LIMIT: "1e5",
       MIN_ROWS: "-3",
       DATE_FROM: "2020-13-01",
-      KEEP_CHECKPOINTS: "maybe",
       LOG_LEVEL: "loud",
       FEATURES_DATASET: "a.b; drop",
       BACKEND: "aws",
@@ -81,7 +79,6 @@ describe("parseConfig", () => {
       'MAX_WORKERS: expected a whole number from 1 to 256 (got "0")',
       'MIN_ROWS: expected a whole number from 1 to 9,007,199,254,740,991 (got "-3")',
       'MEMORY_BUDGET: expected a size of at least 64MiB like 3GiB, 512MiB or 2GB (got "lots")',
-      'KEEP_CHECKPOINTS: expected true or false (got "maybe")',
       "LOG_LEVEL: expected trace, debug, info, warn, error, fatal, silent (got \"loud\")",
     ]);
   });
@@ -94,7 +91,7 @@ describe("parseConfig", () => {
 
   it("takes explicit sizes, counts and switches", () => {
     const c = parseConfig(
-      { TARGET_PAIR: "gbpjpy", MEMORY_BUDGET: "512MiB", MAX_WORKERS: "3", ROW_LIMIT: "100000", KEEP_CHECKPOINTS: "true", LOG_FORMAT: "pretty", WORK_DIR: "w" },
+      { TARGET_PAIR: "gbpjpy", MEMORY_BUDGET: "512MiB", MAX_WORKERS: "3", ROW_LIMIT: "100000", LOG_FORMAT: "pretty", WORK_DIR: "w" },
       host,
     );
     expect(c.memoryBudgetBytes).toBe(512 * 1024 ** 2);
@@ -102,7 +99,6 @@ describe("parseConfig", () => {
     expect(c.maxWorkers).toBe(3);
     expect(c.maxWorkersSource).toBe("MAX_WORKERS");
     expect(c.rowLimit).toBe(100_000);
-    expect(c.keepCheckpoints).toBe(true);
     expect(c.logFormat).toBe("pretty");
     expect(c.workDir).toBe("/app/w");
   });
@@ -115,7 +111,6 @@ describe("parseConfig", () => {
         GCP_PROJECT: "bqx-ml",
         BQ_LOCATION: "us-central1",
         OUTPUT_URI: "gs://bqx-ml-output/training/",
-        CHECKPOINT_URI: "gs://bqx-ml-staging",
         QUERY_TIMEOUT: "90s",
       },
       host,
@@ -123,7 +118,6 @@ describe("parseConfig", () => {
     expect(c.backend).toBe("gcp");
     expect(c.gcp).toEqual({ project: "bqx-ml", location: "us-central1", bigqueryEndpoint: undefined, storageReadEndpoint: undefined, queryTimeoutMs: 90_000 });
     expect(c.output).toEqual({ kind: "gcs", uri: "gs://bqx-ml-output/training", bucket: "bqx-ml-output", prefix: "training" });
-    expect(c.checkpointStore).toEqual({ kind: "gcs", uri: "gs://bqx-ml-staging", bucket: "bqx-ml-staging", prefix: "" });
     // Waiting on BigQuery is not CPU work: more tables in flight than threads.
     expect(c.extractConcurrency).toBe(32);
     expect(c.maxWorkers).toBe(4);
@@ -146,14 +140,20 @@ describe("parseConfig", () => {
 
   it("names every missing or malformed gcp setting at once", () => {
     expect(
-      problemsFor({ TARGET_PAIR: "eurusd", BACKEND: "gcp", BQ_LOCATION: "us central", QUERY_TIMEOUT: "forever", OUTPUT_URI: "gs://Bad_Bucket!", GCS_ENDPOINT: "ftp://x", CHECKPOINT_URI: "s3://x" }),
+      problemsFor({ TARGET_PAIR: "eurusd", BACKEND: "gcp", BQ_LOCATION: "us central", QUERY_TIMEOUT: "forever", OUTPUT_URI: "gs://Bad_Bucket!", GCS_ENDPOINT: "ftp://x" }),
     ).toEqual([
       'GCS_ENDPOINT: expected an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google) (got "ftp://x")',
       'OUTPUT_URI: expected gs://<bucket>/<optional prefix> with a valid bucket name (got "gs://Bad_Bucket!")',
-      'CHECKPOINT_URI: expected a local directory or gs://<bucket>/<prefix> (got "s3://x")',
       'BQ_LOCATION: expected a BigQuery location like US or us-central1 (got "us central")',
       'QUERY_TIMEOUT: expected a duration from 1s to 6h like 10m, 90s or 1h (got "forever")',
       'GCP_PROJECT: expected the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp) (got nothing)',
+    ]);
+  });
+
+  it("refuses the retired CHECKPOINT_URI and KEEP_CHECKPOINTS, saying where parts are staged now", () => {
+    expect(problemsFor({ TARGET_PAIR: "eurusd", CHECKPOINT_URI: "gs://bqx-ml-staging/checkpoints", KEEP_CHECKPOINTS: "true" })).toEqual([
+      'CHECKPOINT_URI: expected nothing: parts are staged in OUTPUT_URI\'s own bucket, under <OUTPUT_URI>/_staging/<pair>/, because Cloud Storage composes objects of one bucket only; unset CHECKPOINT_URI (got "gs://bqx-ml-staging/checkpoints")',
+      'KEEP_CHECKPOINTS: expected nothing: no checkpoints are written any more; the staged parts are removed once the file is published; unset KEEP_CHECKPOINTS (got "true")',
     ]);
   });
 

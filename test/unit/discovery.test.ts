@@ -69,9 +69,9 @@ describe("table selection", () => {
   it("renames columns by the prefix rule and leaves out the key and pair columns", () => {
     const d = planTables("eurusd", features, targets);
     const agg = d.features.find((t) => t.table === "agg_eurusd")!;
-    expect(agg.columns).toEqual([{ source: "x", target: "agg_x" }]);
+    expect(agg.columns).toEqual([{ source: "x", target: "agg_x", type: "DOUBLE" }]);
     const cov = d.features.find((t) => t.table === "cov_agg_eurusd_gbpusd")!;
-    expect(cov.columns).toEqual([{ source: "c", target: "cov_agg_gbpusd_c" }]);
+    expect(cov.columns).toEqual([{ source: "c", target: "cov_agg_gbpusd_c", type: "DOUBLE" }]);
     expect(d.columnCount).toBe(1 + 49 + 8);
   });
 
@@ -100,5 +100,23 @@ describe("table selection", () => {
   it("fails naming the table whose key has the wrong type", () => {
     const wrong: TableInfo = { dataset: F, name: "agg_eurusd", columns: [{ name: "interval_time", type: "BIGINT" }, { name: "x", type: "DOUBLE" }] };
     expect(() => planTables("eurusd", { dataset: F, tables: [wrong] }, targets)).toThrowError(/agg_eurusd\.interval_time has type BIGINT; expected TIMESTAMP/);
+  });
+
+  it("refuses, before anything is read, feature columns whose type the file cannot hold the same way from both warehouses", () => {
+    const odd: TableInfo = {
+      dataset: F,
+      name: "agg_eurusd",
+      columns: [{ name: "interval_time", type: "TIMESTAMP WITH TIME ZONE" }, { name: "x", type: "DECIMAL(18,3)" }, { name: "y", type: "NUMERIC" }, { name: "ok", type: "FLOAT64" }],
+    };
+    expect(() => planTables("eurusd", { dataset: F, tables: [odd] }, targets)).toThrowError(
+      /agg_eurusd has 2 column\(s\) of types the training file cannot hold: x \(DECIMAL\(18,3\)\), y \(NUMERIC\); store features as FLOAT64 \(DOUBLE\), INT64/,
+    );
+  });
+
+  it("reads BigQuery's and DuckDB's names for the same types alike", async () => {
+    const { columnKind } = await import("../../src/discovery.ts");
+    expect(["FLOAT64", "DOUBLE", "INT64", "BIGINT", "INTEGER", "BOOL", "BOOLEAN", "STRING", "VARCHAR", "DATE", "JSON"].map(columnKind)).toEqual([
+      "float64", "float64", "int64", "int64", "int64", "bool", "bool", "utf8", "utf8", "date", undefined,
+    ]);
   });
 });

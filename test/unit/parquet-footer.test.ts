@@ -3,14 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  Reader,
-  Sink,
-  readColumn,
-  readFooter,
-  readFooterSummary,
-  readRawFooter,
-} from "../../src/parquet/footer.ts";
+import { JobError } from "../../src/errors.ts";
+import { Reader, Sink, readFooterSummary, readRawFooter } from "../../src/parquet/footer.ts";
 
 const BASE_US = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z in µs (exact as a double)
 const ROWS = 2_345;
@@ -71,11 +65,12 @@ describe("thrift compact helpers", () => {
   });
 });
 
-describe("readFooter", () => {
-  it("reads counts, names, row groups, null counts and key/value metadata", async () => {
-    const footer = await readFooter(file);
+describe("readFooterSummary", () => {
+  it("reads counts, names, row groups, null counts and key/value metadata from the footer alone", async () => {
+    const footer = await readFooterSummary(file);
     expect(footer.numRows).toBe(ROWS);
     expect(footer.columnNames).toEqual(["interval_time", "f_a", "all_null", "big", "pair"]);
+    expect(footer.leafPaths).toEqual(footer.columnNames);
     expect(footer.rowGroups.map((g) => g.numRows)).toEqual([1000, 1000, 345]);
     expect(footer.rowGroups.every((g) => g.totalByteSize > 0)).toBe(true);
     expect(footer.fileBytes).toBe((await stat(file)).size);
@@ -87,33 +82,10 @@ describe("readFooter", () => {
       expect(footer.nullCounts.get(name), name).toBe(frame.getColumn(name).nullCount());
     }
     expect(footer.nullCounts.get("all_null")).toBe(ROWS);
-    // hyparquet FileMetaData is there too, with exact (bigint µs) timestamp statistics
-    expect(footer.row_groups).toHaveLength(3);
-    const keyStats = footer.row_groups[0]?.columns[0]?.meta_data?.statistics;
-    expect(keyStats?.min_value).toBe(BigInt(keyMicros(0)));
-    expect(keyStats?.max_value).toBe(BigInt(keyMicros(999)));
-    expect(footer.schema[1]?.logical_type).toEqual({ type: "TIMESTAMP", isAdjustedToUTC: true, unit: "MICROS" });
-  });
-
-  it("readFooterSummary agrees with readFooter without building FileMetaData", async () => {
-    const full = await readFooter(file);
-    const summary = await readFooterSummary(file);
-    expect(summary).toEqual({
-      numRows: full.numRows,
-      columnNames: full.columnNames,
-      leafPaths: full.leafPaths,
-      rowGroups: full.rowGroups,
-      nullCounts: full.nullCounts,
-      keyValueMetadata: full.keyValueMetadata,
-      createdBy: full.createdBy,
-      fileBytes: full.fileBytes,
-      footerBytes: full.footerBytes,
-    });
-    expect("row_groups" in summary).toBe(false);
   });
 
   it("reports undefined null counts when statistics are missing", async () => {
-    const footer = await readFooter(noStats);
+    const footer = await readFooterSummary(noStats);
     expect(footer.numRows).toBe(ROWS);
     for (const name of footer.columnNames) expect(footer.nullCounts.get(name)).toBeUndefined();
     expect(footer.nullCounts.size).toBe(5);
@@ -122,77 +94,36 @@ describe("readFooter", () => {
   it("reads only the tail of the file", async () => {
     const raw = await readRawFooter(file);
     expect(raw.footerStart + raw.thrift.length + 8).toBe(raw.fileBytes);
-    expect(raw.tail.length).toBe(raw.thrift.length + 8);
-    expect(raw.tail.length).toBeLessThan(raw.fileBytes / 4);
+    expect(raw.thrift.length).toBeLessThan(raw.fileBytes / 4);
   });
 
-  it("rejects files that are not parquet", async () => {
+  it("refuses files that are not parquet with a JobError naming the file and the fix", async () => {
     const bad = join(dir, "bad.parquet");
     await writeFile(bad, "this is not a parquet file at all");
-    await expect(readFooter(bad)).rejects.toThrow(/bad\.parquet.*not a parquet file/);
+    const err = await readFooterSummary(bad).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(JobError);
+    expect((err as JobError).message).toMatch(/bad\.parquet is not a parquet file \(no trailing PAR1\)/);
+    expect((err as JobError).reason).toBe("parquet-invalid");
+    expect((err as JobError).fix).toMatch(/written again/);
     const tiny = join(dir, "tiny.parquet");
     await writeFile(tiny, "PAR1");
-    await expect(readFooter(tiny)).rejects.toThrow(/not a parquet file/);
-  });
-});
-
-describe("readColumn", () => {
-  it("streams the key exactly as bigint microseconds, one row group at a time", async () => {
-    const chunks: { g: number; n: number }[] = [];
-    const values: unknown[] = [];
-    const res = await readColumn(file, "interval_time", (v, g) => {
-      chunks.push({ g, n: v.length });
-      for (let i = 0; i < v.length; i++) values.push(v[i]);
-    });
-    expect(res).toEqual({ rows: ROWS, rowGroups: 3 });
-    expect(chunks).toEqual([{ g: 0, n: 1000 }, { g: 1, n: 1000 }, { g: 2, n: 345 }]);
-    expect(values.every((v) => typeof v === "bigint")).toBe(true);
-    expect(values).toEqual(Array.from({ length: ROWS }, (_, i) => BigInt(keyMicros(i))));
+    await expect(readFooterSummary(tiny)).rejects.toThrow(/tiny\.parquet is not a parquet file \(4 bytes\)/);
+    const lying = join(dir, "lying.parquet");
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(5000, 0);
+    trailer.write("PAR1", 4, "latin1");
+    await writeFile(lying, Buffer.concat([Buffer.from("PAR1"), Buffer.alloc(20), trailer]));
+    await expect(readFooterSummary(lying)).rejects.toThrow(/footer length 5000 exceeds the file's 32 bytes/);
   });
 
-  it("returns Int64 beyond 2^53 exactly, nulls as null, strings and doubles", async () => {
-    const big: unknown[] = [];
-    await readColumn(file, "big", (v) => {
-      for (let i = 0; i < v.length; i++) big.push(v[i]);
-    });
-    expect(big.map((v) => (v === null ? null : String(v)))).toEqual(Array.from({ length: ROWS }, (_, i) => bigValue(i)));
-
-    const fa: unknown[] = [];
-    await readColumn(file, "f_a", (v) => {
-      for (let i = 0; i < v.length; i++) fa.push(v[i]);
-    });
-    expect(fa).toEqual(frame.getColumn("f_a").toArray());
-
-    const pair: unknown[] = [];
-    await readColumn(file, "pair", (v) => {
-      for (let i = 0; i < v.length; i++) pair.push(v[i]);
-    });
-    expect(pair).toEqual(frame.getColumn("pair").toArray());
-
-    let nulls = 0;
-    await readColumn(file, "all_null", (v) => {
-      for (let i = 0; i < v.length; i++) if (v[i] === null) nulls++;
-    });
-    expect(nulls).toBe(ROWS);
-  });
-
-  it("accepts a footer read beforehand and awaits the callback", async () => {
-    const footer = await readFooter(file);
-    const order: string[] = [];
-    await readColumn(
-      file,
-      "interval_time",
-      async (v, g) => {
-        order.push(`start ${g}`);
-        await new Promise((r) => setTimeout(r, 5));
-        order.push(`end ${g} ${v.length}`);
-      },
-      { footer },
-    );
-    expect(order).toEqual(["start 0", "end 0 1000", "start 1", "end 1 1000", "start 2", "end 2 345"]);
-  });
-
-  it("names the missing column", async () => {
-    await expect(readColumn(file, "nope", () => {})).rejects.toThrow(/no column "nope"/);
+  it("refuses a footer whose thrift is cut short, naming the file", async () => {
+    const raw = await readRawFooter(file);
+    const cut = join(dir, "cut.parquet");
+    const body = raw.thrift.subarray(0, Math.floor(raw.thrift.length / 2));
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(body.length, 0);
+    trailer.write("PAR1", 4, "latin1");
+    await writeFile(cut, Buffer.concat([Buffer.from("PAR1"), body, trailer]));
+    await expect(readFooterSummary(cut)).rejects.toThrow(/cut\.parquet: its parquet footer cannot be read/);
   });
 });

@@ -1,62 +1,59 @@
 import { describe, expect, it } from "vitest";
-import { RUNTIME_BYTES, STORED_BYTES_PER_VALUE, planMemory, type MemoryPlanInput } from "../../src/preflight.ts";
+import { ASSEMBLY_BYTES, RUNTIME_BYTES, duckdbMemoryPerWorker, planMemory, type MemoryPlanInput } from "../../src/preflight.ts";
 
 const GiB = 1024 ** 3;
-/** EURUSD as in REFERENCE.md: 668 tables, 177,748 rows, 17,038 output columns. */
-const eurusd: MemoryPlanInput = {
-  tables: [{ rows: 177_748, columns: 50 }, ...Array.from({ length: 667 }, () => ({ rows: 177_748, columns: 1 + 16_988 / 667 }))],
-  targetRows: 177_748,
-  outputColumns: 17_038,
-  rowLimit: undefined,
+const MiB = 1024 ** 2;
+/** The seed guide's deployment: 4 vCPU, 12 GiB, Cloud Run's in-memory filesystem, the default budget. */
+const cloudRun: MemoryPlanInput = {
+  backend: "gcp",
+  workers: 4,
   budgetBytes: 3 * GiB,
   memoryLimitBytes: 12 * GiB,
-  memoryLimitSource: "cgroup v2 memory.max",
+  memoryLimitSource: "cgroup v2 /sys/fs/cgroup/memory.max",
+  widestRowGroupBytes: 40 * MiB,
   workDir: "/tmp/bqx-training",
   workDirInMemory: true,
   workDirFreeBytes: undefined,
 };
 
 describe("the pre-flight memory plan", () => {
-  it("errs on the safe side of the production sizes, within 1.7x", () => {
-    const plan = planMemory({ ...eurusd, workDirInMemory: false });
-    // Production: 11.8 GiB of checkpoints for AUDUSD, a 9.27 GiB training file for EURUSD. The
-    // estimate comes from the sample's random values, which compress worse than real data.
-    expect(plan.checkpointBytes / GiB).toBeGreaterThanOrEqual(11.8);
-    expect(plan.checkpointBytes / GiB).toBeLessThan(11.8 * 1.7);
-    expect(plan.outputBytes / GiB).toBeGreaterThanOrEqual(9.27);
-    expect(plan.outputBytes / GiB).toBeLessThan(9.27 * 1.7);
+  it("fits the seed guide's deployment: the file is assembled in the bucket, only the work in flight counts", () => {
+    const plan = planMemory(cloudRun);
     expect(plan.fits).toBe(true);
+    expect(plan.memoryNeededBytes).toBe(RUNTIME_BYTES + 3 * GiB + ASSEMBLY_BYTES + plan.uploadBytes);
+    expect(plan.memoryNeededBytes).toBeLessThan(4.5 * GiB);
   });
 
-  it("refuses Cloud Run's in-memory /tmp at 12 GiB and says why and what to do", () => {
-    const plan = planMemory(eurusd);
+  it("counts each worker's DuckDB on the embedded backend, sized from the limit and never DuckDB's default", () => {
+    const plan = planMemory({ ...cloudRun, backend: "local", workers: 2 });
+    expect(plan.warehouseBytes).toBe(2 * duckdbMemoryPerWorker(12 * GiB));
+    expect(duckdbMemoryPerWorker(12 * GiB)).toBe(384 * MiB);
+    expect(duckdbMemoryPerWorker(1 * GiB)).toBe(128 * MiB);
+    expect(duckdbMemoryPerWorker(64 * GiB)).toBe(512 * MiB);
+    expect(plan.uploadBytes).toBe(0);
+  });
+
+  it("refuses a budget the container cannot hold, with the numbers and the budget that would fit", () => {
+    const plan = planMemory({ ...cloudRun, budgetBytes: 11.5 * GiB });
     expect(plan.fits).toBe(false);
     expect(plan.problems).toHaveLength(1);
-    expect(plan.problems[0]).toMatch(/^memory plan does not fit: runtime ~512 MiB \+ merge working set ~[\d.]+ GiB \(MEMORY_BUDGET 3\.00 GiB\) \+ files in WORK_DIR \/tmp\/bqx-training, which is in memory \(tmpfs\): checkpoints ~[\d.]+ GiB, output ~[\d.]+ GiB with the merge's parts/);
-    expect(plan.problems[0]).toMatch(/but the limit is 12\.0 GiB \(cgroup v2 memory\.max\)\. Fix: mount a volume for WORK_DIR .*raise the job's memory \(--memory\), or lower MEMORY_BUDGET$/);
+    expect(plan.problems[0]).toMatch(/^memory plan does not fit: runtime ~512 MiB \+ tables in flight ~11\.5 GiB \(MEMORY_BUDGET 11\.5 GiB\) \+ footers ~192 MiB \+ upload buffers ~128 MiB = ~12\.3 GiB, but the limit is 12\.0 GiB/);
+    expect(plan.problems[0]).toMatch(/Fix: set MEMORY_BUDGET to [\d.]+ GiB or less, or raise the job's memory \(--memory\)$/);
   });
 
-  it("fits the same run with WORK_DIR on a mounted volume", () => {
-    const plan = planMemory({ ...eurusd, workDirInMemory: false, workDirFreeBytes: 100 * GiB });
+  it("fits a small container with a small budget: nothing scales with the file", () => {
+    expect(planMemory({ ...cloudRun, memoryLimitBytes: 2 * GiB, budgetBytes: 1 * GiB }).fits).toBe(true);
+  });
+
+  it("warns, rather than refusing, when one row group of the widest table is larger than the budget", () => {
+    const plan = planMemory({ ...cloudRun, budgetBytes: 256 * MiB, widestRowGroupBytes: 300 * MiB });
     expect(plan.fits).toBe(true);
-    expect(plan.memoryNeededBytes).toBe(RUNTIME_BYTES + plan.mergeWorkingBytes);
-    expect(plan.memoryNeededBytes).toBeLessThanOrEqual(RUNTIME_BYTES + 3 * GiB);
+    expect(plan.extractionBytes).toBe(300 * MiB);
+    expect(plan.warnings).toEqual([expect.stringMatching(/one row group of the widest table needs ~300 MiB to align, more than MEMORY_BUDGET 256 MiB/)]);
   });
 
-  it("counts the output once, plus the aligned tables waiting to be appended", () => {
-    const plan = planMemory({ ...eurusd, workDirInMemory: false });
-    expect(plan.diskBytes).toBeCloseTo(plan.checkpointBytes + 1.1 * plan.outputBytes);
-  });
-
-  it("refuses a disk too small for checkpoints and output", () => {
-    const plan = planMemory({ ...eurusd, workDirInMemory: false, workDirFreeBytes: 10 * GiB });
-    expect(plan.problems).toEqual([expect.stringMatching(/^WORK_DIR \/tmp\/bqx-training has 10\.0 GiB free but the run needs ~[\d.]+ GiB/)]);
-  });
-
-  it("counts ROW_LIMIT and small samples", () => {
-    const limited = planMemory({ ...eurusd, rowLimit: 100_000, workDirInMemory: false });
-    expect(limited.outputBytes).toBeCloseTo(100_000 * 17_038 * STORED_BYTES_PER_VALUE);
-    const sample = planMemory({ ...eurusd, tables: eurusd.tables.map((t) => ({ ...t, rows: 2_000 })), targetRows: 2_000 });
-    expect(sample.fits).toBe(true);
+  it("refuses a WORK_DIR on disk too small for the part files in flight", () => {
+    const plan = planMemory({ ...cloudRun, workDirInMemory: false, workDirFreeBytes: 1 * GiB });
+    expect(plan.problems).toEqual([expect.stringMatching(/^WORK_DIR \/tmp\/bqx-training has 1\.00 GiB free, less than the part files in flight may take/)]);
   });
 });

@@ -7,7 +7,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readRawFooter } from "../../src/parquet/footer.ts";
-import { schemaSha256, schemaText } from "../../src/schema-hash.ts";
+import { schemaSha256, schemaText } from "../../src/parquet/index.ts";
 
 let dir: string;
 

@@ -13,7 +13,7 @@
 // - INT(32,signed) on INT32 and INT(64,signed) on INT64 restate the physical type: "-".
 // Repetition (nullability) is left out: it is a property of the writer, not of the data.
 import { createHash } from "node:crypto";
-import { Reader, T_STRUCT, readRawFooter, readStruct } from "./parquet/footer.ts";
+import { Reader, T_STRUCT, readRawFooter, readStruct } from "./footer.ts";
 
 const PHYSICAL = ["BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"];
 /** Legacy ConvertedType ids, as the logical type each stands for (DECIMAL is completed from scale/precision). */
@@ -140,8 +140,12 @@ export function schemaText(thrift: Uint8Array): string {
   return lines.join("");
 }
 
+/** SHA-256 (hex) of `schemaText` of a footer's thrift bytes. */
+export function schemaSha256OfFooter(thrift: Uint8Array): string {
+  return createHash("sha256").update(schemaText(thrift)).digest("hex");
+}
+
 /** SHA-256 (hex) of `schemaText` of the file's footer; reads only the footer. */
 export async function schemaSha256(file: string): Promise<string> {
-  const { thrift } = await readRawFooter(file);
-  return createHash("sha256").update(schemaText(thrift)).digest("hex");
+  return schemaSha256OfFooter((await readRawFooter(file)).thrift);
 }
