@@ -27,7 +27,9 @@ export const uploadStage: Stage = {
     // Object metadata lets a consumer check the file's shape (and compare schemas across pairs
     // and runs) from a listing, without downloading 9 GiB.
     const schemaHash = await schemaSha256(merged.path);
-    const metadata = { pair: config.pair, rows: String(validation.rows), columns: String(validation.columns), schema_sha256: schemaHash };
+    // The execution that built it: a file left by an earlier run cannot pass for this one's.
+    const execution = config.cloudRun.execution;
+    const metadata = { pair: config.pair, rows: String(validation.rows), columns: String(validation.columns), schema_sha256: schemaHash, ...(execution ? { execution } : {}) };
     const training = await bucket.put(merged.path, trainingObjectName(config.pair), local, metadata);
     log.info(
       { uri: training.uri, bytes: training.bytes, crc32c: training.checksums.crc32c, generation: training.generation, schemaSha256: schemaHash },
@@ -37,6 +39,7 @@ export const uploadStage: Stage = {
     const manifest = {
       manifestVersion: MANIFEST_VERSION,
       pair: config.pair,
+      ...(execution ? { execution } : {}),
       createdAt: new Date().toISOString(),
       file: {
         object: trainingObjectName(config.pair),
