@@ -3,27 +3,43 @@
 // project's validation rules (src/validation.ts) on its parquet footer, read with two ranged
 // reads (the last 8 bytes, then the footer).
 //
-//   node scripts/validate-object.ts gs://bqx-ml-output/training_eurusd.parquet [--min-rows N] [--min-columns N] [--json]
+//   node scripts/validate-object.ts gs://bqx-ml-output/training_eurusd.parquet [--min-rows N] [--min-columns N] [--execution NAME] [--json]
 //   node scripts/validate-object.ts data/bucket/training_eurusd.parquet
+//   node scripts/validate-object.ts --check-credentials
 //
-// Exit 0 when every check passes, 1 when one fails (each failure says what and what to do),
-// 2 for a bad command line. GCS_ENDPOINT points the Cloud Storage client at a stand-in, as for
-// the job; credentials are Application Default Credentials.
+// --execution NAME also requires the file to have been built by that Cloud Run execution (the
+// job records it in the object's metadata and the manifest), so a file left by an earlier run
+// does not pass for a new one. --check-credentials only checks that the credentials below are
+// usable, as the execute scripts do before starting anything.
+//
+// Exit 0 when every check passes; 1 when one fails (each failure says what and what to do:
+// rebuild the file); 2 for a bad command line; 3 when the file could not be checked because of
+// the caller's credentials or access (nothing is known to be wrong with the file).
+// GCS_ENDPOINT points the Cloud Storage client at a stand-in, as for the job: a loopback http
+// stand-in gets a placeholder token; anything else needs Application Default Credentials.
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import type { AuthClient } from "google-auth-library";
 import type { Bucket, ObjectInfo } from "../src/bucket/port.ts";
 import { DEFAULTS } from "../src/config.ts";
 import { KEY_COLUMN, PAIRS } from "../src/constants.ts";
-import { describeError } from "../src/errors.ts";
+import { describeError, JobError } from "../src/errors.ts";
+import { isLoopbackEndpoint } from "../src/gcp/auth.ts";
 import { manifestObjectName } from "../src/layout.ts";
-import { summarizeFooter } from "../src/parquet/footer.ts";
-import { schemaText } from "../src/parquet/index.ts";
+import { schemaText, summarizeFooter } from "../src/parquet/index.ts";
 import { formatBytes } from "../src/units.ts";
 import { validateTrainingFile } from "../src/validation.ts";
 
-const USAGE = "usage: node scripts/validate-object.ts <gs://bucket/[prefix/]training_<pair>.parquet | local path> [--min-rows N] [--min-columns N] [--json]";
+const USAGE =
+  "usage: node scripts/validate-object.ts <gs://bucket/[prefix/]training_<pair>.parquet | local path> [--min-rows N] [--min-columns N] [--execution NAME] [--json]\n" +
+  "       node scripts/validate-object.ts --check-credentials";
 const PARQUET_MAGIC = "PAR1";
+const READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only";
+/** The file could not be checked: the caller's credentials or access, not the file. */
+const EXIT_NOT_CHECKED = 3;
+
+class NotChecked extends Error {}
 
 interface Check {
   check: string;
@@ -36,6 +52,7 @@ interface Manifest {
   rows?: number;
   columns?: number;
   file?: { bytes?: number; crc32c?: string; generation?: string; schemaSha256?: string };
+  run?: { execution?: string };
   tables?: { target?: { rows?: number }; features?: unknown[] };
 }
 
@@ -50,12 +67,37 @@ function wholeNumber(name: string, value: string | undefined, fallback: number):
   return Number(value);
 }
 
+const gcsEndpoint = () => process.env.GCS_ENDPOINT?.trim() || undefined;
+
+/**
+ * Application Default Credentials, resolved and used once, so that their absence is reported
+ * as such before any read. `gcloud auth login` does not set them, which is what a fresh
+ * workstation meets. Undefined for a loopback stand-in (the bucket gives it a placeholder token).
+ */
+async function credentials(endpoint: string | undefined): Promise<AuthClient | undefined> {
+  if (isLoopbackEndpoint(endpoint)) return undefined;
+  const { GoogleAuth } = await import("google-auth-library");
+  try {
+    const client = await new GoogleAuth({ scopes: [READ_ONLY_SCOPE] }).getClient();
+    await client.getAccessToken();
+    return client;
+  } catch (err) {
+    throw new NotChecked(
+      `no usable Application Default Credentials on this machine (${describeError(err)}). ` +
+        "They are what this validation reads Cloud Storage with, and `gcloud auth login` does not set them: " +
+        "run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a service-account key file), then validate again",
+    );
+  }
+}
+
 async function openBucket(uri: string): Promise<{ bucket: Bucket; name: string }> {
   if (uri.startsWith("gs://")) {
     const slash = uri.lastIndexOf("/");
     const { GcsBucket } = await import("../src/bucket/gcs.ts");
-    const endpoint = process.env.GCS_ENDPOINT?.trim() || undefined;
-    return { bucket: new GcsBucket(uri.slice(0, slash), { ...(endpoint ? { apiEndpoint: endpoint } : {}), retry: { attempts: 3 } }), name: uri.slice(slash + 1) };
+    const endpoint = gcsEndpoint();
+    const authClient = await credentials(endpoint);
+    const bucket = new GcsBucket(uri.slice(0, slash), { ...(endpoint ? { apiEndpoint: endpoint } : {}), ...(authClient ? { authClient } : {}), retry: { attempts: 3 } });
+    return { bucket, name: uri.slice(slash + 1) };
   }
   const { LocalDirectoryBucket } = await import("../src/bucket/local.ts");
   return { bucket: new LocalDirectoryBucket(path.dirname(path.resolve(uri))), name: path.basename(uri) };
@@ -64,12 +106,26 @@ async function openBucket(uri: string): Promise<{ bucket: Bucket; name: string }
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { "min-rows": { type: "string" }, "min-columns": { type: "string" }, json: { type: "boolean", default: false }, help: { type: "boolean", default: false } },
+    options: {
+      "min-rows": { type: "string" },
+      "min-columns": { type: "string" },
+      execution: { type: "string" },
+      "check-credentials": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
   });
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  if (values["check-credentials"]) {
+    if (positionals.length !== 0) usage("--check-credentials takes no object");
+    await credentials(gcsEndpoint());
+    return 0;
+  }
+  const expectedExecution = values.execution;
+  if (expectedExecution !== undefined && !/^[a-z0-9][a-z0-9-]*$/.test(expectedExecution)) usage(`--execution: expected a Cloud Run execution name (got ${JSON.stringify(expectedExecution)})`);
   if (positionals.length !== 1) usage(`expected one object URI (got ${positionals.length})`);
   const uri = positionals[0]!;
   const minRows = wholeNumber("min-rows", values["min-rows"], DEFAULTS.MIN_ROWS);
@@ -142,6 +198,20 @@ async function main(): Promise<number> {
     );
   }
 
+  if (expectedExecution !== undefined) {
+    const builtBy = info.metadata.execution;
+    const manifestSays = manifest ? manifest.run?.execution : builtBy;
+    const ok = builtBy === expectedExecution && manifestSays === expectedExecution;
+    const who = builtBy ? `execution ${builtBy}` : "an execution that recorded no name";
+    check(
+      "execution",
+      ok,
+      ok
+        ? `built by execution ${expectedExecution}`
+        : `built by ${who}${manifestSays !== builtBy ? ` (its manifest says ${manifestSays ?? "none"})` : ""}, not ${expectedExecution}: a file from an earlier run; ${expectedExecution} did not build ${pair}`,
+    );
+  }
+
   const tail = await read(name, info.bytes - 8, info.bytes);
   if (tail.subarray(4).toString("latin1") !== PARQUET_MAGIC) {
     check("footer", false, `not a parquet file (no trailing ${PARQUET_MAGIC}): the object is damaged or not a training file`);
@@ -171,6 +241,19 @@ async function main(): Promise<number> {
     mdProblems.length === 0 ? `pair=${pair} rows=${md.rows} columns=${md.columns} schema_sha256=${schemaSha256.slice(0, 12)}...` : `${mdProblems.join("; ")}: the object's metadata does not match its content; run the job for ${pair} again`,
   );
 
+  // The footer carries the manifest of the file's content; the manifest object is that plus the
+  // run's record and the file's identity. Any difference means one of them was replaced.
+  if (manifest) {
+    const { run: _run, file: _file, ...content } = manifest as Manifest & Record<string, unknown>;
+    const inFooter = footer.keyValueMetadata["bqx.manifest"];
+    const same = inFooter !== undefined && JSON.stringify(JSON.parse(inFooter)) === JSON.stringify(content);
+    check(
+      "footer manifest",
+      same,
+      same ? "the footer's manifest is the manifest object's (pair, rows, tables, validation)" : `${inFooter === undefined ? "the footer carries no manifest" : "the footer's manifest differs from the manifest object's"}: they were not written together; run the job for ${pair} again`,
+    );
+  }
+
   const tables = 1 + (manifest?.tables?.features?.length ?? 0);
   const result = validateTrainingFile({
     rows: footer.numRows,
@@ -199,6 +282,19 @@ async function main(): Promise<number> {
 try {
   process.exitCode = await main();
 } catch (err) {
-  process.stderr.write(`validate-object: ${describeError(err)}\n`);
-  process.exitCode = 1;
+  if (err instanceof NotChecked) {
+    process.stderr.write(`validate-object: not checked: ${err.message}\n`);
+    process.exitCode = EXIT_NOT_CHECKED;
+  } else if (err instanceof JobError && (err.reason === "gcs-permission-denied" || err.reason === "gcs-unauthenticated")) {
+    // The adapter's fix names the job's service account; here it is the person validating.
+    const bucket = /gs:\/\/([^/\s]+)/.exec(err.message)?.[1] ?? "<bucket>";
+    process.stderr.write(
+      `validate-object: not checked: ${err.message}. Fix: grant roles/storage.objectViewer on gs://${bucket} to the account of your Application Default Credentials ` +
+        `(gcloud storage buckets add-iam-policy-binding gs://${bucket} --member=user:<you> --role=roles/storage.objectViewer), or log in as one that has it (gcloud auth application-default login)\n`,
+    );
+    process.exitCode = EXIT_NOT_CHECKED;
+  } else {
+    process.stderr.write(`validate-object: ${describeError(err)}\n`);
+    process.exitCode = 1;
+  }
 }
