@@ -71,19 +71,19 @@ const env: Record<string, string> = {
   // Without cloudrun-sim WORK_DIR stays on disk here; with it, the sim puts it in /dev/shm.
   ...(values.memory === undefined ? { WORK_DIR: path.join(run, "work") } : {}),
 };
-const job = [process.execPath, path.join(ROOT, "src", "main.ts")];
+const timed = existsSync("/usr/bin/time") ? ["/usr/bin/time", "-f", "__time user=%U sys=%S peak_kb=%M"] : [];
+const job = [...timed, process.execPath, path.join(ROOT, "src", "main.ts")];
 const [command, ...argv] =
   values.memory !== undefined
     ? [values.sim!, "--memory", values.memory, ...(values.cpus ? ["--cpus", values.cpus] : []), "--", ...job]
-    : existsSync("/usr/bin/time")
-      ? ["/usr/bin/time", "-f", "__peak_kb=%M", ...job]
-      : job;
+    : job;
 
 say(`running ${values.memory !== undefined ? `inside cloudrun-sim --memory ${values.memory}` : "under GNU time"}: TARGET_PAIR=${pair} on ${path.relative(ROOT, warehouse)}`);
 const started = performance.now();
 const lines: Array<Record<string, unknown>> = [];
 let sim: Record<string, unknown> | undefined;
 let peakKb: number | undefined;
+let cpu: { user: number; sys: number } | undefined;
 const code = await new Promise<number | null>((resolve, reject) => {
   const child = spawn(command!, argv, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   createInterface({ input: child.stdout }).on("line", (line) => {
@@ -94,8 +94,11 @@ const code = await new Promise<number | null>((resolve, reject) => {
     if (/^stage \w+: done|^extracted \d+\/\d+|^\d+ training rows|^memory plan|^composed|^published|^done:/.test(msg) || rec.severity === "ERROR") say(`  ${msg}`);
   });
   createInterface({ input: child.stderr }).on("line", (line) => {
-    const timed = /^__peak_kb=(\d+)$/.exec(line);
-    if (timed) peakKb = Number(timed[1]);
+    const timedLine = /^__time user=([\d.]+) sys=([\d.]+) peak_kb=(\d+)$/.exec(line);
+    if (timedLine) {
+      cpu = { user: Number(timedLine[1]), sys: Number(timedLine[2]) };
+      peakKb = Number(timedLine[3]);
+    }
     else if (line.startsWith('{"exit"')) sim = JSON.parse(line) as Record<string, unknown>;
     else say(`  stderr: ${line}`);
   });
@@ -118,6 +121,8 @@ const result: Record<string, unknown> = {
   memory_limit: values.memory ?? null,
   peak_rss_shmem_bytes: sim?.peak_rss_shmem_bytes ?? null,
   peak_rss_bytes: peakKb !== undefined ? peakKb * 1024 : null,
+  cpu_user_s: cpu?.user ?? null,
+  cpu_sys_s: cpu?.sys ?? null,
   peak_charged_bytes: sim?.peak_charged_bytes ?? null,
   budget_bytes: lines.find((l) => l.memoryBudgetBytes !== undefined)?.memoryBudgetBytes ?? null,
   parts: extract.parts ?? null,

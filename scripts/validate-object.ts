@@ -263,7 +263,7 @@ async function main(): Promise<number> {
     // and the manifest check above ties these bytes to that check.
     key: { present: footer.columnNames.includes(KEY_COLUMN), strictlyIncreasing: true },
     expectedRows: manifest?.tables?.target?.rows ?? footer.numRows,
-    checkpointsUsed: tables,
+    tablesInFile: tables,
     tablesDiscovered: tables,
     familyOf: (column) => column.split("_")[0] ?? column,
     minRows,

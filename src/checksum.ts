@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { crc32c } from "@node-rs/crc32";
 
-/** Both checksums of a whole file; `sha256` is always there (the port's `Checksums` makes it optional). */
+/** Both checksums of a whole file. */
 export async function fileChecksums(path: string): Promise<{ crc32c: string; sha256: string; bytes: number }> {
   const sha = createHash("sha256");
   let crc = 0;

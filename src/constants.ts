@@ -1,10 +1,6 @@
 // Facts about the production data model (../shared/REFERENCE.md) that the code relies on.
 
 export const KEY_COLUMN = "interval_time";
-/** Checkpoint row groups: small enough that a key-range read skips most of a file. */
-export const CHECKPOINT_ROW_GROUP_ROWS = 10_000;
-/** Footer key-value metadata naming the query a checkpoint holds (see taskFingerprint). */
-export const FINGERPRINT_KEY = "bqx.fingerprint";
 /** Columns that exist in feature tables but are never features. */
 export const NON_FEATURE_COLUMNS: readonly string[] = [KEY_COLUMN, "pair"];
 

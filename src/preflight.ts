@@ -15,6 +15,12 @@ export const ASSEMBLY_BYTES = 3 * FOOTER_LIMIT_BYTES;
 /** Resumable uploads buffer one chunk each (src/bucket/gcs.ts DEFAULT_CHUNK_BYTES) x uploads at once. */
 export const GCS_UPLOAD_BUFFER_BYTES = 4 * 32 * 1024 ** 2;
 
+/**
+ * What a worker keeps between DuckDB reads: the column and Arrow buffers it reuses
+ * (src/warehouse/duckdb-read.ts), so the memory of each read is not touched afresh.
+ */
+export const READ_BUFFERS_PER_WORKER_BYTES = 256 * 1024 ** 2;
+
 /** Each worker's DuckDB instance: enough for the column segments of a wide table's scan, never DuckDB's default of 80 % of RAM. */
 export function duckdbMemoryPerWorker(memoryLimitBytes: number): number {
   return Math.min(512 * 1024 ** 2, Math.max(128 * 1024 ** 2, Math.floor(memoryLimitBytes / 32)));
@@ -49,7 +55,7 @@ export interface MemoryPlan {
 
 export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const duckdbBytesPerWorker = input.backend === "local" ? duckdbMemoryPerWorker(input.memoryLimitBytes) : 0;
-  const warehouseBytes = duckdbBytesPerWorker * input.workers;
+  const warehouseBytes = input.backend === "local" ? (duckdbBytesPerWorker + READ_BUFFERS_PER_WORKER_BYTES) * input.workers : 0;
   const uploadBytes = input.backend === "gcp" ? GCS_UPLOAD_BUFFER_BYTES : 0;
   const extractionBytes = Math.max(input.budgetBytes, input.widestRowGroupBytes);
   const memoryNeededBytes = RUNTIME_BYTES + extractionBytes + warehouseBytes + ASSEMBLY_BYTES + uploadBytes;
@@ -59,7 +65,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     const room = input.memoryLimitBytes - (memoryNeededBytes - extractionBytes);
     problems.push(
       `memory plan does not fit: runtime ~${formatBytes(RUNTIME_BYTES)} + tables in flight ~${formatBytes(extractionBytes)} (MEMORY_BUDGET ${formatBytes(input.budgetBytes)})` +
-        `${warehouseBytes > 0 ? ` + DuckDB ${input.workers} x ${formatBytes(duckdbBytesPerWorker)}` : ""} + footers ~${formatBytes(ASSEMBLY_BYTES)}${uploadBytes > 0 ? ` + upload buffers ~${formatBytes(uploadBytes)}` : ""}` +
+        `${warehouseBytes > 0 ? ` + DuckDB and read buffers ${input.workers} x ${formatBytes(duckdbBytesPerWorker + READ_BUFFERS_PER_WORKER_BYTES)}` : ""} + footers ~${formatBytes(ASSEMBLY_BYTES)}${uploadBytes > 0 ? ` + upload buffers ~${formatBytes(uploadBytes)}` : ""}` +
         ` = ~${formatBytes(memoryNeededBytes)}, but the limit is ${formatBytes(input.memoryLimitBytes)} (${input.memoryLimitSource}). ` +
         `Fix: ${room >= 64 * 1024 ** 2 ? `set MEMORY_BUDGET to ${formatBytes(room)} or less, or ` : ""}raise the job's memory (--memory)`,
     );

@@ -9,7 +9,8 @@ export interface ValidationInput {
   nullCounts: ReadonlyMap<string, number | undefined>;
   key: { present: boolean; strictlyIncreasing: boolean; firstViolationRow?: number };
   expectedRows: number;
-  checkpointsUsed: number;
+  /** Tables whose parts the file's footer was built from (the target included). */
+  tablesInFile: number;
   tablesDiscovered: number;
   /** Output column -> family (first word of its table's name). */
   familyOf: (column: string) => string;
@@ -70,8 +71,8 @@ export function validateTrainingFile(input: ValidationInput): ValidationReport {
   const suffixed = names.filter((n) => n.endsWith("_right") || (n.endsWith("right") && nameSet.has(n.slice(0, -"right".length))));
   if (suffixed.length > 0) errors.push(`join-suffixed duplicate columns: ${suffixed.slice(0, 5).join(", ")}`);
 
-  if (input.checkpointsUsed !== input.tablesDiscovered) {
-    errors.push(`checkpoints: ${input.checkpointsUsed} merged but ${input.tablesDiscovered} tables discovered`);
+  if (input.tablesInFile !== input.tablesDiscovered) {
+    errors.push(`tables: ${input.tablesInFile} in the file but ${input.tablesDiscovered} discovered`);
   }
 
   const nulls: Record<string, FamilyNulls> = {};

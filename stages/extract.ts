@@ -83,7 +83,7 @@ export const extractStage: Stage = {
     });
     log.info(
       { plan: memory },
-      `memory plan: tables in flight ~${formatBytes(memory.extractionBytes)} (MEMORY_BUDGET), runtime ~${formatBytes(memory.runtimeBytes)}${memory.warehouseBytes ? `, DuckDB ${config.maxWorkers} x ${formatBytes(memory.duckdbBytesPerWorker)}` : ""}, footers ~${formatBytes(memory.assemblyBytes)}; needs ~${formatBytes(memory.memoryNeededBytes)} of ${formatBytes(config.memoryLimitBytes)} (${config.memoryLimitSource}); the file itself is assembled in the bucket`,
+      `memory plan: tables in flight ~${formatBytes(memory.extractionBytes)} (MEMORY_BUDGET), runtime ~${formatBytes(memory.runtimeBytes)}${memory.warehouseBytes ? `, DuckDB and read buffers ~${formatBytes(memory.warehouseBytes)}` : ""}, footers ~${formatBytes(memory.assemblyBytes)}; needs ~${formatBytes(memory.memoryNeededBytes)} of ${formatBytes(config.memoryLimitBytes)} (${config.memoryLimitSource}); the file itself is assembled in the bucket`,
     );
     for (const w of memory.warnings) log.warn({ plan: "memory" }, w);
     if (!memory.fits) throw new JobError(memory.problems.join("\n  "), { reason: "memory-plan", fix: "see the numbers above; nothing was extracted" });

@@ -29,7 +29,7 @@ export const validateStage: Stage = {
       key: { present: summary.columnNames.includes(KEY_COLUMN), strictlyIncreasing: extraction.target.keyStrictlyIncreasing },
       expectedRows: extraction.target.rows,
       // Counted from the parts the footer was built from, not from the plan.
-      checkpointsUsed: new Set(assembly.layout.parts.map((p) => p.table)).size,
+      tablesInFile: new Set(assembly.layout.parts.map((p) => p.table)).size,
       tablesDiscovered: 1 + discovery.features.length,
       familyOf: (column) => familyByColumn.get(column) ?? "unknown",
       minRows: config.minRows,

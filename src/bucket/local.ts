@@ -10,11 +10,10 @@
 // It does not retry: src/bucket/retrying.ts wraps it. With FAULT_RATE (testing only) its calls
 // fail now and then with an injected retryable fault; a failed `put`, `get` or `compose` fails
 // after its copy is staged, so the retry path also proves a failed attempt leaves nothing behind.
-import { randomBytes } from "node:crypto";
-import { constants, createReadStream, createWriteStream, type Stats } from "node:fs";
-import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { constants, type Stats } from "node:fs";
+import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, rmdir, stat, writeFile, type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { pipeline } from "node:stream/promises";
 import { crc32c } from "@node-rs/crc32";
 import { crc32cBase64, fileChecksums } from "../checksum.ts";
 import { JobError } from "../errors.ts";
@@ -107,11 +106,22 @@ export class LocalDirectoryBucket implements Bucket {
     const staging = `${target}${suffix}`;
     const sidecarStaging = `${sidecarPath}${suffix}`;
     try {
-      if (range) await copyRange(localPath, range, staging);
-      else await copyFile(localPath, staging);
+      // One pass: the checksums are of the bytes as written (a flip injected on the way, as
+      // FAULT_CORRUPT_UPLOADS does, shows), so no second read of the copy is needed.
+      const size = range ? range.end - range.start : (await stat(localPath)).size;
+      const out = await open(staging, "w");
+      let stored: { crc32c: string; bytes: number; sha256?: string };
+      try {
+        const copied = await copyInto(out, 0, [{ path: localPath, start: range?.start ?? 0, end: (range?.start ?? 0) + size }], {
+          corruptAt: this.corruptCopies && size > 0 ? Math.floor(size / 2) : undefined,
+          sha256: expected.sha256 !== undefined,
+          signal: this.signal,
+        });
+        stored = { crc32c: crc32cBase64(copied.crc), bytes: copied.bytes, ...(copied.sha256 !== undefined ? { sha256: copied.sha256 } : {}) };
+      } finally {
+        await out.close();
+      }
       this.faults?.maybeFail("put", name);
-      if (this.corruptCopies) await flipMiddleByte(staging);
-      const stored = await fileChecksums(staging);
       if (stored.crc32c !== expected.crc32c || (expected.sha256 !== undefined && stored.sha256 !== expected.sha256)) {
         const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
         throw new JobError(
@@ -364,49 +374,40 @@ export class LocalDirectoryBucket implements Bucket {
   }
 
   /**
-   * Concatenates the sources into `staging` through one buffer, computing the CRC32C of exactly
-   * the bytes written. Each source is opened and its generation checked before it is read, and
-   * checked again after: a source replaced or rewritten meanwhile fails the compose.
+   * Concatenates the sources into `staging`, computing the CRC32C of exactly the bytes written.
+   * Each source is opened and its generation checked before it is read, and checked again after:
+   * a source replaced or rewritten meanwhile fails the compose.
    */
   private async concatenate(sources: readonly SourceObject[], staging: string, target: string, corruptAt: number | undefined): Promise<{ bytes: number; crc: number }> {
-    const buffer = Buffer.allocUnsafe(COMPOSE_BUFFER_BYTES);
-    const out = await open(staging, "w");
-    let crc = 0;
-    let bytes = 0;
-    try {
-      for (const source of sources) {
-        const sourcePath = this.objectPath(source.name);
-        const input = await open(sourcePath, "r").catch(() => undefined);
-        if (!input) throw sourceChanged(`compose ${target}`, sourcePath, source.generation, undefined);
-        try {
-          const before = await input.stat();
-          if (generationOf(before.mtimeMs) !== source.generation) throw sourceChanged(`compose ${target}`, sourcePath, source.generation, generationOf(before.mtimeMs));
-          let position = 0;
-          for (;;) {
-            this.signal?.throwIfAborted();
-            const { bytesRead } = await input.read(buffer, 0, buffer.length, position);
-            if (bytesRead === 0) break;
-            const chunk = buffer.subarray(0, bytesRead);
-            // FAULT_CORRUPT_UPLOADS: one byte flipped on the way, as a bad disk or transfer would.
-            if (corruptAt !== undefined && corruptAt >= bytes && corruptAt < bytes + bytesRead) chunk[corruptAt - bytes]! ^= 0xff;
-            crc = crc32c(chunk, crc);
-            for (let written = 0; written < bytesRead; ) written += (await out.write(chunk, written, bytesRead - written)).bytesWritten;
-            position += bytesRead;
-            bytes += bytesRead;
-          }
+    const pieces: CopyPiece[] = [];
+    for (const source of sources) {
+      const sourcePath = this.objectPath(source.name);
+      const changed = (now?: Stats) => sourceChanged(`compose ${target}`, sourcePath, source.generation, now ? generationOf(now.mtimeMs) : undefined);
+      let before: Stats | undefined;
+      pieces.push({
+        path: sourcePath,
+        start: 0,
+        end: undefined,
+        opened: async (input) => {
+          const opened = await input.stat();
+          before = opened;
+          if (generationOf(opened.mtimeMs) !== source.generation) throw changed(opened);
+          return opened.size;
+        },
+        done: async (input) => {
           const after = await input.stat();
           const now = await stat(sourcePath).catch(() => undefined);
-          if (after.mtimeMs !== before.mtimeMs || position !== before.size || now?.ino !== before.ino || now.mtimeMs !== before.mtimeMs) {
-            throw sourceChanged(`compose ${target}`, sourcePath, source.generation, now ? generationOf(now.mtimeMs) : undefined);
-          }
-        } finally {
-          await input.close();
-        }
-      }
+          if (after.mtimeMs !== before!.mtimeMs || now?.ino !== before!.ino || now.mtimeMs !== before!.mtimeMs) throw changed(now);
+        },
+        missing: () => changed(undefined),
+      });
+    }
+    const out = await open(staging, "w");
+    try {
+      return await copyInto(out, 0, pieces, { corruptAt, sha256: false, signal: this.signal });
     } finally {
       await out.close();
     }
-    return { bytes, crc };
   }
 
   /** The data file of a pinned source, refused when it is gone or another generation. */
@@ -458,22 +459,70 @@ async function assertRangeOfFile(localPath: string, range: ByteRange): Promise<v
   if (range.end > size) throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${size} bytes)`, { reason: "range-out-of-bounds" });
 }
 
-async function copyRange(localPath: string, range: ByteRange, staging: string): Promise<void> {
-  if (range.end === range.start) return writeFile(staging, "");
-  await pipeline(createReadStream(localPath, { start: range.start, end: range.end - 1 }), createWriteStream(staging));
+/** A byte range of a file to copy; `end` undefined: to the end of the file (its size, which `opened` may return). */
+interface CopyPiece {
+  path: string;
+  start: number;
+  end: number | undefined;
+  /** Checks the file once open; returns its size. */
+  opened?: (input: FileHandle) => Promise<number>;
+  /** Checks the file once read, before it is closed. */
+  done?: (input: FileHandle) => Promise<void>;
+  /** The error for a file that cannot be opened. */
+  missing?: () => Error;
 }
 
-async function flipMiddleByte(file: string): Promise<void> {
-  const handle = await open(file, "r+");
-  try {
-    const at = Math.floor((await handle.stat()).size / 2);
-    const byte = Buffer.alloc(1);
-    await handle.read(byte, 0, 1, at);
-    byte[0] = byte[0]! ^ 0xff;
-    await handle.write(byte, 0, 1, at);
-  } finally {
-    await handle.close();
+/**
+ * Copies the pieces, in order, to `out` from `at`, with the reads of the next block overlapping
+ * the write of the current one (two buffers), and returns the CRC32C (and SHA-256 when asked) of
+ * the bytes written. `corruptAt` (FAULT_CORRUPT_UPLOADS) flips the byte at that output offset on
+ * the way, as a bad disk or transfer would, so the checksums show it.
+ */
+async function copyInto(
+  out: FileHandle,
+  at: number,
+  pieces: readonly CopyPiece[],
+  opts: { corruptAt: number | undefined; sha256: boolean; signal: AbortSignal | undefined },
+): Promise<{ bytes: number; crc: number; sha256?: string }> {
+  const buffers = [Buffer.allocUnsafe(COMPOSE_BUFFER_BYTES), Buffer.allocUnsafe(COMPOSE_BUFFER_BYTES)];
+  const sha = opts.sha256 ? createHash("sha256") : undefined;
+  let crc = 0;
+  let bytes = 0;
+  let turn = 0;
+  let writing: Promise<void> = Promise.resolve();
+  const write = async (chunk: Buffer, position: number) => {
+    for (let done = 0; done < chunk.length; ) done += (await out.write(chunk, done, chunk.length - done, position + done)).bytesWritten;
+  };
+  for (const piece of pieces) {
+    const input = await open(piece.path, "r").catch((err: unknown) => {
+      throw piece.missing?.() ?? err;
+    });
+    try {
+      const size = (await piece.opened?.(input)) ?? (await input.stat()).size;
+      const end = piece.end ?? size;
+      for (let position = piece.start; position < end; ) {
+        opts.signal?.throwIfAborted();
+        const buffer = buffers[turn]!;
+        turn ^= 1;
+        const { bytesRead } = await input.read(buffer, 0, Math.min(buffer.length, end - position), position);
+        if (bytesRead === 0) throw new Error(`${piece.path}: unexpected end of file at ${position} (expected ${end} bytes)`);
+        // The other buffer's write must be done before this one is filled again, two turns on.
+        await writing;
+        const chunk = buffer.subarray(0, bytesRead);
+        if (opts.corruptAt !== undefined && opts.corruptAt >= bytes && opts.corruptAt < bytes + bytesRead) chunk[opts.corruptAt - bytes]! ^= 0xff;
+        crc = crc32c(chunk, crc);
+        sha?.update(chunk);
+        writing = write(chunk, at + bytes);
+        position += bytesRead;
+        bytes += bytesRead;
+      }
+      await piece.done?.(input);
+    } finally {
+      await input.close();
+    }
   }
+  await writing;
+  return { bytes, crc, ...(sha ? { sha256: sha.digest("hex") } : {}) };
 }
 
 /** A stand-in for Cloud Storage's generation: changes whenever the object is replaced. */

@@ -136,7 +136,7 @@ export function toJobError(err: unknown, api: GoogleApi, ctx: FailureContext): J
   const opts = { cause: err };
   // Before the status checks: BigQuery sends some rate limits as HTTP 403 rateLimitExceeded.
   if (f.reason !== undefined && RETRYABLE_REASONS.has(f.reason)) {
-    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (checkpoints are kept)" });
+    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (the parts already staged are kept)" });
   }
   if (f.reason === "accessDenied" || f.httpStatus === 403 || f.grpcCode === 7) {
     return new JobError(head, { ...opts, reason: "bigquery-access-denied", fix: roleFix(f, ctx) });
@@ -169,7 +169,7 @@ export function toJobError(err: unknown, api: GoogleApi, ctx: FailureContext): J
     });
   }
   if (isRetryableFault(f)) {
-    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (checkpoints are kept)" });
+    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (the parts already staged are kept)" });
   }
   // An unknown failure without a definite client-side status: trying again is harmless.
   const definite = f.httpStatus !== undefined || f.grpcCode !== undefined || f.reason !== undefined;

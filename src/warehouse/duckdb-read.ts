@@ -10,10 +10,12 @@
 // through apache-arrow's builders from JS values (slower; features are almost all floats).
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResult } from "@duckdb/node-api";
 import { Bool, DateDay, Field, Float64, Int64, RecordBatch, RecordBatchStreamWriter, Schema, Struct, TimeUnit, Timestamp, Utf8, makeData, vectorFromArray, type Data, type DataType } from "apache-arrow";
+import { BufferRegion, FieldNode, Message, RecordBatch as RecordBatchHeader } from "apache-arrow/ipc/metadata/message";
 import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { columnKind, type FeatureKind } from "../discovery.ts";
 import type { DuckDBSettings, SliceBounds, TableQuery } from "../extract/task.ts";
+import { READ_BUFFERS_PER_WORKER_BYTES } from "../preflight.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
 import type { ColumnMapping } from "./port.ts";
 
@@ -93,36 +95,6 @@ export function sliceSql(query: TableQuery, columns: readonly ReadColumn[], slic
   return `SELECT ${select} FROM (${limited}) AS limited${bounds.length > 0 ? ` WHERE ${bounds.join(" AND ")}` : ""}`;
 }
 
-/** One growable column: values and validity bits, filled chunk by chunk. */
-class ColumnBuffer {
-  readonly column: ReadColumn;
-  values: Float64Array | BigInt64Array | Int32Array | undefined;
-  valid: Uint8Array | undefined;
-  /** For the kinds built from JS values. */
-  readonly plain: unknown[] = [];
-  nulls = 0;
-
-  constructor(column: ReadColumn) {
-    this.column = column;
-  }
-
-  fixedWidth(): boolean {
-    return this.column.kind === "key" || this.column.kind === "float64" || this.column.kind === "int64" || this.column.kind === "date";
-  }
-
-  ensure(capacity: number): void {
-    if (!this.fixedWidth()) return;
-    if (this.values && this.values.length >= capacity) return;
-    const Kind = this.column.kind === "float64" ? Float64Array : this.column.kind === "date" ? Int32Array : BigInt64Array;
-    const values = new Kind(capacity);
-    if (this.values) values.set(this.values as never);
-    const valid = new Uint8Array(Math.ceil(capacity / 8)).fill(0xff);
-    if (this.valid) valid.set(this.valid);
-    this.values = values;
-    this.valid = valid;
-  }
-}
-
 interface RawVector {
   items?: Float64Array | BigInt64Array | Int32Array;
   validity?: { data: BigUint64Array | null };
@@ -144,25 +116,81 @@ function countValid(bits: Uint8Array, rows: number): number {
   return n;
 }
 
-/** Copies `n` validity bits from `src` (bit 0 first) to `dst` at bit `at`. */
-function copyBits(dst: Uint8Array, at: number, src: Uint8Array, n: number): void {
+/** Writes `n` validity bits at bit `at` of `dst`: from `src` (bit 0 first), or all valid when `src` is null. */
+function writeBits(dst: Uint8Array, at: number, src: Uint8Array | null, n: number): void {
   if (at % 8 === 0) {
-    dst.set(src.subarray(0, Math.ceil(n / 8)), at >> 3);
+    const bytes = Math.ceil(n / 8);
+    if (src) dst.set(src.subarray(0, bytes), at >> 3);
+    else dst.fill(0xff, at >> 3, (at >> 3) + bytes);
     return;
   }
   for (let i = 0; i < n; i++) {
-    const bit = (src[i >> 3]! >> (i & 7)) & 1;
+    const bit = src ? (src[i >> 3]! >> (i & 7)) & 1 : 1;
     const j = at + i;
     if (bit) dst[j >> 3]! |= 1 << (j & 7);
     else dst[j >> 3]! &= ~(1 << (j & 7));
   }
 }
 
-/** Reads a whole DuckDB result into a polars DataFrame with the columns' kinds. */
-export async function frameFromResult(result: DuckDBResult, columns: readonly ReadColumn[], expectedRows = 0): Promise<pl.DataFrame> {
-  const buffers = columns.map((c) => new ColumnBuffer(c));
-  let capacity = Math.max(2048, expectedRows);
-  for (const b of buffers) b.ensure(capacity);
+const pad8 = (n: number) => (n + 7) & ~7;
+/** Bytes per value of the fixed-width kinds. */
+const WIDTH: Partial<Record<ColumnKind, number>> = { key: 8, float64: 8, int64: 8, date: 4 };
+
+/**
+ * Memory a worker thread keeps from one read to the next: the columns' value and validity buffers
+ * and the Arrow IPC buffer. On this project's machines a first touch of fresh memory costs a page
+ * fault, and allocating every read's buffers anew took a tenth of the read; reused, it costs
+ * nothing. At most REUSED_BYTES are kept (the memory plan counts them); a wider read allocates
+ * the rest for itself.
+ */
+const REUSED_BYTES = READ_BUFFERS_PER_WORKER_BYTES;
+const reused: { values: ArrayBuffer[]; valid: ArrayBuffer[]; ipc: ArrayBuffer | undefined } = { values: [], valid: [], ipc: undefined };
+
+function reusable(list: ArrayBuffer[], i: number, bytes: number, keep: number): ArrayBuffer {
+  const have = list[i];
+  if (have && have.byteLength >= bytes) return have;
+  const fresh = new ArrayBuffer(Math.ceil(bytes * 1.25));
+  if (have) new Uint8Array(fresh).set(new Uint8Array(have, 0, keep));
+  list[i] = fresh;
+  return fresh;
+}
+
+function trimReused(): void {
+  let total = reused.ipc?.byteLength ?? 0;
+  if (total > REUSED_BYTES) reused.ipc = undefined;
+  total = reused.ipc?.byteLength ?? 0;
+  for (let i = 0; i < reused.values.length; i++) {
+    total += (reused.values[i]?.byteLength ?? 0) + (reused.valid[i]?.byteLength ?? 0);
+    if (total > REUSED_BYTES) {
+      reused.values.length = i;
+      reused.valid.length = i;
+      break;
+    }
+  }
+}
+
+/** An Arrow IPC stream message: continuation, metadata length, the flatbuffer, padding to 8 (as apache-arrow frames it). */
+function frame(message: Message): Uint8Array {
+  const body = Message.encode(message);
+  const aligned = pad8(body.byteLength + 8);
+  const out = new Uint8Array(aligned);
+  const view = new DataView(out.buffer);
+  view.setInt32(0, -1, true);
+  view.setInt32(4, aligned - 8, true);
+  out.set(body, 8);
+  return out;
+}
+
+/**
+ * Reads a whole DuckDB result of fixed-width columns into a polars DataFrame: chunks are copied
+ * into the reused column buffers, then once into one Arrow IPC stream (a schema message, one record
+ * batch, end of stream) laid out here, which polars reads. (apache-arrow's own writer made three
+ * more copies of every value.)
+ */
+async function fixedWidthFrame(result: DuckDBResult, columns: readonly ReadColumn[], expectedRows: number): Promise<pl.DataFrame> {
+  let capacity = Math.max(2048, Math.ceil(expectedRows * 1.05));
+  const values = columns.map((c, i) => reusable(reused.values, i, capacity * WIDTH[c.kind]!, 0));
+  const valid = columns.map((_, i) => reusable(reused.valid, i, Math.ceil(capacity / 8), 0));
   let rows = 0;
   for (;;) {
     const chunk = await result.fetchChunk();
@@ -170,40 +198,112 @@ export async function frameFromResult(result: DuckDBResult, columns: readonly Re
     const n = chunk.rowCount;
     if (rows + n > capacity) {
       capacity = Math.max(rows + n, capacity * 2);
-      for (const b of buffers) b.ensure(capacity);
+      columns.forEach((c, i) => {
+        values[i] = reusable(reused.values, i, capacity * WIDTH[c.kind]!, rows * WIDTH[c.kind]!);
+        valid[i] = reusable(reused.valid, i, Math.ceil(capacity / 8), Math.ceil(rows / 8));
+      });
     }
-    for (let c = 0; c < buffers.length; c++) {
-      const buffer = buffers[c]!;
+    for (let c = 0; c < columns.length; c++) {
       const vector = chunk.getColumnVector(c) as unknown as RawVector;
-      if (buffer.fixedWidth()) {
-        (buffer.values as Float64Array).set(vector.items!.subarray(0, n) as Float64Array, rows);
-        const validity = vector.validity?.data;
-        if (validity) copyBits(buffer.valid!, rows, new Uint8Array(validity.buffer, validity.byteOffset, Math.ceil(n / 8)), n);
-        else if (rows % 8 !== 0) copyBits(buffer.valid!, rows, new Uint8Array(Math.ceil(n / 8)).fill(0xff), n);
-      } else {
-        for (let i = 0; i < n; i++) buffer.plain.push(vector.getItem(i));
-      }
+      const items = vector.items!;
+      const width = WIDTH[columns[c]!.kind]!;
+      new Uint8Array(values[c]!, rows * width, n * width).set(new Uint8Array(items.buffer, items.byteOffset, n * width));
+      const bits = vector.validity?.data;
+      writeBits(new Uint8Array(valid[c]!), rows, bits ? new Uint8Array(bits.buffer, bits.byteOffset, Math.ceil(n / 8)) : null, n);
     }
     rows += n;
   }
   const fields = columns.map((c) => new Field(c.name, ARROW_TYPES[c.kind](), true));
-  const children: Data[] = buffers.map((b, i) => {
-    const type = fields[i]!.type;
-    if (!b.fixedWidth()) {
-      const values = b.plain.map((v) => (v === null || v === undefined ? null : b.column.kind === "bool" ? Boolean(v) : String(v)));
-      return vectorFromArray(values, type as Utf8).data[0] as Data;
-    }
-    const valid = b.valid!.subarray(0, Math.ceil(rows / 8));
-    const nullCount = rows - countValid(valid, rows);
-    return makeData({ type: type as Float64, length: rows, data: (b.values as Float64Array).subarray(0, rows), ...(nullCount > 0 ? { nullBitmap: valid } : {}), nullCount });
+  const nodes: FieldNode[] = [];
+  const regions: BufferRegion[] = [];
+  const copies: Array<{ from: ArrayBuffer; bytes: number; at: number }> = [];
+  let body = 0;
+  columns.forEach((c, i) => {
+    const bits = new Uint8Array(valid[i]!, 0, Math.ceil(rows / 8));
+    const nulls = rows - countValid(bits, rows);
+    nodes.push(new FieldNode(rows, nulls));
+    // Like apache-arrow: no validity buffer when nothing is null.
+    const validBytes = nulls > 0 ? bits.length : 0;
+    regions.push(new BufferRegion(body, pad8(validBytes)));
+    if (validBytes > 0) copies.push({ from: valid[i]!, bytes: validBytes, at: body });
+    body += pad8(validBytes);
+    const dataBytes = rows * WIDTH[c.kind]!;
+    regions.push(new BufferRegion(body, pad8(dataBytes)));
+    copies.push({ from: values[i]!, bytes: dataBytes, at: body });
+    body += pad8(dataBytes);
   });
-  buffers.length = 0;
-  const schema = new Schema(fields);
+  const schema = frame(Message.from(new Schema(fields)));
+  const batch = frame(Message.from(new RecordBatchHeader(rows, nodes, regions, null), body));
+  const total = schema.length + batch.length + body + 8;
+  const ipc = new Uint8Array(reusable([reused.ipc ?? new ArrayBuffer(0)], 0, total, 0), 0, total);
+  reused.ipc = ipc.buffer as ArrayBuffer;
+  ipc.set(schema, 0);
+  ipc.set(batch, schema.length);
+  const start = schema.length + batch.length;
+  for (const copy of copies) ipc.set(new Uint8Array(copy.from, 0, copy.bytes), start + copy.at);
+  new DataView(ipc.buffer).setInt32(total - 8, -1, true);
+  new DataView(ipc.buffer).setInt32(total - 4, 0, true);
+  // polars copies what it reads, so the buffers can serve the next read.
+  const frameOut = pl.readIPCStream(Buffer.from(ipc.buffer, 0, total));
+  trimReused();
+  return frameOut;
+}
+
+/**
+ * Reads a result that holds strings or booleans: those through apache-arrow's builders from JS
+ * values, the fixed-width columns from their typed arrays (features are almost all numbers, so this
+ * path is rare and not tuned).
+ */
+async function builtFrame(result: DuckDBResult, columns: readonly ReadColumn[]): Promise<pl.DataFrame> {
+  const plain: unknown[][] = columns.map(() => []);
+  const chunks: Array<Array<{ items: Uint8Array; bits: Uint8Array | null; n: number }>> = columns.map(() => []);
+  let rows = 0;
+  for (;;) {
+    const chunk = await result.fetchChunk();
+    if (!chunk || chunk.rowCount === 0) break;
+    const n = chunk.rowCount;
+    for (let c = 0; c < columns.length; c++) {
+      const vector = chunk.getColumnVector(c) as unknown as RawVector;
+      const width = WIDTH[columns[c]!.kind];
+      if (width === undefined) {
+        for (let i = 0; i < n; i++) plain[c]!.push(vector.getItem(i));
+        continue;
+      }
+      const items = vector.items!;
+      const bits = vector.validity?.data;
+      chunks[c]!.push({ items: new Uint8Array(items.buffer, items.byteOffset, n * width).slice(), bits: bits ? new Uint8Array(bits.buffer, bits.byteOffset, Math.ceil(n / 8)).slice() : null, n });
+    }
+    rows += n;
+  }
+  const fields = columns.map((c) => new Field(c.name, ARROW_TYPES[c.kind](), true));
+  const children = columns.map((c, i): Data => {
+    const type = fields[i]!.type;
+    const width = WIDTH[c.kind];
+    if (width === undefined) {
+      return vectorFromArray(plain[i]!.map((v) => (v === null || v === undefined ? null : c.kind === "bool" ? Boolean(v) : String(v))), type as Utf8).data[0] as Data;
+    }
+    const bytes = new Uint8Array(rows * width);
+    const valid = new Uint8Array(Math.ceil(rows / 8));
+    let at = 0;
+    for (const piece of chunks[i]!) {
+      bytes.set(piece.items, at * width);
+      writeBits(valid, at, piece.bits, piece.n);
+      at += piece.n;
+    }
+    const nullCount = rows - countValid(valid, rows);
+    const data = width === 4 ? new Int32Array(bytes.buffer) : c.kind === "float64" ? new Float64Array(bytes.buffer) : new BigInt64Array(bytes.buffer);
+    return makeData({ type: type as Float64, length: rows, data: data as Float64Array, ...(nullCount > 0 ? { nullBitmap: valid } : {}), nullCount });
+  });
   const writer = new RecordBatchStreamWriter();
-  writer.write(new RecordBatch(schema, makeData({ type: new Struct(fields), length: rows, nullCount: 0, children })));
+  writer.write(new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, nullCount: 0, children })));
   writer.finish();
   const ipc = writer.toUint8Array(true);
   return pl.readIPCStream(Buffer.from(ipc.buffer, ipc.byteOffset, ipc.byteLength));
+}
+
+/** Reads a whole DuckDB result into a polars DataFrame with the columns' kinds. */
+export async function frameFromResult(result: DuckDBResult, columns: readonly ReadColumn[], expectedRows = 0): Promise<pl.DataFrame> {
+  return columns.every((c) => WIDTH[c.kind] !== undefined) ? fixedWidthFrame(result, columns, expectedRows) : builtFrame(result, columns);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ASSEMBLY_BYTES, RUNTIME_BYTES, duckdbMemoryPerWorker, planMemory, type MemoryPlanInput } from "../../src/preflight.ts";
+import { ASSEMBLY_BYTES, READ_BUFFERS_PER_WORKER_BYTES, RUNTIME_BYTES, duckdbMemoryPerWorker, planMemory, type MemoryPlanInput } from "../../src/preflight.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -26,7 +26,7 @@ describe("the pre-flight memory plan", () => {
 
   it("counts each worker's DuckDB on the embedded backend, sized from the limit and never DuckDB's default", () => {
     const plan = planMemory({ ...cloudRun, backend: "local", workers: 2 });
-    expect(plan.warehouseBytes).toBe(2 * duckdbMemoryPerWorker(12 * GiB));
+    expect(plan.warehouseBytes).toBe(2 * (duckdbMemoryPerWorker(12 * GiB) + READ_BUFFERS_PER_WORKER_BYTES));
     expect(duckdbMemoryPerWorker(12 * GiB)).toBe(384 * MiB);
     expect(duckdbMemoryPerWorker(1 * GiB)).toBe(128 * MiB);
     expect(duckdbMemoryPerWorker(64 * GiB)).toBe(512 * MiB);
