@@ -66,6 +66,9 @@ export class LocalDirectoryBucket implements Bucket {
   /** Once aborted (SIGTERM), `put` stops before renaming anything into place. */
   private readonly signal: AbortSignal | undefined;
 
+  /** Suffixes of the temporary copies this object has made, so `sweep` never takes one of them. */
+  private readonly ownSuffixes = new Set<string>();
+
   constructor(directory: string, opts: LocalDirectoryBucketOptions = {}) {
     this.location = path.resolve(directory);
     this.corruptCopies = opts.corruptCopies ?? false;
@@ -102,7 +105,7 @@ export class LocalDirectoryBucket implements Bucket {
     const withSidecar = Object.keys(metadata).length > 0;
     await mkdir(path.dirname(target), { recursive: true });
     if (withSidecar) await mkdir(path.dirname(sidecarPath), { recursive: true });
-    const suffix = `.uploading-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const suffix = this.tempSuffix();
     const staging = `${target}${suffix}`;
     const sidecarStaging = `${sidecarPath}${suffix}`;
     try {
@@ -138,11 +141,12 @@ export class LocalDirectoryBucket implements Bucket {
       // Interrupted (SIGTERM): the verified copy is dropped rather than replacing the object, so
       // an interrupted run never changes what the bucket holds.
       this.signal?.throwIfAborted();
-      // Data first, then its sidecar: in between, `stat` sees a sidecar whose size/mtime do not
-      // match the data and recomputes from the data itself, so it never reports stale checksums.
-      await rename(staging, target);
+      // The sidecar first, then the data: the object appears with its metadata, as on Cloud
+      // Storage. In between, `stat` sees a sidecar whose size/mtime do not match the data still
+      // there (or no data) and describes the data itself, so it never reports stale checksums.
       if (withSidecar) await rename(sidecarStaging, sidecarPath);
       else await rm(sidecarPath, { force: true });
+      await rename(staging, target);
       return { uri: target, bytes: stored.bytes, checksums: { crc32c: stored.crc32c, sha256: stored.sha256 }, generation: generationOf(mtimeMs) };
     } finally {
       await rm(staging, { force: true });
@@ -244,6 +248,40 @@ export class LocalDirectoryBucket implements Bucket {
     await this.pruneEmptyParents(this.sidecarPath(name));
   }
 
+  /** A name suffix for a temporary copy: `.uploading-<pid>-<random>`, never listed as an object. */
+  private tempSuffix(): string {
+    const suffix = `.uploading-${process.pid}-${randomBytes(4).toString("hex")}`;
+    this.ownSuffixes.add(suffix);
+    return suffix;
+  }
+
+  async sweep(prefix: string): Promise<number> {
+    const roots = [path.join(this.location, ...prefix.split("/").filter(Boolean)), path.join(this.location, META_DIR, ...prefix.split("/").filter(Boolean))];
+    let removed = 0;
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const entry of entries) {
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory()) {
+          await walk(full);
+          continue;
+        }
+        const writer = /(\.uploading-(\d+)-[0-9a-f]+)$/.exec(entry.name);
+        if (!writer || this.ownSuffixes.has(writer[1]!) || !writerIsGone(Number(writer[2]))) continue;
+        await rm(full, { force: true });
+        await this.pruneEmptyParents(full);
+        removed += 1;
+      }
+    };
+    for (const root of roots) if (root === this.location || root.startsWith(this.location + path.sep)) await walk(root);
+    return removed;
+  }
+
   private async pruneEmptyParents(file: string): Promise<void> {
     for (let dir = path.dirname(file); dir.startsWith(this.location + path.sep); dir = path.dirname(dir)) {
       try {
@@ -266,7 +304,7 @@ export class LocalDirectoryBucket implements Bucket {
     const sidecarPath = this.sidecarPath(destination);
     await mkdir(path.dirname(target), { recursive: true });
     await mkdir(path.dirname(sidecarPath), { recursive: true });
-    const suffix = `.uploading-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const suffix = this.tempSuffix();
     const staging = `${target}${suffix}`;
     const sidecarStaging = `${sidecarPath}${suffix}`;
     try {
@@ -288,8 +326,9 @@ export class LocalDirectoryBucket implements Bucket {
       this.signal?.throwIfAborted();
       // Checked again just before the rename: another writer may have come in during the copy.
       await this.checkGeneration(destination, opts.ifGenerationMatch);
-      await rename(staging, target);
+      // Sidecar first: the composite appears with its metadata (see put).
       await rename(sidecarStaging, sidecarPath);
+      await rename(staging, target);
       return { name: destination, bytes, crc32c: stored, generation: generationOf(mtimeMs), metadata, componentCount };
     } finally {
       await rm(staging, { force: true });
@@ -314,7 +353,7 @@ export class LocalDirectoryBucket implements Bucket {
     }
     const sourceSidecar = this.sidecarPath(source.name);
     const targetSidecar = this.sidecarPath(destination);
-    const sidecarStaging = `${targetSidecar}.uploading-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const sidecarStaging = `${targetSidecar}${this.tempSuffix()}`;
     await mkdir(path.dirname(to), { recursive: true });
     await mkdir(path.dirname(targetSidecar), { recursive: true });
     try {
@@ -326,12 +365,15 @@ export class LocalDirectoryBucket implements Bucket {
       this.faults?.maybeFail("move", destination);
       this.signal?.throwIfAborted();
       await this.checkGeneration(destination, opts.ifGenerationMatch);
-      // Data first, then its sidecar (the rename keeps the mtime the sidecar records): in between,
-      // `stat` of the destination finds no matching sidecar and describes the bytes themselves.
-      await rename(from, to);
+      // New metadata goes first, so the destination appears with it (see put; the rename keeps
+      // the mtime the sidecar records). The source's own sidecar follows its data, so the source
+      // keeps describing itself until it is gone.
       if (opts.metadata) await rename(sidecarStaging, targetSidecar);
-      else if (sidecar) await rename(sourceSidecar, targetSidecar);
-      else await rm(targetSidecar, { force: true });
+      await rename(from, to);
+      if (!opts.metadata) {
+        if (sidecar) await rename(sourceSidecar, targetSidecar);
+        else await rm(targetSidecar, { force: true });
+      }
       await rm(sourceSidecar, { force: true });
     } finally {
       await rm(sidecarStaging, { force: true });
@@ -442,6 +484,21 @@ export class LocalDirectoryBucket implements Bucket {
       throw new JobError(`object name ${JSON.stringify(name)} escapes the bucket directory`, { reason: "bad-object-name" });
     }
     return target;
+  }
+}
+
+/**
+ * Whether the process that named a temporary copy is gone: a copy with this process's pid that it
+ * did not make is from an earlier container (pids repeat there); a live process of another pid on
+ * this host may still rename its copy into place.
+ */
+function writerIsGone(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH";
   }
 }
 

@@ -98,6 +98,12 @@ export interface Bucket {
   list(prefix?: string): Promise<string[]>;
   /** Deleting an object that does not exist is not an error. */
   delete(name: string): Promise<void>;
+  /**
+   * Removes what writers that died mid-write left under `prefix` without it ever becoming an
+   * object; returns how many. Only the local directory has such leftovers (its temporary copies);
+   * an interrupted upload to Cloud Storage leaves nothing to list or delete.
+   */
+  sweep?(prefix: string): Promise<number>;
 }
 
 /** Whether `err` says another writer changed an object a precondition pinned (either backend). */

@@ -70,6 +70,10 @@ export class RetryingBucket implements Bucket {
     return this.retrying("delete", name, () => this.inner.delete(name));
   }
 
+  sweep(prefix: string): Promise<number> {
+    return this.retrying("sweep", prefix, async () => (await this.inner.sweep?.(prefix)) ?? 0);
+  }
+
   private retrying<T>(operation: string, target: string, fn: () => Promise<T>): Promise<T> {
     const attempts = this.opts.attempts ?? LOCAL_BUCKET_RETRY.attempts;
     const policy: RetryPolicy = {

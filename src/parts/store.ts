@@ -25,7 +25,7 @@ export const CHECK_CONCURRENCY = 8;
 const CRC_KEY = "bqx_crc32c";
 const SOURCE_ROWS_KEY = "bqx_source_rows";
 
-export type PartBucket = Pick<Bucket, "location" | "put" | "stat" | "readRange" | "list" | "delete">;
+export type PartBucket = Pick<Bucket, "location" | "put" | "stat" | "readRange" | "list" | "delete" | "sweep">;
 
 /** A part in the bucket, ready to be placed in the file. */
 export interface StagedPart {
@@ -152,8 +152,11 @@ export class PartStore {
       const footerCrc = crc32cBase64(written.footerCrc32c);
       const dataCrc = crc32cBase64(written.dataCrc32c);
       const thrift = await readRangeOf(written.path, written.footerStart, written.footerEnd);
-      await this.bucket.put(written.path, names.footer, { crc32c: footerCrc }, { ...common, [CRC_KEY]: footerCrc }, { start: written.footerStart, end: written.footerEnd });
-      const chunks = await this.bucket.put(written.path, names.chunks, { crc32c: dataCrc }, { ...common, [CRC_KEY]: dataCrc }, { start: written.dataStart, end: written.dataEnd });
+      // The two objects go up side by side: a part counts only when both are there, whichever lands first.
+      const [, chunks] = await Promise.all([
+        this.bucket.put(written.path, names.footer, { crc32c: footerCrc }, { ...common, [CRC_KEY]: footerCrc }, { start: written.footerStart, end: written.footerEnd }),
+        this.bucket.put(written.path, names.chunks, { crc32c: dataCrc }, { ...common, [CRC_KEY]: dataCrc }, { start: written.dataStart, end: written.dataEnd }),
+      ]);
       if (!chunks.generation) throw new Error(`${names.chunks}: the bucket reported no generation`);
       await rm(written.path, { force: true });
       return {
@@ -166,12 +169,19 @@ export class PartStore {
     });
   }
 
-  /** Deletes everything under the pair's staging prefix (parts of every fingerprint, the assembly). */
+  /** Deletes everything under the pair's staging prefix (parts of every fingerprint, the assembly, a local bucket's abandoned temporary copies). */
   async removeAll(): Promise<{ removed: number; left: string[]; error?: unknown }> {
     const names = await this.bucket.list(stagingPrefix(this.pair));
     const outcomes = await Promise.allSettled(names.map((name) => this.checkSlot(() => this.bucket.delete(name))));
     const left = names.filter((_, i) => outcomes[i]?.status === "rejected");
-    const error = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected")?.reason;
+    let error = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected")?.reason;
+    // A local bucket also holds the temporary copies of uploads a crash cut short.
+    try {
+      await this.bucket.sweep?.(stagingPrefix(this.pair));
+    } catch (err) {
+      left.push(`${stagingPrefix(this.pair)}*.uploading-* (temporary copies)`);
+      error ??= err;
+    }
     return { removed: names.length - left.length, left, ...(error !== undefined ? { error } : {}) };
   }
 }

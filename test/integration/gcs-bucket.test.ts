@@ -339,7 +339,8 @@ describe("the local bucket", () => {
     expect(await bucket.list()).toEqual(["sub/training_eurusd.parquet"]);
     await bucket.delete("sub/training_eurusd.parquet");
     expect(await bucket.stat("sub/training_eurusd.parquet")).toBeUndefined();
-    expect(await readdir(path.join(dir, "local-a", ".bqx-meta", "sub"))).toEqual([]);
+    // An object store has no directories: the ones the last object kept alive go with it.
+    expect(await readdir(path.join(dir, "local-a"))).toEqual([]);
   });
 
   it("describes a file written behind its back from the bytes themselves", async () => {

@@ -317,3 +317,34 @@ describe("FAULT_RATE on compose and move", () => {
     expect((await filesIn(root)).filter((f) => f.includes(".uploading-"))).toEqual([]);
   });
 });
+
+describe("sweep: what writers that died mid-write left behind", () => {
+  it("removes temporary copies of dead writers (and of an earlier container's same pid) under the prefix, never a live writer's or this process's own", async () => {
+    const { bucket, root } = bucketAt();
+    const table = await localTable(300);
+    await bucket.put(table.path, "_staging/eurusd/parts/a.chunks", { crc32c: crcOf(table.data) }, { fingerprint: "a" });
+    // A process that has exited: its pid is free.
+    const { spawnSync } = await import("node:child_process");
+    const dead = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" }).stdout;
+    const leftovers = [
+      `_staging/eurusd/parts/b.chunks.uploading-${dead}-0a1b2c3d`,
+      `.bqx-meta/_staging/eurusd/parts/b.chunks.json.uploading-${dead}-0a1b2c3d`,
+      `_staging/eurusd/assembly/x/training.uploading-${process.pid}-deadbeef`,
+    ];
+    // A live writer on this host (the test runner's parent) and another prefix keep theirs.
+    const kept = [`_staging/eurusd/parts/c.chunks.uploading-${process.ppid}-01234567`, `_staging/gbpusd/parts/d.chunks.uploading-${dead}-89abcdef`];
+    for (const name of [...leftovers, ...kept]) {
+      await mkdir(path.dirname(path.join(root, name)), { recursive: true });
+      await writeFile(path.join(root, name), "partial");
+    }
+    expect(await bucket.list("_staging/")).toEqual(["_staging/eurusd/parts/a.chunks"]);
+
+    expect(await bucket.sweep("_staging/eurusd/")).toBe(leftovers.length);
+    const files = await filesIn(root);
+    for (const name of leftovers) expect(files).not.toContain(name);
+    for (const name of kept) expect(files).toContain(name);
+    expect(files).toContain("_staging/eurusd/parts/a.chunks");
+    // A directory emptied by the sweep goes, as after a delete.
+    expect(files.some((f) => f.startsWith("_staging/eurusd/assembly/"))).toBe(false);
+  });
+});
