@@ -146,6 +146,17 @@ describe("bad input with BACKEND=gcp never reaches BigQuery or Cloud Storage", (
     expect(gcs.requests).toEqual([]);
   }, 30_000);
 
+  it("exits 2 for plain http:// endpoints off this machine, naming each variable and https:// as the fix", async () => {
+    const run = await runJob(
+      gcpEnv({ BIGQUERY_ENDPOINT: "http://bigquery.example.com", BIGQUERY_STORAGE_ENDPOINT: "http://10.1.2.3:9051", GCS_ENDPOINT: "http://storage.example.com:80" }),
+    );
+    const problems = configProblems(run);
+    expect(problems.map((p) => p.split(":")[0])).toEqual(["GCS_ENDPOINT", "BIGQUERY_ENDPOINT", "BIGQUERY_STORAGE_ENDPOINT"]);
+    for (const p of problems) expect(p).toMatch(/expected https:\/\/ for a remote endpoint, or http:\/\/ only on a loopback address/);
+    expect(bq.requests).toEqual([]);
+    expect(gcs.requests).toEqual([]);
+  }, 30_000);
+
   it("refuses a Cloud Storage output that denies writes before any query job, naming the bucket", async () => {
     gcs.faults.deny("bqx-bad-input", ["storage.objects.create"]);
     try {
