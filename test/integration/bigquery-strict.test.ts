@@ -158,7 +158,7 @@ describe("SQL dialect", () => {
     const bq = new BigQueryWarehouse({ project: us.project, apiEndpoint: us.bigqueryEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY });
     expect((await bq.listTables(T)).map((t) => t.name)).toEqual([`targets_${PAIR}`]);
     const inserted = us.requests.slice(seen).filter((r) => r.method === "jobs.insert");
-    expect(inserted.map((r) => r.status)).toEqual([200, 200]);
+    expect(inserted.map((r) => [r.status, r.useLegacySql])).toEqual([[200, false], [200, false]]);
   });
 });
 
@@ -207,6 +207,10 @@ describe("the job against the strict stand-in", () => {
     const calls = regional.requests.slice(seen);
     expect(calls.some((r) => r.method === "jobs.insert" && r.status === 409)).toBe(true);
     expect(calls.filter((r) => r.status === 404)).toEqual([]);
+    // Discovery and extraction alike say GoogleSQL explicitly on every query job.
+    const inserts = calls.filter((r) => r.method === "jobs.insert");
+    expect(inserts.length).toBeGreaterThanOrEqual(2);
+    expect(inserts.filter((r) => r.useLegacySql !== false)).toEqual([]);
   }, 120_000);
 
   it("exits 1 within seconds when its service account may not create query jobs, naming roles/bigquery.jobUser, with no retry", async () => {

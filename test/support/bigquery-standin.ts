@@ -67,6 +67,8 @@ export interface StandInRequest {
   at: number;
   jobId?: string;
   query?: string;
+  /** jobs.insert / jobs.query: the useLegacySql the caller sent (undefined: absent, i.e. legacy). */
+  useLegacySql?: boolean;
   dataset?: string;
   table?: string;
   stream?: string;
@@ -255,7 +257,8 @@ class RestStandIn {
 
   /** Creates a job; access problems throw (HTTP error), query problems fail the job. */
   private startJob(id: string, location: string, query: string, params: QueryParameter[], useLegacySql: boolean | undefined): Job {
-    if (this.jobs.has(id)) throw new StandInError(409, "duplicate", `Already Exists: Job ${this.wh.project}:${location}.${id}`);
+    const existing = this.jobs.get(id);
+    if (existing) throw new StandInError(409, "duplicate", `Already Exists: Job ${this.wh.project}:${existing.location}.${id}`);
     let finish = () => {};
     const done = new Promise<void>((resolve) => (finish = resolve));
     const job: Job = { id, location, query, legacySql: isLegacySql(query, useLegacySql), created: Date.now(), state: "RUNNING", errorResult: undefined, table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`, columns: [], rows: 0, done, finish };
@@ -402,7 +405,7 @@ class RestStandIn {
           const query = ((body.configuration ?? {}) as { query?: { query?: string; queryParameters?: QueryParameter[]; useLegacySql?: boolean } }).query;
           if (!query?.query) throw new StandInError(400, "invalid", "Only query jobs are supported by the stand-in");
           const id = ref.jobId ?? `job_${Math.floor(this.ctx.random() * 2 ** 48).toString(36)}`;
-          Object.assign(entry, { jobId: id, query: query.query });
+          Object.assign(entry, { jobId: id, query: query.query }, typeof query.useLegacySql === "boolean" ? { useLegacySql: query.useLegacySql } : {});
           // Without a location BigQuery runs the job where the datasets it reads are.
           const job = this.startJob(id, ref.location || this.wh.location, query.query, query.queryParameters ?? [], query.useLegacySql);
           return send(200, this.resource(job));
@@ -424,8 +427,8 @@ class RestStandIn {
           this.checkJobsCreate();
           const text = String(body.query ?? "");
           const id = `query_${Math.floor(this.ctx.random() * 2 ** 48).toString(36)}`;
-          Object.assign(entry, { jobId: id, query: text });
           const useLegacySql = typeof body.useLegacySql === "boolean" ? body.useLegacySql : undefined;
+          Object.assign(entry, { jobId: id, query: text }, useLegacySql === undefined ? {} : { useLegacySql });
           const job = this.startJob(id, String(body.location || this.wh.location), text, (body.queryParameters as QueryParameter[] | undefined) ?? [], useLegacySql);
           await this.waitFor(job, Number(body.timeoutMs ?? 10_000));
           const int64 = ((body.formatOptions ?? {}) as { useInt64Timestamp?: boolean }).useInt64Timestamp === true;
