@@ -67,7 +67,14 @@ function wholeNumber(name: string, value: string | undefined, fallback: number):
   return Number(value);
 }
 
-const gcsEndpoint = () => process.env.GCS_ENDPOINT?.trim() || undefined;
+/** As for the job (src/config.ts): plain http only to this machine, where a stand-in listens. */
+const gcsEndpoint = (): string | undefined => {
+  const endpoint = process.env.GCS_ENDPOINT?.trim() || undefined;
+  if (endpoint && /^http:/i.test(endpoint) && !isLoopbackEndpoint(endpoint)) {
+    usage(`GCS_ENDPOINT: expected https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google (got ${JSON.stringify(endpoint)})`);
+  }
+  return endpoint;
+};
 
 /**
  * Application Default Credentials, resolved and used once, so that their absence is reported
@@ -119,6 +126,7 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  gcsEndpoint();
   if (values["check-credentials"]) {
     if (positionals.length !== 0) usage("--check-credentials takes no object");
     await credentials(gcsEndpoint());

@@ -6,6 +6,7 @@ import path from "node:path";
 import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET } from "./constants.ts";
 import { ConfigError } from "./errors.ts";
 import { selectTaskPairs } from "./fanout.ts";
+import { isLoopbackHost } from "./loopback.ts";
 import { defaultMemoryBudget, detectCpus, detectMemoryLimit, type Detected } from "./resources.ts";
 import { formatBytes, parseDuration, parseSize } from "./units.ts";
 
@@ -158,6 +159,11 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     }
     if (!url || !["http:", "https:"].includes(url.protocol) || url.pathname.replace(/\/+$/, "") !== "" || url.search !== "") {
       problem(name, "an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google)", v);
+      return undefined;
+    }
+    // Plain http sends the bearer token and the tables' rows in clear text: only to this machine.
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+      problem(name, "https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google", v);
       return undefined;
     }
     return url.origin;

@@ -5,13 +5,12 @@
 // fixed placeholder token: no real credential is looked up, held, or logged on that path.
 // Shared by the Storage and BigQuery adapters, so it knows nothing about either.
 import { OAuth2Client } from "google-auth-library";
+import { isLoopbackHost } from "../loopback.ts";
 
 /** The bearer token sent to local stand-ins. Not a secret; stand-ins may check for it. */
 export const STANDIN_ACCESS_TOKEN = "bqx-standin-token";
 
-const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
-
-/** True for `http://127.0.0.1:PORT`, `http://localhost:PORT`, `http://[::1]:PORT` (any path). */
+/** True for `http://127.x.y.z:PORT`, `http://localhost:PORT`, `http://[::1]:PORT` (any path). */
 export function isLoopbackEndpoint(endpoint: string | undefined): boolean {
   if (!endpoint) return false;
   let url: URL;
@@ -22,7 +21,7 @@ export function isLoopbackEndpoint(endpoint: string | undefined): boolean {
   }
   // Plain http only: anything on https is a real service behind a certificate and must get
   // real credentials, even when it is reached through a local tunnel.
-  return url.protocol === "http:" && LOOPBACK_HOSTS.has(url.hostname);
+  return url.protocol === "http:" && isLoopbackHost(url.hostname);
 }
 
 /**

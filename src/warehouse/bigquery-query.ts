@@ -57,6 +57,17 @@ function safeJobId(prefix: string): string {
   return `${prefix.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 200)}_${randomUUID().replaceAll("-", "")}`;
 }
 
+/**
+ * Where a job inserted without a location runs: BigQuery places it with the dataset it reads. The
+ * lost-answer path needs it, because BigQuery finds a job by id alone only in the US and EU
+ * multi-regions; in a region (europe-west2, us-central1) jobs.get without `location` is a 404.
+ */
+async function datasetLocation(bigquery: BigQuery, dataset: string | undefined): Promise<string | undefined> {
+  if (!dataset) return undefined;
+  const [meta] = await bigquery.dataset(dataset).getMetadata();
+  return meta.location ?? undefined;
+}
+
 async function insertJob(bigquery: BigQuery, req: QueryRequest, env: QueryEnv): Promise<Job> {
   const jobId = safeJobId(req.jobPrefix);
   return withRetry(async (attempt) => {
@@ -74,7 +85,8 @@ async function insertJob(bigquery: BigQuery, req: QueryRequest, env: QueryEnv): 
       // The insert may have reached BigQuery before its answer was lost; the retry then meets
       // the job it created (the id is ours, so nothing runs twice).
       if (attempt > 1 && describeFault(err, "bigquery").httpStatus === 409) {
-        const job = bigquery.job(jobId, bigquery.location ? { location: bigquery.location } : {});
+        const location = bigquery.location ?? (await datasetLocation(bigquery, env.ctx.dataset));
+        const job = bigquery.job(jobId, location ? { location } : {});
         await job.getMetadata();
         return job;
       }

@@ -10,7 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
-import { runJob, type JobRun } from "../support/run-job.ts";
+import { ROOT, runJob, type JobRun } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
 
 const PAIR = "eurusd";
@@ -143,6 +143,24 @@ describe("bad input with BACKEND=gcp never reaches BigQuery or Cloud Storage", (
     const run = await runJob(gcpEnv({ TARGET_PAIR: "eurusd'; DROP TABLE x--", QUERY_TIMEOUT: "soon", BQ_LOCATION: "us central" }));
     expect(configProblems(run).map((p) => p.split(":")[0])).toEqual(["TARGET_PAIR", "BQ_LOCATION", "QUERY_TIMEOUT"]);
     expect(bq.requests).toEqual([]);
+    expect(gcs.requests).toEqual([]);
+  }, 30_000);
+
+  it("exits 2 for plain http:// endpoints off this machine, naming each variable and https:// as the fix", async () => {
+    const run = await runJob(
+      gcpEnv({ BIGQUERY_ENDPOINT: "http://bigquery.example.com", BIGQUERY_STORAGE_ENDPOINT: "http://10.1.2.3:9051", GCS_ENDPOINT: "http://storage.example.com:80" }),
+    );
+    const problems = configProblems(run);
+    expect(problems.map((p) => p.split(":")[0])).toEqual(["GCS_ENDPOINT", "BIGQUERY_ENDPOINT", "BIGQUERY_STORAGE_ENDPOINT"]);
+    for (const p of problems) expect(p).toMatch(/expected https:\/\/ for a remote endpoint, or http:\/\/ only on a loopback address/);
+    expect(bq.requests).toEqual([]);
+    expect(gcs.requests).toEqual([]);
+  }, 30_000);
+
+  it("the validation script refuses a plain http:// GCS_ENDPOINT off this machine too (exit 2), before any credential is looked up", async () => {
+    const run = await runJob({ GCS_ENDPOINT: "http://storage.example.com" }, { script: path.join(ROOT, "scripts", "validate-object.ts") });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^GCS_ENDPOINT: expected https:\/\/ for a remote endpoint, or http:\/\/ only on a loopback address .* \(got "http:\/\/storage\.example\.com"\)$/m);
     expect(gcs.requests).toEqual([]);
   }, 30_000);
 

@@ -316,7 +316,7 @@ describe("GcsBucket against the Cloud Storage stand-in", () => {
 
 describe("authClientForEndpoint", () => {
   it("gives loopback http endpoints a placeholder-token client and everything else ADC", async () => {
-    for (const endpoint of ["http://127.0.0.1:9050", "http://localhost:1", "http://[::1]:8080"]) {
+    for (const endpoint of ["http://127.0.0.1:9050", "http://127.0.0.2:9050", "http://localhost:1", "http://[::1]:8080"]) {
       expect(isLoopbackEndpoint(endpoint)).toBe(true);
       const client = authClientForEndpoint(endpoint)!;
       expect((await client.getAccessToken()).token).toBe(STANDIN_ACCESS_TOKEN);

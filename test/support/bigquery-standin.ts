@@ -12,6 +12,13 @@
 // pageToken paging, formatOptions.useInt64Timestamp). A query job materialises its result into
 // `_job_results.anon_<job id>` and reports it as configuration.query.destinationTable, as
 // BigQuery does with anonymous result tables; the Storage Read stand-in reads those.
+//
+// As strict as BigQuery where a lenient stand-in would hide a bug in the job:
+// - A job lives in a location (the one asked for, else the datasets'). jobs.get, getQueryResults
+//   and cancel find it only with that `location`, or with none when it is in the US or EU
+//   multi-region; otherwise 404 `Not found: Job <project>:<jobId>` (see `findJob`).
+// - `useLegacySql` absent means legacy SQL, the REST API's default (see `legacySqlProblem`).
+// - `faults.jobsCreateDenied`: jobs.insert and jobs.query answer 403 for bigquery.jobs.create.
 // No vitest imports: `npm run standins` loads this from a plain Node process.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -22,8 +29,12 @@ import { rng as seeded } from "./rng.ts";
 export interface StandInFaults {
   /** Added to every query job's run time: a number, or [min, max] drawn from the seeded generator. */
   latencyMs: number | readonly [number, number];
-  /** Fail the next `count` REST calls of `method` ("jobs.insert", ..., or "*" for any). */
-  restErrors: Array<{ method: string; status: number; reason: string; count: number; message?: string }>;
+  /**
+   * Fail the next `count` REST calls of `method` ("jobs.insert", ..., or "*" for any). With
+   * `afterServing`, the call is carried out first and only its answer is replaced by the error:
+   * an answer lost on the way back (a retried jobs.insert then meets its own job: 409).
+   */
+  restErrors: Array<{ method: string; status: number; reason: string; count: number; message?: string; afterServing?: boolean }>;
   /** Fraction of REST calls failing with 429 rateLimitExceeded or 503 backendError (seeded). */
   restErrorRate: number;
   /** Datasets whose reads fail with 403 accessDenied (REST) / PERMISSION_DENIED (gRPC). */
@@ -44,6 +55,8 @@ export interface StandInFaults {
   readRowsDrops: Array<{ afterBatches: number; mode: "unavailable" | "internal" | "disconnect" | "stall"; count: number }>;
   /** CreateReadSession fails with PERMISSION_DENIED for bigquery.readsessions.create. */
   readSessionDenied: boolean;
+  /** The caller lacks bigquery.jobs.create on the project: jobs.insert and jobs.query answer 403. */
+  jobsCreateDenied: boolean;
 }
 
 export interface StandInRequest {
@@ -54,6 +67,8 @@ export interface StandInRequest {
   at: number;
   jobId?: string;
   query?: string;
+  /** jobs.insert / jobs.query: the useLegacySql the caller sent (undefined: absent, i.e. legacy). */
+  useLegacySql?: boolean;
   dataset?: string;
   table?: string;
   stream?: string;
@@ -106,6 +121,7 @@ interface Job {
   id: string;
   location: string;
   query: string;
+  legacySql: boolean;
   created: number;
   state: "RUNNING" | "DONE";
   errorResult: { reason: string; message: string } | undefined;
@@ -151,6 +167,45 @@ async function readBody(req: http.IncomingMessage): Promise<Record<string, unkno
   }
 }
 
+/** Multi-regions whose jobs BigQuery finds without a location (see RestStandIn.findJob). */
+const MULTI_REGIONS: ReadonlySet<string> = new Set(["US", "EU"]);
+
+/** Location names compare without regard to case (`US` = `us`, `europe-west2` = `EUROPE-WEST2`). */
+function sameLocation(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+/**
+ * The dialect BigQuery parses `query` in. The REST API's JobConfigurationQuery.useLegacySql and
+ * QueryRequest.useLegacySql: "The default value is true" (the v2 discovery document, as generated
+ * into @google-cloud/bigquery's types.d.ts). With the flag absent a leading `#standardSQL` or
+ * `#legacySQL` line picks the dialect (BigQuery's query prefixes). @google-cloud/bigquery sends
+ * `useLegacySql: false` from createQueryJob and query() unless told otherwise.
+ */
+function isLegacySql(query: string, useLegacySql: boolean | undefined): boolean {
+  if (useLegacySql !== undefined) return useLegacySql;
+  return DIALECT_PREFIX.exec(query)?.[1]?.toLowerCase() !== "standard";
+}
+
+const DIALECT_PREFIX = /^\s*#(standard|legacy)SQL\b[^\n]*\n?/i;
+
+/**
+ * Why BigQuery would refuse `query` as legacy SQL, as the job's error; undefined for GoogleSQL.
+ * A backtick-quoted `project.dataset.table` is how the mistake shows on the real service: 400
+ * `Invalid table name: \`p.d.t\` [Try using standard SQL (...)]` (googleapis/java-bigquery#1722;
+ * reason `invalid` in googleapis/google-cloud-node#2398). Query parameters need GoogleSQL
+ * ("Standard SQL is required to use query parameters", Google's parameterized-query samples); that
+ * wording is the stand-in's own. The stand-in runs no legacy SQL at all: anything else sent as
+ * legacy is refused too, so a caller that forgets `useLegacySql: false` fails here, not in production.
+ */
+function legacySqlProblem(query: string, params: readonly QueryParameter[], useLegacySql: boolean | undefined): StandInError | undefined {
+  if (!isLegacySql(query, useLegacySql)) return undefined;
+  const quoted = /`([^`]+)`/.exec(query);
+  if (quoted) return new StandInError(400, "invalid", `Invalid table name: \`${quoted[1]}\` [Try using standard SQL (https://cloud.google.com/bigquery/docs/reference/standard-sql/enabling-standard-sql)]`);
+  if (params.length > 0) return new StandInError(400, "invalidQuery", "Query parameters cannot be used in legacy SQL queries; set useLegacySql to false (GoogleSQL)");
+  return new StandInError(400, "invalidQuery", "The stand-in runs GoogleSQL only: this query was sent as legacy SQL (useLegacySql true or absent)");
+}
+
 class RestStandIn {
   private readonly ctx: StandInContext;
   private readonly pageRows: number;
@@ -171,28 +226,42 @@ class RestStandIn {
     return l[0] + this.ctx.random() * (l[1] - l[0]);
   }
 
-  /** Permission and existence checks BigQuery makes before it runs anything. */
-  private checkAccess(datasets: string[], tables: Array<{ dataset: string; table: string }>): void {
+  /**
+   * Permission and existence checks BigQuery makes before it runs anything. A query runs in one
+   * location; the warehouse's datasets all live in `this.wh.location`, so a job placed anywhere
+   * else finds none of them, as BigQuery answers.
+   */
+  private checkAccess(datasets: string[], tables: Array<{ dataset: string; table: string }>, location = this.wh.location): void {
     const p = this.wh.project;
+    const here = sameLocation(location, this.wh.location);
     for (const d of datasets) {
       if (this.ctx.faults.accessDeniedDatasets.has(d)) {
         throw new StandInError(403, "accessDenied", `Access Denied: Dataset ${p}:${d}: Permission bigquery.tables.getData denied on dataset ${p}:${d} (or it may not exist).`);
       }
-      if (!this.wh.hasDataset(d)) throw new StandInError(404, "notFound", `Not found: Dataset ${p}:${d} was not found in location ${this.wh.location}`);
+      if (!here || !this.wh.hasDataset(d)) throw new StandInError(404, "notFound", `Not found: Dataset ${p}:${d} was not found in location ${location}`);
     }
     for (const { dataset, table } of tables) {
       if (this.ctx.faults.missingTables.has(`${dataset}.${table}`) || !this.wh.hasTable(dataset, table)) {
-        throw new StandInError(404, "notFound", `Not found: Table ${p}:${dataset}.${table} was not found in location ${this.wh.location}`);
+        throw new StandInError(404, "notFound", `Not found: Table ${p}:${dataset}.${table} was not found in location ${location}`);
       }
     }
   }
 
+  /** jobs.insert / jobs.query without bigquery.jobs.create; BigQuery's wording (403 on POST .../jobs). */
+  private checkJobsCreate(): void {
+    const p = this.wh.project;
+    if (this.ctx.faults.jobsCreateDenied) {
+      throw new StandInError(403, "accessDenied", `Access Denied: Project ${p}: User does not have bigquery.jobs.create permission in project ${p}.`);
+    }
+  }
+
   /** Creates a job; access problems throw (HTTP error), query problems fail the job. */
-  private startJob(id: string, location: string, query: string, params: QueryParameter[]): Job {
-    if (this.jobs.has(id)) throw new StandInError(409, "duplicate", `Already Exists: Job ${this.wh.project}:${location}.${id}`);
+  private startJob(id: string, location: string, query: string, params: QueryParameter[], useLegacySql: boolean | undefined): Job {
+    const existing = this.jobs.get(id);
+    if (existing) throw new StandInError(409, "duplicate", `Already Exists: Job ${this.wh.project}:${existing.location}.${id}`);
     let finish = () => {};
     const done = new Promise<void>((resolve) => (finish = resolve));
-    const job: Job = { id, location, query, created: Date.now(), state: "RUNNING", errorResult: undefined, table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`, columns: [], rows: 0, done, finish };
+    const job: Job = { id, location, query, legacySql: isLegacySql(query, useLegacySql), created: Date.now(), state: "RUNNING", errorResult: undefined, table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`, columns: [], rows: 0, done, finish };
     const complete = (errorResult?: { reason: string; message: string }) => {
       if (job.state === "DONE") return;
       job.state = "DONE";
@@ -202,8 +271,10 @@ class RestStandIn {
     this.jobs.set(id, job);
     let translated;
     try {
-      translated = this.wh.translate(query, params);
-      this.checkAccess(translated.datasets, translated.tables);
+      const legacy = legacySqlProblem(query, params, useLegacySql);
+      if (legacy) throw legacy;
+      translated = this.wh.translate(query.replace(DIALECT_PREFIX, ""), params);
+      this.checkAccess(translated.datasets, translated.tables, location);
     } catch (err) {
       if (err instanceof StandInError && err.status === 403) {
         this.jobs.delete(id);
@@ -234,15 +305,28 @@ class RestStandIn {
       kind: "bigquery#job",
       id: `${p}:${job.location}.${job.id}`,
       jobReference: { projectId: p, jobId: job.id, location: job.location },
-      configuration: { jobType: "QUERY", query: { query: job.query, useLegacySql: false, destinationTable: { projectId: p, datasetId: RESULTS_DATASET, tableId: job.table } } },
+      configuration: { jobType: "QUERY", query: { query: job.query, useLegacySql: job.legacySql, destinationTable: { projectId: p, datasetId: RESULTS_DATASET, tableId: job.table } } },
       status: job.state === "DONE" ? { state: "DONE", ...(job.errorResult ? { errorResult: job.errorResult, errors: [job.errorResult] } : {}) } : { state: "RUNNING" },
       statistics: { creationTime: String(job.created), startTime: String(job.created), query: { statementType: "SELECT", totalBytesProcessed: "0" } },
     };
   }
 
-  private job(id: string): Job {
+  /**
+   * The job `id`, looked up the way BigQuery does: in the `location` the request names, or, when
+   * it names none, in the US and EU multi-regions only. The REST reference, jobs.get /
+   * jobs.getQueryResults / jobs.cancel, `location`: "You must specify the location to run the job
+   * for the following scenarios: If the location to run a job is not in the us or the eu
+   * multi-regional location; If the job's location is in a single region (for example,
+   * us-central1)" (https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/get). A job
+   * looked up in the wrong place is simply not there: HTTP 404, reason notFound,
+   * `Not found: Job <project>:<jobId>`, as reported against the real service in
+   * googleapis/nodejs-bigquery#1016 and #896, samelamin/spark-bigquery#85 (the whole error body),
+   * talkiq/gcloud-aio#584; with a location the job's full id reads `<project>:<location>.<jobId>`.
+   */
+  private findJob(id: string, location: string | null): Job {
     const job = this.jobs.get(id);
-    if (!job) throw new StandInError(404, "notFound", `Not found: Job ${this.wh.project}:${this.wh.location}.${id}`);
+    const found = job !== undefined && (location ? sameLocation(location, job.location) : MULTI_REGIONS.has(job.location.toUpperCase()));
+    if (!job || !found) throw new StandInError(404, "notFound", `Not found: Job ${this.wh.project}:${location ? `${location}.` : ""}${id}`);
     return job;
   }
 
@@ -277,6 +361,11 @@ class RestStandIn {
   async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://standin");
     const entry: StandInRequest = { api: "bigquery", method: "unknown", status: 0, at: Date.now() };
+    let lostAnswer: StandInError | undefined;
+    const send = (status: number, body: unknown): void => {
+      if (lostAnswer) throw lostAnswer;
+      sendJson(res, status, body);
+    };
     this.ctx.requests.push(entry);
     try {
       const m = /^\/bigquery\/v2\/projects\/([^/]+)\/(.+)$/.exec(url.pathname);
@@ -294,59 +383,65 @@ class RestStandIn {
         : "unknown";
       if (!String(req.headers.authorization ?? "").startsWith("Bearer ")) throw new StandInError(401, "unauthorized", "Request is missing required authentication credential.");
       const injected = takeFault(this.ctx.faults.restErrors, (f) => f.method === "*" || f.method === entry.method);
-      if (injected) throw new StandInError(injected.status, injected.reason, injected.message ?? `Injected ${injected.reason}`);
+      if (injected && !injected.afterServing) throw new StandInError(injected.status, injected.reason, injected.message ?? `Injected ${injected.reason}`);
+      if (injected) lostAnswer = new StandInError(injected.status, injected.reason, injected.message ?? `Injected ${injected.reason}`);
       if (this.ctx.faults.restErrorRate > 0 && this.ctx.random() < this.ctx.faults.restErrorRate) {
         throw this.ctx.random() < 0.5 ? new StandInError(429, "rateLimitExceeded", "Exceeded rate limits: too many api requests per user per method") : new StandInError(503, "backendError", "Backend error.");
       }
       if (project !== this.wh.project) throw new StandInError(404, "notFound", `Not found: Project ${project}`);
       const body = req.method === "POST" ? await readBody(req) : {};
       const int64Timestamps = url.searchParams.get("formatOptions.useInt64Timestamp") === "true";
+      const location = url.searchParams.get("location") || null;
       switch (entry.method) {
         case "datasets.get": {
           const d = seg[1] ?? "";
           entry.dataset = d;
           this.checkAccess([d], []);
-          return sendJson(res, 200, { kind: "bigquery#dataset", id: `${project}:${d}`, datasetReference: { projectId: project, datasetId: d }, location: this.wh.location });
+          return send(200, { kind: "bigquery#dataset", id: `${project}:${d}`, datasetReference: { projectId: project, datasetId: d }, location: this.wh.location });
         }
         case "jobs.insert": {
+          this.checkJobsCreate();
           const ref = (body.jobReference ?? {}) as { jobId?: string; location?: string };
-          const query = ((body.configuration ?? {}) as { query?: { query?: string; queryParameters?: QueryParameter[] } }).query;
+          const query = ((body.configuration ?? {}) as { query?: { query?: string; queryParameters?: QueryParameter[]; useLegacySql?: boolean } }).query;
           if (!query?.query) throw new StandInError(400, "invalid", "Only query jobs are supported by the stand-in");
           const id = ref.jobId ?? `job_${Math.floor(this.ctx.random() * 2 ** 48).toString(36)}`;
-          Object.assign(entry, { jobId: id, query: query.query });
-          const job = this.startJob(id, ref.location ?? this.wh.location, query.query, query.queryParameters ?? []);
-          return sendJson(res, 200, this.resource(job));
+          Object.assign(entry, { jobId: id, query: query.query }, typeof query.useLegacySql === "boolean" ? { useLegacySql: query.useLegacySql } : {});
+          // Without a location BigQuery runs the job where the datasets it reads are.
+          const job = this.startJob(id, ref.location || this.wh.location, query.query, query.queryParameters ?? [], query.useLegacySql);
+          return send(200, this.resource(job));
         }
         case "jobs.get":
           entry.jobId = seg[1];
-          return sendJson(res, 200, this.resource(this.job(seg[1] ?? "")));
+          return send(200, this.resource(this.findJob(seg[1] ?? "", location)));
         case "jobs.cancel": {
-          const job = this.job(seg[1] ?? "");
+          const job = this.findJob(seg[1] ?? "", location);
           entry.jobId = job.id;
           if (job.state !== "DONE") {
             job.state = "DONE";
             job.errorResult = { reason: "stopped", message: "Job execution was cancelled: User requested cancellation" };
             job.finish();
           }
-          return sendJson(res, 200, { kind: "bigquery#jobCancelResponse", job: this.resource(job) });
+          return send(200, { kind: "bigquery#jobCancelResponse", job: this.resource(job) });
         }
         case "jobs.query": {
+          this.checkJobsCreate();
           const text = String(body.query ?? "");
           const id = `query_${Math.floor(this.ctx.random() * 2 ** 48).toString(36)}`;
-          Object.assign(entry, { jobId: id, query: text });
-          const job = this.startJob(id, String(body.location ?? this.wh.location), text, (body.queryParameters as QueryParameter[] | undefined) ?? []);
+          const useLegacySql = typeof body.useLegacySql === "boolean" ? body.useLegacySql : undefined;
+          Object.assign(entry, { jobId: id, query: text }, useLegacySql === undefined ? {} : { useLegacySql });
+          const job = this.startJob(id, String(body.location || this.wh.location), text, (body.queryParameters as QueryParameter[] | undefined) ?? [], useLegacySql);
           await this.waitFor(job, Number(body.timeoutMs ?? 10_000));
           const int64 = ((body.formatOptions ?? {}) as { useInt64Timestamp?: boolean }).useInt64Timestamp === true;
           const maxResults = body.maxResults === undefined ? undefined : Number(body.maxResults);
-          return sendJson(res, 200, await this.results(job, "bigquery#queryResponse", { start: 0, maxResults, int64Timestamps: int64 }));
+          return send(200, await this.results(job, "bigquery#queryResponse", { start: 0, maxResults, int64Timestamps: int64 }));
         }
         case "jobs.getQueryResults": {
-          const job = this.job(seg[1] ?? "");
+          const job = this.findJob(seg[1] ?? "", location);
           entry.jobId = job.id;
           await this.waitFor(job, Number(url.searchParams.get("timeoutMs") ?? 10_000));
           const token = url.searchParams.get("pageToken") ?? url.searchParams.get("startIndex");
           const maxResults = url.searchParams.get("maxResults");
-          return sendJson(res, 200, await this.results(job, "bigquery#getQueryResultsResponse", { start: token ? Number(token) : 0, maxResults: maxResults === null ? undefined : Number(maxResults), int64Timestamps }));
+          return send(200, await this.results(job, "bigquery#getQueryResultsResponse", { start: token ? Number(token) : 0, maxResults: maxResults === null ? undefined : Number(maxResults), int64Timestamps }));
         }
         default:
           throw new StandInError(404, "notFound", `The stand-in does not serve ${route}`);
@@ -378,6 +473,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
     grpcErrors: [],
     readRowsDrops: [],
     readSessionDenied: false,
+    jobsCreateDenied: false,
     ...opts.faults,
   };
   const retentionMs = opts.resultRetentionMs ?? 30_000;

@@ -157,6 +157,35 @@ describe("parseConfig", () => {
     ]);
   });
 
+  it("refuses a plain http:// endpoint on any host but this machine, naming each variable and the fix", () => {
+    const https = "https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google";
+    expect(
+      problemsFor({
+        TARGET_PAIR: "eurusd",
+        BACKEND: "gcp",
+        GCP_PROJECT: "bqx-ml",
+        OUTPUT_URI: "gs://out",
+        GCS_ENDPOINT: "http://storage.example.com",
+        BIGQUERY_ENDPOINT: "http://10.0.0.5:9050",
+        BIGQUERY_STORAGE_ENDPOINT: "http://[2001:db8::1]:9051",
+      }),
+    ).toEqual([
+      `GCS_ENDPOINT: expected ${https} (got "http://storage.example.com")`,
+      `BIGQUERY_ENDPOINT: expected ${https} (got "http://10.0.0.5:9050")`,
+      `BIGQUERY_STORAGE_ENDPOINT: expected ${https} (got "http://[2001:db8::1]:9051")`,
+    ]);
+  });
+
+  it("takes https:// endpoints anywhere and http:// on 127.0.0.0/8, ::1 and localhost", () => {
+    const gcp = { TARGET_PAIR: "eurusd", BACKEND: "gcp", GCP_PROJECT: "bqx-ml", OUTPUT_URI: "gs://out" };
+    const c = parseConfig({ ...gcp, BIGQUERY_ENDPOINT: "https://bigquery.example.com", BIGQUERY_STORAGE_ENDPOINT: "https://10.0.0.5:443", GCS_ENDPOINT: "https://storage.example.com:8443" }, host);
+    expect([c.gcp?.bigqueryEndpoint, c.gcp?.storageReadEndpoint, c.gcsEndpoint]).toEqual(["https://bigquery.example.com", "https://10.0.0.5", "https://storage.example.com:8443"]);
+    const loopback = parseConfig({ ...gcp, BIGQUERY_ENDPOINT: "http://127.0.0.2:9050", BIGQUERY_STORAGE_ENDPOINT: "http://[::1]:9051", GCS_ENDPOINT: "http://LOCALHOST:9052" }, host);
+    expect([loopback.gcp?.bigqueryEndpoint, loopback.gcp?.storageReadEndpoint, loopback.gcsEndpoint]).toEqual(["http://127.0.0.2:9050", "http://[::1]:9051", "http://localhost:9052"]);
+    // Names that only look local are not: a DNS answer decides where they go.
+    expect(problemsFor({ ...gcp, GCS_ENDPOINT: "http://localhost.example.com:9052", BIGQUERY_ENDPOINT: "http://127.0.0.1.nip.io:9050" })).toHaveLength(2);
+  });
+
   it("refuses BigQuery endpoints on the local backend, where they would be ignored", () => {
     expect(problemsFor({ TARGET_PAIR: "eurusd", BIGQUERY_ENDPOINT: "http://127.0.0.1:1" })).toEqual([
       "BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)",
