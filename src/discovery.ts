@@ -18,6 +18,8 @@ export interface PlannedTable {
   /** The name prefix used for this table's columns ("" for the target table). */
   prefix: string;
   columns: ColumnMapping[];
+  /** The table's version in the warehouse (Warehouse.tableVersions), once discovery has asked for it. */
+  version?: string | undefined;
 }
 
 export interface SkippedTable {
