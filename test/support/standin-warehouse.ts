@@ -50,6 +50,10 @@ export interface ResultColumn {
   duckType: string;
 }
 
+/** A GoogleSQL quoted identifier (backslash escapes allowed inside), and a dotted path of them. */
+const QUOTED = /`((?:[^`\\]|\\.)*)`/g;
+const QUOTED_PATH = "`(?:[^`\\\\]|\\\\.)*`(?:\\.`(?:[^`\\\\]|\\\\.)*`)*";
+
 const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const lit = (value: string) => `'${value.replaceAll("'", "''")}'`;
 
@@ -154,9 +158,10 @@ export class StandInWarehouse {
   translate(sql: string, params: readonly QueryParameter[] = []): TranslatedQuery {
     const datasets = new Set<string>();
     const tables: Array<{ dataset: string; table: string }> = [];
-    const splitPath = (quoted: string) => quoted.split(/`\.`|\./).map((s) => s.replaceAll("`", ""));
+    // A quoted identifier may hold backslash escapes (\` and \\); dots inside one split a path.
+    const splitPath = (quoted: string) => [...quoted.matchAll(QUOTED)].flatMap((m) => (m[1] ?? "").split(".").map((s) => s.replace(/\\(.)/g, "$1")));
 
-    let out = sql.replace(/((?:`[^`]+`)(?:\.`[^`]+`)*)\.INFORMATION_SCHEMA\.(TABLES|COLUMNS|PARTITIONS)\b/gi, (_m, path: string, view: string) => {
+    let out = sql.replace(new RegExp(`(${QUOTED_PATH})\\.INFORMATION_SCHEMA\\.(TABLES|COLUMNS|PARTITIONS)\\b`, "gi"), (_m, path: string, view: string) => {
       const parts = splitPath(path);
       const [project, dataset] = parts.length === 2 ? parts : [this.project, parts[0] ?? ""];
       if (project !== this.project) throw this.notFoundProject(project ?? "");
@@ -171,7 +176,7 @@ export class StandInWarehouse {
       return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, column_name, ordinal_position, is_nullable, 'NO' AS is_hidden, ${INFO_TYPE_CASE} AS data_type FROM information_schema.columns WHERE ${where})`;
     });
 
-    out = out.replace(/`[^`]+`(?:\.`[^`]+`)*/g, (quoted) => {
+    out = out.replace(new RegExp(QUOTED_PATH, "g"), (quoted) => {
       const parts = splitPath(quoted);
       if (parts.length === 1) return q(parts[0] ?? "");
       const [project, dataset, table] = parts.length === 3 ? parts : [this.project, parts[0], parts[1]];
