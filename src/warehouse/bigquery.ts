@@ -105,6 +105,7 @@ export class BigQueryWarehouse implements Warehouse {
     const ds = quoteBigQueryIdent(`${this.project}.${dataset}`);
     const sql = `SELECT table_name, MAX(last_modified_time) AS last_modified_time FROM ${ds}.INFORMATION_SCHEMA.PARTITIONS WHERE table_name IN UNNEST(@tables) GROUP BY table_name`;
     const versions = new Map<string, string>();
+    // (An empty list would also be refused by the client: it cannot infer an empty array's type.)
     for (let i = 0; i < tables.length; i += PARTITIONS_TABLES_PER_QUERY) {
       const chunk = tables.slice(i, i + PARTITIONS_TABLES_PER_QUERY);
       const rows = await this.rows(sql, this.context(`reading the modification times of ${chunk.length} tables of ${this.project}:${dataset}`, dataset), { tables: [...chunk] });

@@ -141,6 +141,10 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s", (backend) => {
       backend === "local" ? await readFile(path.join(root, "bucket", `training_${PAIR}.manifest.json`), "utf8") : (await gcs.readObject(OUTPUT, `${backend}-odd/training_${PAIR}.manifest.json`)).toString("utf8");
     const manifest = JSON.parse(manifestText) as { tables: { features: Array<{ table: string }> } };
     for (const [table] of ODD) expect(manifest.tables.features.map((t) => t.table)).toContain(`${F}.${table}`);
+    // BigQuery job ids are made of the table's name, reduced to what job ids may hold.
+    const jobIds = standIns.flatMap((s) => s.requests.filter((r) => r.method === "jobs.insert").map((r) => r.jobId!));
+    if (backend === "gcp") expect(jobIds.length).toBeGreaterThan(ODD.length);
+    for (const id of jobIds) expect(id).toMatch(/^[A-Za-z0-9_-]{1,1024}$/);
     // Log lines stay one JSON object per line, the names escaped inside.
     expect(done.stdout.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("{"))).toEqual([]);
   }, 180_000);

@@ -128,6 +128,11 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s: a table rebuilt with new v
 
     const again = await runJob(env({ LOG_LEVEL: "debug" }));
     expect(again.code, again.stdout.slice(-2000)).toBe(0);
+    if (bq) {
+      // One INFORMATION_SCHEMA.PARTITIONS query per dataset, not a tables.get per table.
+      const versionQueries = bq.requests.filter((r) => r.method === "jobs.insert" && /INFORMATION_SCHEMA\.PARTITIONS/.test(r.query ?? ""));
+      expect(versionQueries).toHaveLength(2);
+    }
     expect(extractedTables(again)).toEqual([`${F}.${CHANGED}`]);
     const f = figures(again);
     expect(f.parts).toBe(tables.length + 1);
