@@ -8,7 +8,7 @@ import { withRetry } from "../gcp/retry.ts";
 import type { Logger } from "../log.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import type { DateRange, TableInfo, Warehouse } from "./port.ts";
+import { DUCKDB_KEY_TYPES, type DateRange, type TableInfo, type Warehouse } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -75,6 +75,7 @@ export interface DuckDBWarehouseOptions {
 }
 
 export class DuckDBWarehouse implements Warehouse {
+  readonly keyTypes = DUCKDB_KEY_TYPES;
   private readonly instance: DuckDBInstance;
   private readonly connection: DuckDBConnection;
   readonly path: string;
@@ -169,6 +170,8 @@ export class DuckDBWarehouse implements Warehouse {
     const lane = async (): Promise<void> => {
       const connection = await this.instance.connect();
       try {
+        // The date range's bounds are UTC days, and a key without a time zone is read as UTC.
+        await connection.run("SET TimeZone = 'UTC'");
         for (let i = next++; i < tables.length; i = next++) {
           const table = tables[i]!;
           // No FAULT_RATE draw here: hundreds of these, each failing its 5 tries at 1/32 when the
