@@ -174,6 +174,8 @@ export class DuckDBWarehouse implements Warehouse {
         await connection.run("SET TimeZone = 'UTC'");
         for (let i = next++; i < tables.length; i = next++) {
           const table = tables[i]!;
+          // A SIGTERM during discovery stops between two tables, not after all of them.
+          if (this.opts.signal?.aborted) throw this.opts.signal.reason;
           // No FAULT_RATE draw here: hundreds of these, each failing its 5 tries at 1/32 when the
           // rate is 0.5, would fail most runs; the two listing queries exercise the retries.
           const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
