@@ -9,6 +9,7 @@ import {
   targetTableName,
 } from "./constants.ts";
 import { JobError } from "./errors.ts";
+import { RENAME_FIX, nameProblem, outputNameProblem, shownName } from "./names.ts";
 import type { ColumnMapping, KeyTypes, TableInfo } from "./warehouse/port.ts";
 
 export interface PlannedTable {
@@ -18,6 +19,8 @@ export interface PlannedTable {
   /** The name prefix used for this table's columns ("" for the target table). */
   prefix: string;
   columns: ColumnMapping[];
+  /** The table's version in the warehouse (Warehouse.tableVersions), once discovery has asked for it. */
+  version?: string | undefined;
   /** The key has no time zone (DuckDB TIMESTAMP, BigQuery DATETIME): its values are read as UTC. */
   zonelessKey?: true;
 }
@@ -133,9 +136,22 @@ export function planTables(
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
   const planned: PlannedTable[] = [];
-  const owners = new Map<string, string>(TARGET_COLUMNS.map((c) => [c, targetName]));
+  const owners = new Map<string, string>(TARGET_COLUMNS.map((c) => [c.toLowerCase(), targetName]));
   owners.set(KEY_COLUMN, targetName);
   for (const info of selected) {
+    const tableProblem = nameProblem(info.name);
+    if (tableProblem !== undefined) {
+      problems.push(`table ${shownName(`${info.dataset}.${info.name}`)}: its name ${tableProblem}; ${RENAME_FIX}`);
+      continue;
+    }
+    const badColumns = info.columns.flatMap((c) => {
+      const problem = nameProblem(c.name);
+      return problem === undefined ? [] : [`${shownName(c.name)} ${problem}`];
+    });
+    if (badColumns.length > 0) {
+      problems.push(`table ${shownName(`${info.dataset}.${info.name}`)}: column ${badColumns.join(", column ")}; ${RENAME_FIX}`);
+      continue;
+    }
     if (!info.columns.some((c) => c.name === KEY_COLUMN)) {
       skipped.push({ dataset: features.dataset, table: info.name, reason: `no ${KEY_COLUMN} column, so it cannot be joined` });
       continue;
@@ -159,11 +175,15 @@ export function planTables(
       continue;
     }
     for (const column of columns) {
-      const owner = owners.get(column.target);
+      // Names equal but for case collide too: BigQuery, Spark and Hive compare column names ignoring case.
+      const owner = owners.get(column.target.toLowerCase());
+      const tooLong = outputNameProblem(column.target);
       if (owner !== undefined) {
-        problems.push(`column ${column.target} from ${info.name}.${column.source} collides with a column of ${owner} after prefixing`);
+        problems.push(`column ${shownName(column.target)} from ${shownName(`${info.name}.${column.source}`)} collides with a column of ${shownName(owner)} after prefixing (names must differ in more than case); rename one of the two columns in the warehouse`);
+      } else if (tooLong !== undefined) {
+        problems.push(`column ${shownName(column.target)} from ${shownName(`${info.name}.${column.source}`)} ${tooLong}; shorten the table's or the column's name in the warehouse`);
       } else {
-        owners.set(column.target, info.name);
+        owners.set(column.target.toLowerCase(), info.name);
       }
     }
     planned.push({ dataset: features.dataset, table: info.name, role: "feature", prefix, columns, ...(key.zoneless ? { zonelessKey: true as const } : {}) });

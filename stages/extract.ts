@@ -49,6 +49,16 @@ async function discover(ctx: StageContext): Promise<{ discovery: Discovery; rows
       `${KEY_COLUMN} has no time zone (${names[0]}) in ${zoneless.length} of ${discovery.features.length + 1} tables (${zoneless.slice(0, 3).join(", ")}${zoneless.length > 3 ? ", ..." : ""}): its values are read as UTC; store it as ${utc[0]} to make that explicit`,
     );
   }
+  // Versions only for the tables the file is made of: a features dataset holds every pair's tables.
+  const range = { dateFrom: config.dateFrom, dateTo: config.dateTo };
+  const started = ctx.now();
+  const [featureVersions, targetVersions] = await Promise.all([
+    warehouse.tableVersions(config.featuresDataset, discovery.features.map((t) => t.table), range),
+    warehouse.tableVersions(config.targetsDataset, [discovery.target.table], range),
+  ]);
+  discovery.target.version = targetVersions.get(discovery.target.table);
+  for (const t of discovery.features) t.version = featureVersions.get(t.table);
+  log.info({ tables: discovery.features.length + 1, seconds: (ctx.now() - started) / 1000 }, `read the versions of ${discovery.features.length + 1} tables in ${((ctx.now() - started) / 1000).toFixed(1)} s`);
   for (const skip of discovery.skipped) log.warn({ table: `${skip.dataset}.${skip.table}`, reason: skip.reason }, `skipping ${skip.table}: ${skip.reason}`);
   log.info(
     { featureTables: discovery.features.length, skipped: discovery.skipped.length, columns: discovery.columnCount },
@@ -145,7 +155,7 @@ export const extractStage: Stage = {
 
       const identity = { keysSha256: target.keysSha256, rowsPerGroup: plan.rowsPerGroup, rows: plan.rows };
       const targetSpec: PartSpec = {
-        fingerprint: partFingerprint({ ...identity, query: targetQuery, firstRowGroup: 0, endRowGroup: plan.groups, writing: { rowsPerGroup: plan.rowsPerGroup, minMax: true } }),
+        fingerprint: partFingerprint({ ...identity, query: targetQuery, tableVersion: discovery.target.version, firstRowGroup: 0, endRowGroup: plan.groups, writing: { rowsPerGroup: plan.rowsPerGroup, minMax: true } }),
         table: 0,
         label: `${discovery.target.dataset}.${discovery.target.table}`,
         firstRowGroup: 0,
@@ -158,7 +168,7 @@ export const extractStage: Stage = {
         const query = queryFor(ctx, t);
         return planSlices(plan, widths[i + 1]!, share).map((slice) => {
           const spec: PartSpec = {
-            fingerprint: partFingerprint({ ...identity, query, firstRowGroup: slice.firstRowGroup, endRowGroup: slice.endRowGroup, writing }),
+            fingerprint: partFingerprint({ ...identity, query, tableVersion: t.version, firstRowGroup: slice.firstRowGroup, endRowGroup: slice.endRowGroup, writing }),
             table: i + 1,
             label: `${t.dataset}.${t.table}`,
             firstRowGroup: slice.firstRowGroup,
@@ -279,7 +289,7 @@ export const extractStage: Stage = {
       const outcomes: TableOutcome[] = tables.map((t, i) => {
         const own = parts.filter((p) => p.table === i);
         const label = `${t.dataset}.${t.table}`;
-        return { table: label, rows: own.reduce((n, p) => n + p.sourceRows, 0), parts: own.length, reusedParts: own.filter((p) => p.reused).length };
+        return { table: label, version: t.version ?? null, rows: own.reduce((n, p) => n + p.sourceRows, 0), parts: own.length, reusedParts: own.filter((p) => p.reused).length };
       });
       ctx.state.extraction = { plan, rowGroupRows, target: { rows: plan.rows, keysSha256: target.keysSha256, keyStrictlyIncreasing: true }, parts, tables: outcomes };
       const bytes = parts.reduce((n, p) => n + p.chunks.bytes, 0);

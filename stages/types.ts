@@ -13,6 +13,8 @@ import type { Warehouse } from "../src/warehouse/port.ts";
 /** One table as extracted: its rows in the date range and how many of its parts an earlier attempt had staged. */
 export interface TableOutcome {
   table: string;
+  /** Its version when it was read (Warehouse.tableVersions); the parts were reused only if it matched. */
+  version: string | null;
   rows: number;
   parts: number;
   reusedParts: number;

@@ -52,7 +52,7 @@ function contentManifest(ctx: StageContext): Record<string, unknown> {
   };
 }
 
-/** How this run built it: when, by which execution, how long each stage took, with what settings, which parts it reused. */
+/** How this run built it: when, by which execution, how long each stage took, with what settings, which table versions it read and which parts it reused. */
 function runRecord(ctx: StageContext): Record<string, unknown> {
   const { config, state } = ctx;
   return {
@@ -60,7 +60,8 @@ function runRecord(ctx: StageContext): Record<string, unknown> {
     ...(config.cloudRun.execution ? { execution: config.cloudRun.execution } : {}),
     stageSeconds: state.durations,
     parts: state.assembly!.layout.parts.length,
-    tables: state.extraction!.tables.map((t) => ({ table: t.table, parts: t.parts, reusedParts: t.reusedParts })),
+    // Versions differ between warehouses for the same rows, so they live here, not in the footer.
+    tables: state.extraction!.tables.map((t) => ({ table: t.table, version: t.version, parts: t.parts, reusedParts: t.reusedParts })),
     config: effectiveConfig(config),
   };
 }

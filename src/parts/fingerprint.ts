@@ -1,5 +1,6 @@
-// What makes a staged part reusable by a later attempt: the same query, over the same target keys,
-// cut by the same row-group plan into the same slice, written the same way. Any change to one of
+// What makes a staged part reusable by a later attempt: the same query on the same version of the
+// table, over the same target keys, cut by the same row-group plan into the same slice, written
+// the same way. Any change to one of
 // these gives another fingerprint, so an old part is never taken for a new one.
 import { createHash } from "node:crypto";
 import type { PartWriting, TableQuery } from "../extract/task.ts";
@@ -9,6 +10,8 @@ export const PART_FORMAT_VERSION = 1;
 
 export interface PartIdentity {
   query: TableQuery;
+  /** The table's version (Warehouse.tableVersions): a table rebuilt under the same name is another part. */
+  tableVersion: string | undefined;
   keysSha256: string;
   rowsPerGroup: number;
   rows: number;
@@ -22,6 +25,7 @@ export function partFingerprint(p: PartIdentity): string {
     v: PART_FORMAT_VERSION,
     dataset: p.query.dataset,
     table: p.query.table,
+    version: p.tableVersion ?? null,
     columns: p.query.columns.map((c) => [c.source, c.target, c.type]),
     dateFrom: p.query.dateFrom,
     dateTo: p.query.dateTo,

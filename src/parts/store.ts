@@ -15,6 +15,7 @@ import { concurrencyLimit } from "../concurrency.ts";
 import { crc32cFromBase64 } from "../crc32c-combine.ts";
 import { describeError } from "../errors.ts";
 import type { WrittenPart } from "../extract/task.ts";
+import { metadataValue } from "../names.ts";
 import { planPart } from "../parquet/index.ts";
 
 export const STAGING_DIR = "_staging";
@@ -148,7 +149,7 @@ export class PartStore {
   async stage(spec: PartSpec, written: WrittenPart, sourceRows: number): Promise<StagedPart> {
     return this.stagingSlot(async () => {
       const names = this.names(spec.fingerprint);
-      const common = { fingerprint: spec.fingerprint, table: spec.label, row_groups: `${spec.firstRowGroup}-${spec.endRowGroup}`, [SOURCE_ROWS_KEY]: String(sourceRows) };
+      const common = { fingerprint: spec.fingerprint, table: metadataValue(spec.label), row_groups: `${spec.firstRowGroup}-${spec.endRowGroup}`, [SOURCE_ROWS_KEY]: String(sourceRows) };
       const footerCrc = crc32cBase64(written.footerCrc32c);
       const dataCrc = crc32cBase64(written.dataCrc32c);
       const thrift = await readRangeOf(written.path, written.footerStart, written.footerEnd);

@@ -6,7 +6,9 @@ import { FaultInjector, type FaultSettings } from "../bucket/faults.ts";
 import { JobError } from "../errors.ts";
 import { withRetry } from "../gcp/retry.ts";
 import type { Logger } from "../log.ts";
-import { DUCKDB_KEY_TYPES, type TableInfo, type Warehouse } from "./port.ts";
+import { KEY_COLUMN } from "../constants.ts";
+import { nextDay, quoteIdent, quoteString } from "../sql.ts";
+import { DUCKDB_KEY_TYPES, type DateRange, type TableInfo, type Warehouse } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -45,6 +47,24 @@ async function openReadOnly(path: string): Promise<{ instance: DuckDBInstance; c
 
 /** Discovery queries against a local file fail only when FAULT_RATE says so; a few short tries suffice. */
 export const DISCOVERY_RETRY = { attempts: 5, baseDelayMs: 20, maxDelayMs: 200 } as const;
+
+/**
+ * Signature queries at once, each on its own connection: a table's signature reads every value in
+ * the date range, so two at a time use both cores of the development machine (682 tables of 20,000
+ * rows: ~3 s on two connections, ~3.6-6 s on one).
+ */
+export const SIGNATURE_CONNECTIONS = 2;
+
+/**
+ * A DuckDB table has no modification time, so its version is a signature of the rows the job
+ * reads: their count and the XOR of every row's hash (`hash(t)` hashes the whole row as a struct,
+ * so a changed value, a NULL becoming a value or the reverse, an added or removed row all change
+ * it). One aggregate query per table.
+ */
+export function signatureSql(dataset: string, table: string, range: DateRange): string {
+  const key = quoteIdent(KEY_COLUMN);
+  return `SELECT count(*) AS n, bit_xor(hash(t)) AS h FROM ${quoteIdent(dataset)}.${quoteIdent(table)} AS t WHERE ${key} >= CAST(${quoteString(range.dateFrom)} AS TIMESTAMPTZ) AND ${key} < CAST(${quoteString(nextDay(range.dateTo))} AS TIMESTAMPTZ)`;
+}
 
 export interface DuckDBWarehouseOptions {
   /** FAULT_RATE (testing only): discovery queries fail now and then with an injected transient fault, and are retried. */
@@ -142,6 +162,32 @@ export class DuckDBWarehouse implements Warehouse {
       byTable.get(String(row.table_name))?.columns.push({ name: String(row.column_name), type: String(row.data_type) });
     }
     return [...byTable.values()];
+  }
+
+  async tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, string>> {
+    const versions = new Map<string, string>();
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      const connection = await this.instance.connect();
+      try {
+        // The date range's bounds are UTC days, and a key without a time zone is read as UTC.
+        await connection.run("SET TimeZone = 'UTC'");
+        for (let i = next++; i < tables.length; i = next++) {
+          const table = tables[i]!;
+          // A SIGTERM during discovery stops between two tables, not after all of them.
+          if (this.opts.signal?.aborted) throw this.opts.signal.reason;
+          // No FAULT_RATE draw here: hundreds of these, each failing its 5 tries at 1/32 when the
+          // rate is 0.5, would fail most runs; the two listing queries exercise the retries.
+          const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
+          const [n, h] = reader.getRowsJS()[0] ?? [0, null];
+          versions.set(table, `rows=${String(n)};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}`);
+        }
+      } finally {
+        connection.closeSync();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SIGNATURE_CONNECTIONS, tables.length) }, lane));
+    return versions;
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,12 @@ export interface TableInfo {
   rows?: number;
 }
 
+/** The rows the job reads of every table: `interval_time` in [dateFrom, dateTo], UTC dates. */
+export interface DateRange {
+  dateFrom: string;
+  dateTo: string;
+}
+
 /**
  * The key types a warehouse stores as timestamps, by its own type names: `utc` ones are instants;
  * `zoneless` ones (DuckDB TIMESTAMP, BigQuery DATETIME) carry no time zone and are read as UTC.
@@ -36,6 +42,13 @@ export interface Warehouse {
   preflight(datasets: readonly string[]): Promise<void>;
   /** All tables of a dataset with their columns: one INFORMATION_SCHEMA query for tables, one for columns. */
   listTables(dataset: string): Promise<TableInfo[]>;
+  /**
+   * Each named table's version: a string that changes whenever the rows the job reads may have
+   * changed (BigQuery: its last modification time; DuckDB: a signature of its rows in `range`).
+   * Part fingerprints cover it, so a table rebuilt under the same name is extracted again.
+   * A table the warehouse cannot version (an empty partitioned table) is absent from the map.
+   */
+  tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, string>>;
   close(): Promise<void>;
 }
 

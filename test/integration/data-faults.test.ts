@@ -74,7 +74,7 @@ const cases: ReadonlyArray<[string, string[], RegExp, RegExp]> = [
     "two columns that would collide after prefixing",
     // eurusd_agg's prefix is "agg", like agg_eurusd's: both would make agg_x.
     [`CREATE TABLE ${F}.eurusd_agg AS SELECT interval_time, x FROM ${F}.agg_eurusd`],
-    /column agg_x from eurusd_agg\.x collides with a column of agg_eurusd after prefixing/,
+    /column "agg_x" from "eurusd_agg\.x" collides with a column of "agg_eurusd" after prefixing/,
     /Fix: fix the tables named above/,
   ],
   [

@@ -90,6 +90,8 @@ export interface StandInOptions {
   batchRows?: number;
   /** How long a job's result table stays after it was read to the end (default 30 s). */
   resultRetentionMs?: number;
+  /** "dataset.table" -> last modification (ms) reported by INFORMATION_SCHEMA.PARTITIONS; DEFAULT_MODIFIED_MS otherwise. */
+  modified?: Readonly<Record<string, number>>;
 }
 
 export interface StandIns {
@@ -103,6 +105,8 @@ export interface StandIns {
   faults: StandInFaults;
   /** Every request served, in order. */
   requests: StandInRequest[];
+  /** Gives a table a new last modification time (now), as rebuilding it in BigQuery would. */
+  touchTable(dataset: string, table: string, atMs?: number): void;
   close(): Promise<void>;
 }
 
@@ -462,6 +466,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
   const project = opts.project ?? "bqx-standin";
   const location = opts.location ?? "US";
   const warehouse = await StandInWarehouse.open(opts.warehouse, project, location);
+  for (const [name, ms] of Object.entries(opts.modified ?? {})) warehouse.modified.set(name, ms);
   const faults: StandInFaults = {
     latencyMs: opts.latencyMs ?? 0,
     restErrors: [],
@@ -503,6 +508,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
     location,
     faults,
     requests,
+    touchTable: (dataset, table, atMs) => warehouse.touch(dataset, table, atMs),
     async close() {
       await storage.close();
       server.closeAllConnections();

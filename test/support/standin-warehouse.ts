@@ -4,6 +4,10 @@
 //   `project.dataset.table` (or `project`.`dataset`.`table`)  -> wh."dataset"."table"
 //   `project.dataset`.INFORMATION_SCHEMA.TABLES / .COLUMNS    -> DuckDB's information_schema with
 //                                                                BigQuery's columns and type names
+//   `project.dataset`.INFORMATION_SCHEMA.PARTITIONS            -> one row per table, partition_id NULL
+//                                                                (as for a non-partitioned table), its
+//                                                                last_modified_time from `modified`
+//   x IN UNNEST(@array)                                        -> x IN (SELECT unnest(<the list>))
 //   `column`                                                    -> "column"
 //   @name (a named query parameter)                            -> CAST($name AS <its type>)
 // DATE(x), BETWEEN, IS NOT NULL, ORDER BY and LIMIT mean the same in both dialects.
@@ -11,6 +15,8 @@
 import { DuckDBInstance, DuckDBTimestampTZValue, DuckDBTimestampValue, DuckDBDateValue, type DuckDBConnection, type DuckDBValue } from "@duckdb/node-api";
 
 export const RESULTS_DATASET = "_job_results";
+/** What INFORMATION_SCHEMA.PARTITIONS reports for a table nobody touched: 2025-01-01T00:00:00Z. */
+export const DEFAULT_MODIFIED_MS = Date.parse("2025-01-01T00:00:00Z");
 const WAREHOUSE_CATALOG = "wh";
 
 /** A BigQuery-style failure: HTTP status, reason and message, as REST and gRPC both report. */
@@ -26,8 +32,8 @@ export class StandInError extends Error {
 
 export interface QueryParameter {
   name?: string | null;
-  parameterType?: { type?: string | null } | null;
-  parameterValue?: { value?: string | null } | null;
+  parameterType?: { type?: string | null; arrayType?: { type?: string | null } | null } | null;
+  parameterValue?: { value?: string | null; arrayValues?: Array<{ value?: string | null }> | null } | null;
 }
 
 export interface TranslatedQuery {
@@ -45,6 +51,10 @@ export interface ResultColumn {
   /** DuckDB's type name, e.g. DOUBLE, TIMESTAMP WITH TIME ZONE. */
   duckType: string;
 }
+
+/** A GoogleSQL quoted identifier (backslash escapes allowed inside), and a dotted path of them. */
+const QUOTED = /`((?:[^`\\]|\\.)*)`/g;
+const QUOTED_PATH = "`(?:[^`\\\\]|\\\\.)*`(?:\\.`(?:[^`\\\\]|\\\\.)*`)*";
 
 const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const lit = (value: string) => `'${value.replaceAll("'", "''")}'`;
@@ -77,6 +87,8 @@ export class StandInWarehouse {
   /** dataset -> tables of the warehouse file; read-only, so loaded once. */
   private readonly catalog: Map<string, Set<string>>;
   private readonly results = new Set<string>();
+  /** "dataset.table" -> its last modification (ms since the epoch); DEFAULT_MODIFIED_MS when absent. */
+  readonly modified = new Map<string, number>();
 
   private constructor(instance: DuckDBInstance, catalog: Map<string, Set<string>>, project: string, location: string) {
     this.instance = instance;
@@ -129,6 +141,18 @@ export class StandInWarehouse {
     return dataset === RESULTS_DATASET ? `memory.${q(RESULTS_DATASET)}.${q(table)}` : `${WAREHOUSE_CATALOG}.${q(dataset)}.${q(table)}`;
   }
 
+  /** A new version of a table, as rewriting it in BigQuery gives (its rows stay the warehouse file's). */
+  touch(dataset: string, table: string, atMs = Date.now()): void {
+    this.modified.set(`${dataset}.${table}`, atMs);
+  }
+
+  private modifiedCase(dataset: string): string {
+    const bumped = [...this.modified].filter(([name]) => name.startsWith(`${dataset}.`));
+    const micros = (ms: number) => `${BigInt(Math.round(ms)) * 1000n}::BIGINT`;
+    const cases = bumped.map(([name, ms]) => ` WHEN ${lit(name.slice(dataset.length + 1))} THEN ${micros(ms)}`).join("");
+    return `make_timestamptz(${cases ? `CASE table_name${cases} ELSE ${micros(DEFAULT_MODIFIED_MS)} END` : micros(DEFAULT_MODIFIED_MS)})`;
+  }
+
   private notFoundProject(project: string): StandInError {
     return new StandInError(404, "notFound", `Not found: Project ${project}`);
   }
@@ -136,23 +160,27 @@ export class StandInWarehouse {
   translate(sql: string, params: readonly QueryParameter[] = []): TranslatedQuery {
     const datasets = new Set<string>();
     const tables: Array<{ dataset: string; table: string }> = [];
-    const splitPath = (quoted: string) => quoted.split(/`\.`|\./).map((s) => s.replaceAll("`", ""));
+    // A quoted identifier may hold backslash escapes (\` and \\); dots inside one split a path.
+    const splitPath = (quoted: string) => [...quoted.matchAll(QUOTED)].flatMap((m) => (m[1] ?? "").split(".").map((s) => s.replace(/\\(.)/g, "$1")));
     const paramTypes = new Map(params.map((p) => [p.name ?? "", (p.parameterType?.type ?? "STRING").toUpperCase()]));
     const comparisons = [...sql.matchAll(/(?<!\()`([^`.]+)`\s*(<=|>=|<|>|=)\s*@([A-Za-z_]\w*)/g)].map((m) => ({ column: m[1]!, op: m[2]!, paramType: paramTypes.get(m[3]!) ?? "STRING" }));
 
-    let out = sql.replace(/((?:`[^`]+`)(?:\.`[^`]+`)*)\.INFORMATION_SCHEMA\.(TABLES|COLUMNS)\b/gi, (_m, path: string, view: string) => {
+    let out = sql.replace(new RegExp(`(${QUOTED_PATH})\\.INFORMATION_SCHEMA\\.(TABLES|COLUMNS|PARTITIONS)\\b`, "gi"), (_m, path: string, view: string) => {
       const parts = splitPath(path);
       const [project, dataset] = parts.length === 2 ? parts : [this.project, parts[0] ?? ""];
       if (project !== this.project) throw this.notFoundProject(project ?? "");
       datasets.add(dataset ?? "");
       const where = `table_catalog = ${lit(WAREHOUSE_CATALOG)} AND table_schema = ${lit(dataset ?? "")}`;
+      if (view.toUpperCase() === "PARTITIONS") {
+        return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, NULL::VARCHAR AS partition_id, ${this.modifiedCase(dataset ?? "")} AS last_modified_time FROM information_schema.tables WHERE ${where} AND table_type = 'BASE TABLE')`;
+      }
       if (view.toUpperCase() === "TABLES") {
         return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, table_type FROM information_schema.tables WHERE ${where})`;
       }
       return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, column_name, ordinal_position, is_nullable, 'NO' AS is_hidden, ${INFO_TYPE_CASE} AS data_type FROM information_schema.columns WHERE ${where})`;
     });
 
-    out = out.replace(/`[^`]+`(?:\.`[^`]+`)*/g, (quoted) => {
+    out = out.replace(new RegExp(QUOTED_PATH, "g"), (quoted) => {
       const parts = splitPath(quoted);
       if (parts.length === 1) return q(parts[0] ?? "");
       const [project, dataset, table] = parts.length === 3 ? parts : [this.project, parts[0], parts[1]];
@@ -162,11 +190,17 @@ export class StandInWarehouse {
       return this.duckName(dataset ?? "", table ?? "");
     });
 
+    out = out.replace(/\bIN\s+UNNEST\(\s*(@[A-Za-z_]\w*)\s*\)/gi, (_m, param: string) => `IN (SELECT unnest(${param}))`);
     const byName = new Map(params.map((p) => [p.name ?? "", p]));
     const values: Record<string, string> = {};
     out = out.replace(/@([A-Za-z_]\w*)/g, (_m, name: string) => {
       const p = byName.get(name);
       if (!p) throw new StandInError(400, "invalidQuery", `Undeclared query parameters: ${name}`);
+      if ((p.parameterType?.type ?? "").toUpperCase() === "ARRAY") {
+        if ((p.parameterType?.arrayType?.type ?? "STRING").toUpperCase() !== "STRING") throw new StandInError(400, "invalidQuery", `Query parameter '${name}': the stand-in takes ARRAY<STRING> only`);
+        values[name] = JSON.stringify((p.parameterValue?.arrayValues ?? []).map((v) => v.value ?? null));
+        return `CAST(json($${name}) AS VARCHAR[])`;
+      }
       const value = p.parameterValue?.value;
       // The client drops a plain string passed with `types: {x: "DATE"}` (it wants BigQuery.date()).
       if (value === undefined || value === null) throw new StandInError(400, "invalidQuery", `Query parameter '${name}' has no value`);

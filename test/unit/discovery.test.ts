@@ -94,7 +94,13 @@ describe("table selection", () => {
       error = err;
     }
     expect(error).toBeInstanceOf(JobError);
-    expect((error as JobError).message).toMatch(/column agg_bqx_x from agg_eurusd\.bqx_x collides with a column of agg_bqx_eurusd/);
+    expect((error as JobError).message).toMatch(/column "agg_bqx_x" from "agg_eurusd\.bqx_x" collides with a column of "agg_bqx_eurusd"/);
+  });
+
+  it("refuses columns whose prefixed names differ only in case, and names longer than BigQuery allows", () => {
+    const clash = { dataset: F, tables: [table("agg_eurusd", ["X"]), table("AGG_eurusd", ["x"]), table("mom_eurusd", ["y".repeat(300)])] };
+    expect(() => planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES)).toThrowError(/column "agg_X" from "agg_eurusd\.X" collides with a column of "AGG_eurusd" after prefixing \(names must differ in more than case\)/);
+    expect(() => planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES)).toThrowError(/column "mom_y{300}" from "mom_eurusd\.y{300}" is 304 characters long after prefixing; BigQuery allows 300/);
   });
 
   it("fails naming the table whose key has the wrong type", () => {
@@ -152,5 +158,45 @@ describe("table selection", () => {
     expect(["FLOAT64", "DOUBLE", "INT64", "BIGINT", "INTEGER", "BOOL", "BOOLEAN", "STRING", "VARCHAR", "DATE", "JSON"].map(columnKind)).toEqual([
       "float64", "float64", "int64", "int64", "int64", "bool", "bool", "utf8", "utf8", "date", undefined,
     ]);
+  });
+});
+
+describe("names", () => {
+  const odd = ["agg_eurusd it's", 'agg_eurusd "q"', "agg_eurusd `b`", "agg_eurusd/up", "agg_eurusd_é€"];
+
+  it("carries quotes, backticks, spaces, slashes and non-ASCII letters in table and column names as they are", () => {
+    const tables = odd.map((name, i) => table(name, [`c${i} it's`, `c${i} "q"`, `c${i} \`b\``, `c${i}/\\x`, `c${i}_ü`]));
+    const plan = planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES);
+    expect(plan.features.map((t) => t.table).sort()).toEqual([...odd].sort());
+    const slashed = plan.features.find((t) => t.table === "agg_eurusd/up")!;
+    expect(slashed.prefix).toBe("agg_/up");
+    expect(slashed.columns.map((c) => c.target)).toEqual(["agg_/up_c3 it's", 'agg_/up_c3 "q"', "agg_/up_c3 `b`", "agg_/up_c3/\\x", "agg_/up_c3_ü"]);
+  });
+
+  it("refuses, naming every offending table and the fix, names with '.' (so '..'), control characters or lone surrogates", () => {
+    const tables = [
+      table("agg_eurusd/../../etc", ["x"]),
+      table("agg_eurusd.v2", ["x"]),
+      table("mom_eurusd", ["ok", "line\nbreak", "a.b"]),
+      table("lag_eurusd\u0000", ["x"]),
+      table("rsi_eurusd", ["bad\ud800"]),
+      table("cov_eurusd", ["fine it's"]),
+    ];
+    let error: unknown;
+    try {
+      planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(JobError);
+    const message = (error as JobError).message;
+    expect(message).toMatch(/^discovery found 5 problem\(s\)/);
+    expect(message).toContain(`table "${F}.agg_eurusd/../../etc": its name contains '.'`);
+    expect(message).toContain(`table "${F}.agg_eurusd.v2": its name contains '.', which BigQuery and parquet readers take for a path separator; rename it in the warehouse`);
+    expect(message).toContain(`table "${F}.mom_eurusd": column "line\\nbreak" contains a control character (a newline, tab, NUL, ...), column "a.b" contains '.'`);
+    expect(message).toContain(`table "${F}.lag_eurusd\\u0000": its name contains a control character`);
+    expect(message).toContain(`table "${F}.rsi_eurusd": column "bad\\ud800" is not valid Unicode`);
+    expect(message).not.toContain("cov_eurusd");
+    expect(message.split("\n")).toHaveLength(6);
   });
 });
