@@ -59,6 +59,7 @@ function runRecord(ctx: StageContext): Record<string, unknown> {
     stageSeconds: state.durations,
     parts: state.assembly!.layout.parts.length,
     tables: state.extraction!.tables.map((t) => ({ table: t.table, parts: t.parts, reusedParts: t.reusedParts })),
+    ...(state.extraction!.reads ? { bigqueryReads: state.extraction!.reads } : {}),
     config: effectiveConfig(config),
   };
 }

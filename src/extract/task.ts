@@ -105,6 +105,13 @@ export interface WrittenPart {
   rowGroups: number;
 }
 
+/** How a BACKEND=gcp read went: its route, the bytes its read session estimated it scans, its streams. */
+export interface ReadFigures {
+  route: "table" | "query";
+  bytesScanned: number;
+  streams: number;
+}
+
 export interface TargetResult {
   kind: "target";
   /** The target's keys, transferred (not copied) to the main thread. */
@@ -115,6 +122,7 @@ export interface TargetResult {
   keysSha256: string;
   seconds: number;
   retries?: number;
+  read?: ReadFigures;
 }
 
 export interface PartResult {
@@ -124,6 +132,7 @@ export interface PartResult {
   sourceRows: number;
   seconds: number;
   retries?: number;
+  read?: ReadFigures;
 }
 
 /** Errors cross the thread boundary as plain objects; the stage turns them back into JobErrors. */

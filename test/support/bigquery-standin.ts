@@ -30,7 +30,7 @@ export interface StandInFaults {
   accessDeniedDatasets: Set<string>;
   /** "dataset.table" names answered with 404 notFound even if they exist. */
   missingTables: Set<string>;
-  /** "dataset.table" names whose query jobs never finish (until cancelled). */
+  /** "dataset.table" names whose query jobs never finish, and whose read sessions never answer (until cancelled). */
   hangingTables: Set<string>;
   /** The next `count` query jobs finish with this errorResult reason (e.g. backendError). */
   jobFailures: Array<{ reason: string; count: number; message?: string }>;
@@ -59,6 +59,8 @@ export interface StandInRequest {
   stream?: string;
   offset?: number;
   rows?: number;
+  /** CreateReadSession: the streams the session got. */
+  streams?: number;
 }
 
 export interface StandInOptions {
@@ -73,6 +75,8 @@ export interface StandInOptions {
   pageRows?: number;
   /** Rows per Arrow record batch on ReadRows. */
   batchRows?: number;
+  /** A read session gets one stream per this many rows, up to its max_stream_count (default 10,000). */
+  streamRows?: number;
   /** How long a job's result table stays after it was read to the end (default 30 s). */
   resultRetentionMs?: number;
 }
@@ -98,6 +102,8 @@ export interface StandInContext {
   requests: StandInRequest[];
   random: () => number;
   batchRows: number;
+  /** Rows per read stream: a session gets ceil(rows / streamRows) streams, up to what it asks for. */
+  streamRows: number;
   /** Called when a result table has been read to its end. */
   resultRead(table: string): void;
 }
@@ -388,6 +394,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
     requests,
     random: seeded(opts.seed ?? 1),
     batchRows: opts.batchRows ?? 2048,
+    streamRows: opts.streamRows ?? 10_000,
     resultRead: (table) => {
       setTimeout(() => void warehouse.dropResult(table).catch(() => {}), retentionMs).unref();
     },
