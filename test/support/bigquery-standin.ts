@@ -22,6 +22,8 @@ import { rng as seeded } from "./rng.ts";
 export interface StandInFaults {
   /** Added to every query job's run time: a number, or [min, max] drawn from the seeded generator. */
   latencyMs: number | readonly [number, number];
+  /** Added to every CreateReadSession (the service plans the session's streams): a number, or [min, max]. */
+  sessionLatencyMs: number | readonly [number, number];
   /** Fail the next `count` REST calls of `method` ("jobs.insert", ..., or "*" for any). */
   restErrors: Array<{ method: string; status: number; reason: string; count: number; message?: string }>;
   /** Fraction of REST calls failing with 429 rateLimitExceeded or 503 backendError (seeded). */
@@ -70,6 +72,7 @@ export interface StandInOptions {
   location?: string;
   faults?: Partial<StandInFaults>;
   latencyMs?: number | readonly [number, number];
+  sessionLatencyMs?: number | readonly [number, number];
   seed?: number;
   /** Rows per getQueryResults page when the client does not say (BigQuery: ~10 MB). */
   pageRows?: number;
@@ -375,6 +378,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
   const warehouse = await StandInWarehouse.open(opts.warehouse, project, location);
   const faults: StandInFaults = {
     latencyMs: opts.latencyMs ?? 0,
+    sessionLatencyMs: opts.sessionLatencyMs ?? 0,
     restErrors: [],
     restErrorRate: 0,
     accessDeniedDatasets: new Set(),

@@ -213,6 +213,9 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
       await cancelled;
       throw grpcError(grpc.status.CANCELLED, "cancelled by the client");
     }
+    const wait = ctx.faults.sessionLatencyMs;
+    const waitMs = typeof wait === "number" ? wait : wait[0] + ctx.random() * (wait[1] - wait[0]);
+    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs).unref());
     const maxStreams = Number(request.maxStreamCount ?? 0);
     if (!Number.isInteger(maxStreams) || maxStreams < 0) throw grpcError(grpc.status.INVALID_ARGUMENT, `max_stream_count must be non-negative (got ${request.maxStreamCount})`);
     if (request.readSession?.dataFormat !== "ARROW") throw grpcError(grpc.status.INVALID_ARGUMENT, "The stand-in serves data_format ARROW only");
