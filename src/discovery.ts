@@ -9,7 +9,7 @@ import {
   targetTableName,
 } from "./constants.ts";
 import { JobError } from "./errors.ts";
-import type { ColumnMapping, TableInfo } from "./warehouse/port.ts";
+import type { ColumnMapping, KeyTypes, TableInfo } from "./warehouse/port.ts";
 
 export interface PlannedTable {
   dataset: string;
@@ -18,6 +18,8 @@ export interface PlannedTable {
   /** The name prefix used for this table's columns ("" for the target table). */
   prefix: string;
   columns: ColumnMapping[];
+  /** The key has no time zone (DuckDB TIMESTAMP, BigQuery DATETIME): its values are read as UTC. */
+  zonelessKey?: true;
 }
 
 export interface SkippedTable {
@@ -32,6 +34,8 @@ export interface Discovery {
   skipped: SkippedTable[];
   /** Output columns in file order: key, targets, then features table by table. */
   columnCount: number;
+  /** `<dataset>.<table>` of the tables whose key has no time zone (read as UTC), in plan order. */
+  zonelessKeys: string[];
 }
 
 /** How a feature column travels to the training file, whichever warehouse it comes from. */
@@ -56,9 +60,6 @@ export function columnKind(type: string): FeatureKind | undefined {
 }
 
 export const SUPPORTED_TYPES = "FLOAT64 (DOUBLE), INT64 (BIGINT and smaller integers), BOOL, STRING (VARCHAR) or DATE";
-
-/** Key types that are a UTC instant in the warehouses we support. */
-const KEY_TYPES = new Set(["TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"]);
 
 export function isPairTable(name: string, pair: string): boolean {
   return name.includes(pair);
@@ -86,13 +87,16 @@ export function featureColumnName(prefix: string, column: string): string {
 }
 
 /**
- * Applies the production selection rules to the listings of the features and targets datasets.
- * Throws a JobError naming the problem when the result cannot make a valid training file.
+ * Applies the production selection rules to the listings of the features and targets datasets,
+ * classifying every key by the warehouse's `keyTypes`. Throws a JobError naming every problem
+ * (every table with a key that is not a timestamp among them) when the result cannot make a valid
+ * training file.
  */
 export function planTables(
   pair: string,
   features: { dataset: string; tables: TableInfo[] },
   targets: { dataset: string; tables: TableInfo[] },
+  keyTypes: KeyTypes,
 ): Discovery {
   const skipped: SkippedTable[] = [];
   const problems: string[] = [];
@@ -105,8 +109,8 @@ export function planTables(
       fix: `create ${targetName} in ${targets.dataset}, or set TARGETS_DATASET to the dataset that holds it`,
     });
   }
-  const keyProblem = checkKey(targetInfo);
-  if (keyProblem) problems.push(keyProblem);
+  const targetKey = checkKey(targetInfo, keyTypes);
+  if (targetKey.problem) problems.push(targetKey.problem);
   const targetColumns = new Set(targetInfo.columns.map((c) => c.name));
   const missingTargets = TARGET_COLUMNS.filter((c) => !targetColumns.has(c));
   if (missingTargets.length > 0) {
@@ -121,6 +125,7 @@ export function planTables(
     role: "target",
     prefix: "",
     columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({ source: c, target: c, type: targetInfo.columns.find((t) => t.name === c)!.type })),
+    ...(targetKey.zoneless ? { zonelessKey: true as const } : {}),
   };
 
   const selected = features.tables
@@ -135,9 +140,9 @@ export function planTables(
       skipped.push({ dataset: features.dataset, table: info.name, reason: `no ${KEY_COLUMN} column, so it cannot be joined` });
       continue;
     }
-    const problem = checkKey(info);
-    if (problem) {
-      problems.push(problem);
+    const key = checkKey(info, keyTypes);
+    if (key.problem) {
+      problems.push(key.problem);
       continue;
     }
     const prefix = columnPrefix(info.name, pair);
@@ -161,7 +166,7 @@ export function planTables(
         owners.set(column.target, info.name);
       }
     }
-    planned.push({ dataset: features.dataset, table: info.name, role: "feature", prefix, columns });
+    planned.push({ dataset: features.dataset, table: info.name, role: "feature", prefix, columns, ...(key.zoneless ? { zonelessKey: true as const } : {}) });
   }
 
   if (planned.length === 0) {
@@ -176,16 +181,19 @@ export function planTables(
     });
   }
   const columnCount = 1 + target.columns.length + planned.reduce((n, t) => n + t.columns.length, 0);
-  return { target, features: planned, skipped, columnCount };
+  const zonelessKeys = [target, ...planned].filter((t) => t.zonelessKey).map((t) => `${t.dataset}.${t.table}`);
+  return { target, features: planned, skipped, columnCount, zonelessKeys };
 }
 
-function checkKey(info: TableInfo): string | undefined {
+function checkKey(info: TableInfo, keyTypes: KeyTypes): { problem?: string; zoneless?: boolean } {
   const key = info.columns.find((c) => c.name === KEY_COLUMN);
-  if (!key) return `${info.dataset}.${info.name} has no ${KEY_COLUMN} column`;
-  if (!KEY_TYPES.has(key.type.toUpperCase())) {
-    return `${info.dataset}.${info.name}.${KEY_COLUMN} has type ${key.type}; expected TIMESTAMP (a UTC instant)`;
-  }
-  return undefined;
+  if (!key) return { problem: `${info.dataset}.${info.name} has no ${KEY_COLUMN} column` };
+  const type = key.type.toUpperCase();
+  if (keyTypes.utc.includes(type)) return {};
+  if (keyTypes.zoneless.includes(type)) return { zoneless: true };
+  return {
+    problem: `${info.dataset}.${info.name}.${KEY_COLUMN} has type ${key.type}; expected ${keyTypes.utc[0]} (a UTC instant) or ${keyTypes.zoneless[0]} (no time zone: read as UTC)`,
+  };
 }
 
 /** The target table's row rule, shared by every backend's extraction. */

@@ -31,6 +31,7 @@ function queryFor(ctx: StageContext, table: PlannedTable): TableQuery {
     dateTo: ctx.config.dateTo,
     rowLimit: ctx.config.rowLimit,
     notNullColumn: table.role === "target" ? TARGET_NOT_NULL_COLUMN : undefined,
+    ...(table.zonelessKey ? { zonelessKey: true as const } : {}),
   };
 }
 
@@ -39,7 +40,15 @@ async function discover(ctx: StageContext): Promise<{ discovery: Discovery; rows
   await warehouse.preflight([config.featuresDataset, config.targetsDataset]);
   const features = await warehouse.listTables(config.featuresDataset);
   const targets = await warehouse.listTables(config.targetsDataset);
-  const discovery = planTables(config.pair, { dataset: config.featuresDataset, tables: features }, { dataset: config.targetsDataset, tables: targets });
+  const discovery = planTables(config.pair, { dataset: config.featuresDataset, tables: features }, { dataset: config.targetsDataset, tables: targets }, warehouse.keyTypes);
+  const zoneless = discovery.zonelessKeys;
+  if (zoneless.length > 0) {
+    const { utc, zoneless: names } = warehouse.keyTypes;
+    log.warn(
+      { zonelessKeys: zoneless.length, tables: zoneless.slice(0, 20) },
+      `${KEY_COLUMN} has no time zone (${names[0]}) in ${zoneless.length} of ${discovery.features.length + 1} tables (${zoneless.slice(0, 3).join(", ")}${zoneless.length > 3 ? ", ..." : ""}): its values are read as UTC; store it as ${utc[0]} to make that explicit`,
+    );
+  }
   for (const skip of discovery.skipped) log.warn({ table: `${skip.dataset}.${skip.table}`, reason: skip.reason }, `skipping ${skip.table}: ${skip.reason}`);
   log.info(
     { featureTables: discovery.features.length, skipped: discovery.skipped.length, columns: discovery.columnCount },

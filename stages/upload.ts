@@ -45,6 +45,8 @@ function contentManifest(ctx: StageContext): Record<string, unknown> {
       target: { table: extraction!.tables[0]!.table, rows: extraction!.target.rows, keysSha256: extraction!.target.keysSha256 },
       features: extraction!.tables.slice(1).map((t) => ({ table: t.table, rows: t.rows })),
       skipped: discovery!.skipped,
+      // Tables whose key has no time zone: its values were read as UTC.
+      zonelessKeys: discovery!.zonelessKeys,
     },
     validation: { horizons: validation!.horizons, warnings: validation!.warnings, overallNullRate: validation!.overallNullRate, nulls: validation!.nulls },
   };

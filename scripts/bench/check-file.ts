@@ -40,6 +40,7 @@ export async function checkTrainingFile(opts: { file: string; warehouse: string;
     opts.pair,
     { dataset: DEFAULT_FEATURES_DATASET, tables: await wh.listTables(DEFAULT_FEATURES_DATASET) },
     { dataset: DEFAULT_TARGETS_DATASET, tables: await wh.listTables(DEFAULT_TARGETS_DATASET) },
+    wh.keyTypes,
   );
   await wh.close();
   const source = new Map<string, { dataset: string; table: string; column: string }>();

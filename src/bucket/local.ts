@@ -217,24 +217,11 @@ export class LocalDirectoryBucket implements Bucket {
   async list(prefix = ""): Promise<string[]> {
     this.faults?.maybeFail("list", prefix);
     const names: string[] = [];
-    const walk = async (dir: string): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const entry of entries) {
-        const full = path.join(dir, entry.name);
-        if (entry.isDirectory()) {
-          if (!(dir === this.location && entry.name === META_DIR)) await walk(full);
-        } else if (!entry.name.includes(".uploading-")) {
-          const rel = path.relative(this.location, full).split(path.sep).join("/");
-          if (rel.startsWith(prefix)) names.push(rel);
-        }
-      }
-    };
-    await walk(this.location);
+    await walkFiles(this.location, (dir, name) => dir !== this.location || name !== META_DIR, (file) => {
+      if (path.basename(file).includes(".uploading-")) return;
+      const rel = path.relative(this.location, file).split(path.sep).join("/");
+      if (rel.startsWith(prefix)) names.push(rel);
+    });
     return names.sort();
   }
 
@@ -256,30 +243,21 @@ export class LocalDirectoryBucket implements Bucket {
   }
 
   async sweep(prefix: string): Promise<number> {
-    const roots = [path.join(this.location, ...prefix.split("/").filter(Boolean)), path.join(this.location, META_DIR, ...prefix.split("/").filter(Boolean))];
-    let removed = 0;
-    const walk = async (dir: string): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const entry of entries) {
-        const full = path.join(dir, entry.name);
-        if (entry.isDirectory()) {
-          await walk(full);
-          continue;
-        }
-        const writer = /(\.uploading-(\d+)-[0-9a-f]+)$/.exec(entry.name);
-        if (!writer || this.ownSuffixes.has(writer[1]!) || !writerIsGone(Number(writer[2]))) continue;
-        await rm(full, { force: true });
-        await this.pruneEmptyParents(full);
-        removed += 1;
-      }
-    };
-    for (const root of roots) if (root === this.location || root.startsWith(this.location + path.sep)) await walk(root);
-    return removed;
+    const segments = prefix.split("/").filter(Boolean);
+    const roots = [path.join(this.location, ...segments), path.join(this.location, META_DIR, ...segments)];
+    const abandoned: string[] = [];
+    for (const root of roots) {
+      if (root !== this.location && !root.startsWith(this.location + path.sep)) continue;
+      await walkFiles(root, () => true, (file) => {
+        const writer = /(\.uploading-(\d+)-[0-9a-f]+)$/.exec(file);
+        if (writer && !this.ownSuffixes.has(writer[1]!) && writerIsGone(Number(writer[2]))) abandoned.push(file);
+      });
+    }
+    for (const file of abandoned) {
+      await rm(file, { force: true });
+      await this.pruneEmptyParents(file);
+    }
+    return abandoned.length;
   }
 
   private async pruneEmptyParents(file: string): Promise<void> {
@@ -484,6 +462,24 @@ export class LocalDirectoryBucket implements Bucket {
       throw new JobError(`object name ${JSON.stringify(name)} escapes the bucket directory`, { reason: "bad-object-name" });
     }
     return target;
+  }
+}
+
+/** Calls `visit` with every file below `dir`, descending into the directories `descend` allows; a missing `dir` has none. */
+async function walkFiles(dir: string, descend: (dir: string, name: string) => boolean, visit: (file: string) => void): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (descend(dir, entry.name)) await walkFiles(full, descend, visit);
+    } else {
+      visit(full);
+    }
   }
 }
 

@@ -25,6 +25,8 @@ export interface TableQuery {
   rowLimit: number | undefined;
   /** Only rows where this column is not null (the target table's row rule). */
   notNullColumn: string | undefined;
+  /** The key has no time zone (BigQuery DATETIME, DuckDB TIMESTAMP): read as UTC. */
+  zonelessKey?: true;
 }
 
 /** Writer settings shared by every part, so parts of one file agree byte for byte. */

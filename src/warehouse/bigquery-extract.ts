@@ -69,17 +69,21 @@ function timestampParam(micros: bigint): ReturnType<typeof BigQuery.timestamp> {
  * The production query shape in GoogleSQL: `DATE(interval_time) BETWEEN @date_from AND @date_to`
  * with DATE query parameters (never spliced dates), identifiers in backticks, columns renamed in
  * the SELECT so the result already has the output's names. For a slice, the key range as TIMESTAMP
- * parameters; with ROW_LIMIT, the table's first N rows by time first.
+ * parameters; with ROW_LIMIT, the table's first N rows by time first. A DATETIME key (no time
+ * zone) is read as the UTC TIMESTAMP `TIMESTAMP(key)`.
  */
-export function bigQueryExtractionSql(query: Pick<TableQuery, "dataset" | "table" | "columns" | "rowLimit" | "notNullColumn">, project: string, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
+export function bigQueryExtractionSql(query: Pick<TableQuery, "dataset" | "table" | "columns" | "rowLimit" | "notNullColumn" | "zonelessKey">, project: string, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
   const q = quoteBigQueryIdent;
-  const select = [q(KEY_COLUMN), ...query.columns.map((c) => (c.source === c.target ? q(c.source) : `${q(c.source)} AS ${q(c.target)}`))];
+  const asUtc = query.zonelessKey ? `TIMESTAMP(${q(KEY_COLUMN)})` : q(KEY_COLUMN);
+  const select = [query.zonelessKey ? `${asUtc} AS ${q(KEY_COLUMN)}` : q(KEY_COLUMN), ...query.columns.map((c) => (c.source === c.target ? q(c.source) : `${q(c.source)} AS ${q(c.target)}`))];
   const where = [`DATE(${q(KEY_COLUMN)}) BETWEEN @date_from AND @date_to`, ...(query.notNullColumn ? [`${q(query.notNullColumn)} IS NOT NULL`] : [])];
-  const bounds = [...(slice?.afterKey !== undefined ? [`${q(KEY_COLUMN)} > @after_key`] : []), ...(slice?.throughKey !== undefined ? [`${q(KEY_COLUMN)} <= @through_key`] : [])];
+  // On the table the key is compared as UTC; outside the ROW_LIMIT subquery it already is.
+  const boundsOn = (key: string) => [...(slice?.afterKey !== undefined ? [`${key} > @after_key`] : []), ...(slice?.throughKey !== undefined ? [`${key} <= @through_key`] : [])];
+  const bounds = boundsOn(asUtc);
   const from = q(`${project}.${query.dataset}.${query.table}`);
   if (query.rowLimit === undefined) return `SELECT ${select.join(", ")} FROM ${from} WHERE ${[...where, ...bounds].join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
   const limited = `SELECT ${select.join(", ")} FROM ${from} WHERE ${where.join(" AND ")} ORDER BY ${q(KEY_COLUMN)} LIMIT ${query.rowLimit}`;
-  return bounds.length === 0 ? limited : `SELECT * FROM (${limited}) WHERE ${bounds.join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
+  return bounds.length === 0 ? limited : `SELECT * FROM (${limited}) WHERE ${boundsOn(q(KEY_COLUMN)).join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
 }
 
 /**

@@ -9,7 +9,7 @@ import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts
 import { withRetry } from "../gcp/retry.ts";
 import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
 import { fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
-import type { GcpRetrySettings, TableInfo, Warehouse } from "./port.ts";
+import { BIGQUERY_KEY_TYPES, type GcpRetrySettings, type TableInfo, type Warehouse } from "./port.ts";
 
 export { closeWorkerClients } from "./bigquery-clients.ts";
 
@@ -26,6 +26,7 @@ export interface BigQueryWarehouseOptions {
 }
 
 export class BigQueryWarehouse implements Warehouse {
+  readonly keyTypes = BIGQUERY_KEY_TYPES;
   readonly project: string;
   readonly location: string | undefined;
   private readonly bigquery: BigQuery;

@@ -6,7 +6,7 @@ import { FaultInjector, type FaultSettings } from "../bucket/faults.ts";
 import { JobError } from "../errors.ts";
 import { withRetry } from "../gcp/retry.ts";
 import type { Logger } from "../log.ts";
-import type { TableInfo, Warehouse } from "./port.ts";
+import { DUCKDB_KEY_TYPES, type TableInfo, type Warehouse } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -55,6 +55,7 @@ export interface DuckDBWarehouseOptions {
 }
 
 export class DuckDBWarehouse implements Warehouse {
+  readonly keyTypes = DUCKDB_KEY_TYPES;
   private readonly instance: DuckDBInstance;
   private readonly connection: DuckDBConnection;
   readonly path: string;

@@ -17,7 +17,21 @@ export interface TableInfo {
   rows?: number;
 }
 
+/**
+ * The key types a warehouse stores as timestamps, by its own type names: `utc` ones are instants;
+ * `zoneless` ones (DuckDB TIMESTAMP, BigQuery DATETIME) carry no time zone and are read as UTC.
+ */
+export interface KeyTypes {
+  utc: readonly string[];
+  zoneless: readonly string[];
+}
+
+export const DUCKDB_KEY_TYPES: KeyTypes = { utc: ["TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"], zoneless: ["TIMESTAMP", "DATETIME"] };
+export const BIGQUERY_KEY_TYPES: KeyTypes = { utc: ["TIMESTAMP"], zoneless: ["DATETIME"] };
+
 export interface Warehouse {
+  /** How this warehouse names timestamp types (discovery classifies every table's key with them). */
+  readonly keyTypes: KeyTypes;
   /** Checks the warehouse can be reached and holds data; throws a JobError naming the fix otherwise. */
   preflight(datasets: readonly string[]): Promise<void>;
   /** All tables of a dataset with their columns: one INFORMATION_SCHEMA query for tables, one for columns. */

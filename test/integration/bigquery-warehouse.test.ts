@@ -23,7 +23,7 @@ import { MAX_READ_STREAMS, readBigQueryRows, tableRowRestriction } from "../../s
 import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
-import type { ColumnMapping, GcpTaskSettings, TableInfo } from "../../src/warehouse/port.ts";
+import { DUCKDB_KEY_TYPES, type ColumnMapping, type GcpTaskSettings, type TableInfo } from "../../src/warehouse/port.ts";
 import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 
 const PAIR = "eurusd";
@@ -80,7 +80,7 @@ beforeAll(async () => {
   } finally {
     await duck.close();
   }
-  discovery = planTables(PAIR, { dataset: F, tables: duckTables.get(F) ?? [] }, { dataset: T, tables: duckTables.get(T) ?? [] });
+  discovery = planTables(PAIR, { dataset: F, tables: duckTables.get(F) ?? [] }, { dataset: T, tables: duckTables.get(T) ?? [] }, DUCKDB_KEY_TYPES);
 }, 600_000);
 
 afterEach(() => {

@@ -36,6 +36,8 @@ export interface TranslatedQuery {
   /** Every dataset the query reads (INFORMATION_SCHEMA included). */
   datasets: string[];
   tables: Array<{ dataset: string; table: string }>;
+  /** `column op @param` comparisons on a bare column, checked against the column's type when the query runs. */
+  comparisons: Array<{ column: string; op: string; paramType: string }>;
 }
 
 export interface ResultColumn {
@@ -135,6 +137,8 @@ export class StandInWarehouse {
     const datasets = new Set<string>();
     const tables: Array<{ dataset: string; table: string }> = [];
     const splitPath = (quoted: string) => quoted.split(/`\.`|\./).map((s) => s.replaceAll("`", ""));
+    const paramTypes = new Map(params.map((p) => [p.name ?? "", (p.parameterType?.type ?? "STRING").toUpperCase()]));
+    const comparisons = [...sql.matchAll(/(?<!\()`([^`.]+)`\s*(<=|>=|<|>|=)\s*@([A-Za-z_]\w*)/g)].map((m) => ({ column: m[1]!, op: m[2]!, paramType: paramTypes.get(m[3]!) ?? "STRING" }));
 
     let out = sql.replace(/((?:`[^`]+`)(?:\.`[^`]+`)*)\.INFORMATION_SCHEMA\.(TABLES|COLUMNS)\b/gi, (_m, path: string, view: string) => {
       const parts = splitPath(path);
@@ -172,12 +176,27 @@ export class StandInWarehouse {
       values[name] = value;
       return `CAST($${name} AS ${cast})`;
     });
-    return { sql: out, values, datasets: [...datasets], tables };
+    // GoogleSQL's TIMESTAMP(datetime_expression) reads a DATETIME as UTC; the session time zone is UTC.
+    out = out.replace(/\bTIMESTAMP\(("(?:[^"]|"")+")\)/gi, "CAST($1 AS TIMESTAMPTZ)");
+    return { sql: out, values, datasets: [...datasets], tables, comparisons };
   }
 
   /** Runs a translated query into a new result table; returns its columns and row count. */
   async materialize(table: string, query: TranslatedQuery): Promise<{ columns: ResultColumn[]; rows: number }> {
     return this.withConnection(async (c) => {
+      // BigQuery has no implicit DATETIME/TIMESTAMP conversion: comparing one with the other is
+      // "No matching signature", where DuckDB would convert silently.
+      for (const source of query.tables) {
+        const columns = await this.columnsOf(c, this.duckName(source.dataset, source.table));
+        for (const cmp of query.comparisons) {
+          const column = columns.find((col) => col.name === cmp.column);
+          if (!column) continue;
+          const [type] = bigQueryType(column.duckType);
+          if ((type === "DATETIME" && cmp.paramType === "TIMESTAMP") || (type === "TIMESTAMP" && cmp.paramType === "DATETIME")) {
+            throw new StandInError(400, "invalidQuery", `No matching signature for operator ${cmp.op} for argument types: ${type}, ${cmp.paramType}. Supported signature: ANY ${cmp.op} ANY`);
+          }
+        }
+      }
       const name = this.duckName(RESULTS_DATASET, table);
       await c.run(`CREATE TABLE ${name} AS ${query.sql}`, query.values);
       this.results.add(table);

@@ -28,7 +28,7 @@ export async function subsetWarehouse(opts: SubsetOptions): Promise<string[]> {
   const wh = await DuckDBWarehouse.open(opts.source);
   let plan;
   try {
-    plan = planTables(opts.pair, { dataset: F, tables: await wh.listTables(F) }, { dataset: T, tables: await wh.listTables(T) });
+    plan = planTables(opts.pair, { dataset: F, tables: await wh.listTables(F) }, { dataset: T, tables: await wh.listTables(T) }, wh.keyTypes);
   } finally {
     await wh.close();
   }

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { TARGET_COLUMNS } from "../../src/constants.ts";
 import { columnPrefix, planTables } from "../../src/discovery.ts";
 import { JobError } from "../../src/errors.ts";
-import type { TableInfo } from "../../src/warehouse/port.ts";
+import { BIGQUERY_KEY_TYPES, DUCKDB_KEY_TYPES, type TableInfo } from "../../src/warehouse/port.ts";
 
 const F = "bqx_ml_v3_features_v2";
 const T = "bqx_ml_v3_analytics_v2";
@@ -46,7 +46,7 @@ describe("table selection", () => {
   };
 
   it("takes pair tables and the tri/mkt/var/csi families, never other pairs' tables", () => {
-    const d = planTables("eurusd", features, targets);
+    const d = planTables("eurusd", features, targets, DUCKDB_KEY_TYPES);
     expect(d.features.map((t) => t.table)).toEqual([
       "agg_bqx_eurusd",
       "agg_eurusd",
@@ -62,12 +62,12 @@ describe("table selection", () => {
   });
 
   it("skips a table without interval_time with a logged reason, not by its name", () => {
-    const d = planTables("eurusd", features, targets);
+    const d = planTables("eurusd", features, targets, DUCKDB_KEY_TYPES);
     expect(d.skipped).toEqual([{ dataset: F, table: "mkt_vol_summary", reason: "no interval_time column, so it cannot be joined" }]);
   });
 
   it("renames columns by the prefix rule and leaves out the key and pair columns", () => {
-    const d = planTables("eurusd", features, targets);
+    const d = planTables("eurusd", features, targets, DUCKDB_KEY_TYPES);
     const agg = d.features.find((t) => t.table === "agg_eurusd")!;
     expect(agg.columns).toEqual([{ source: "x", target: "agg_x", type: "DOUBLE" }]);
     const cov = d.features.find((t) => t.table === "cov_agg_eurusd_gbpusd")!;
@@ -76,11 +76,11 @@ describe("table selection", () => {
   });
 
   it("fails naming the target table when it is missing from the targets dataset", () => {
-    expect(() => planTables("eurusd", features, { dataset: T, tables: [] })).toThrowError(/target table bqx_ml_v3_analytics_v2\.targets_eurusd not found/);
+    expect(() => planTables("eurusd", features, { dataset: T, tables: [] }, DUCKDB_KEY_TYPES)).toThrowError(/target table bqx_ml_v3_analytics_v2\.targets_eurusd not found/);
   });
 
   it("fails when no feature table is found for the pair", () => {
-    expect(() => planTables("usdjpy", { dataset: F, tables: [table("agg_eurusd", ["x"])] }, { dataset: T, tables: [table("targets_usdjpy", [...TARGET_COLUMNS], T)] })).toThrowError(
+    expect(() => planTables("usdjpy", { dataset: F, tables: [table("agg_eurusd", ["x"])] }, { dataset: T, tables: [table("targets_usdjpy", [...TARGET_COLUMNS], T)] }, DUCKDB_KEY_TYPES)).toThrowError(
       /no feature tables for usdjpy/,
     );
   });
@@ -89,7 +89,7 @@ describe("table selection", () => {
     const clash = { dataset: F, tables: [table("agg_eurusd", ["bqx_x"]), table("agg_bqx_eurusd", ["x"])] };
     let error: unknown;
     try {
-      planTables("eurusd", clash, targets);
+      planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES);
     } catch (err) {
       error = err;
     }
@@ -99,7 +99,41 @@ describe("table selection", () => {
 
   it("fails naming the table whose key has the wrong type", () => {
     const wrong: TableInfo = { dataset: F, name: "agg_eurusd", columns: [{ name: "interval_time", type: "BIGINT" }, { name: "x", type: "DOUBLE" }] };
-    expect(() => planTables("eurusd", { dataset: F, tables: [wrong] }, targets)).toThrowError(/agg_eurusd\.interval_time has type BIGINT; expected TIMESTAMP/);
+    expect(() => planTables("eurusd", { dataset: F, tables: [wrong] }, targets, DUCKDB_KEY_TYPES)).toThrowError(/agg_eurusd\.interval_time has type BIGINT; expected TIMESTAMP/);
+  });
+
+  it("reads a key without a time zone as UTC, by each warehouse's own type names, and lists those tables", () => {
+    const keyed = (name: string, type: string, dataset = F): TableInfo => ({ dataset, name, columns: [{ name: "interval_time", type }, { name: "x", type: "DOUBLE" }] });
+    // DuckDB: TIMESTAMP has no zone, TIMESTAMP WITH TIME ZONE is an instant.
+    const duck = planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "TIMESTAMP"), keyed("mkt_vol", "TIMESTAMP WITH TIME ZONE")] }, targets, DUCKDB_KEY_TYPES);
+    expect(duck.zonelessKeys).toEqual([`${F}.agg_eurusd`]);
+    expect(duck.features.find((t) => t.table === "agg_eurusd")!.zonelessKey).toBe(true);
+    expect(duck.features.find((t) => t.table === "mkt_vol")!.zonelessKey).toBeUndefined();
+    // BigQuery: TIMESTAMP is the instant, DATETIME has no zone; the target counts too.
+    const bqTargets = { dataset: T, tables: [{ ...table("targets_eurusd", [...TARGET_COLUMNS], T), columns: [{ name: "interval_time", type: "DATETIME" }, ...TARGET_COLUMNS.map((c) => ({ name: c, type: "FLOAT64" }))] }] };
+    const bq = planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "TIMESTAMP"), keyed("mkt_vol", "DATETIME")] }, bqTargets, BIGQUERY_KEY_TYPES);
+    expect(bq.zonelessKeys).toEqual([`${T}.targets_eurusd`, `${F}.mkt_vol`]);
+    expect(bq.target.zonelessKey).toBe(true);
+  });
+
+  it("refuses every table whose key is text, a number or a timestamp it cannot read, naming each one, in one error", () => {
+    const keyed = (name: string, type: string): TableInfo => ({ dataset: F, name, columns: [{ name: "interval_time", type }, { name: "x", type: "DOUBLE" }] });
+    const tables = [keyed("agg_eurusd", "VARCHAR"), keyed("agg_bqx_eurusd", "TIMESTAMP"), keyed("mkt_vol", "BIGINT"), keyed("csi_agg_usd", "TIMESTAMP_NS")];
+    let error: unknown;
+    try {
+      planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(JobError);
+    const message = (error as JobError).message;
+    expect(message).toMatch(/discovery found 3 problem\(s\)/);
+    expect(message).toContain(`${F}.agg_eurusd.interval_time has type VARCHAR; expected TIMESTAMP WITH TIME ZONE (a UTC instant) or TIMESTAMP (no time zone: read as UTC)`);
+    expect(message).toContain(`${F}.mkt_vol.interval_time has type BIGINT`);
+    expect(message).toContain(`${F}.csi_agg_usd.interval_time has type TIMESTAMP_NS`);
+    expect(message).not.toContain("agg_bqx_eurusd.interval_time");
+    // On BigQuery a STRING key is refused with BigQuery's names in the message.
+    expect(() => planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "STRING")] }, targets, BIGQUERY_KEY_TYPES)).toThrowError(/agg_eurusd\.interval_time has type STRING; expected TIMESTAMP \(a UTC instant\) or DATETIME/);
   });
 
   it("refuses, before anything is read, feature columns whose type the file cannot hold the same way from both warehouses", () => {
@@ -108,7 +142,7 @@ describe("table selection", () => {
       name: "agg_eurusd",
       columns: [{ name: "interval_time", type: "TIMESTAMP WITH TIME ZONE" }, { name: "x", type: "DECIMAL(18,3)" }, { name: "y", type: "NUMERIC" }, { name: "ok", type: "FLOAT64" }],
     };
-    expect(() => planTables("eurusd", { dataset: F, tables: [odd] }, targets)).toThrowError(
+    expect(() => planTables("eurusd", { dataset: F, tables: [odd] }, targets, DUCKDB_KEY_TYPES)).toThrowError(
       /agg_eurusd has 2 column\(s\) of types the training file cannot hold: x \(DECIMAL\(18,3\)\), y \(NUMERIC\); store features as FLOAT64 \(DOUBLE\), INT64/,
     );
   });
