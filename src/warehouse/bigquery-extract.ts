@@ -23,12 +23,16 @@ import type { GcpTaskSettings } from "./port.ts";
 /** Streams asked of a table read session; the service gives fewer for a small table (one below ~some MB). */
 export const MAX_READ_STREAMS = 4;
 
-/** A microsecond key as a GoogleSQL TIMESTAMP literal, exact to the microsecond. */
-export function timestampLiteral(micros: bigint): string {
+/**
+ * A microsecond key as a GoogleSQL literal exact to the microsecond: a TIMESTAMP in UTC, or for a
+ * DATETIME key (no time zone, read as UTC) the DATETIME of the same UTC wall-clock time: BigQuery
+ * compares neither type with the other.
+ */
+export function keyLiteral(micros: bigint, zoneless = false): string {
   const seconds = micros / 1_000_000n - (micros % 1_000_000n < 0n ? 1n : 0n);
   const fraction = String(micros - seconds * 1_000_000n).padStart(6, "0");
   const text = new Date(Number(seconds) * 1000).toISOString().slice(0, 19).replace("T", " ");
-  return `TIMESTAMP '${text}.${fraction}+00'`;
+  return zoneless ? `DATETIME '${text}.${fraction}'` : `TIMESTAMP '${text}.${fraction}+00'`;
 }
 
 /** The day after an ISO date (YYYY-MM-DD), as an ISO date. */
@@ -39,16 +43,19 @@ function nextDay(date: string): string {
 /**
  * The read session's row restriction: the Storage Read API takes comparisons of a column with a
  * constant joined by AND (no functions of columns), so `DATE(interval_time) BETWEEN from AND to`
- * (UTC) becomes a half-open TIMESTAMP range; then the target's not-null rule and a slice's key range.
+ * (UTC) becomes a half-open TIMESTAMP range (DATETIME for a zone-less key); then the target's
+ * not-null rule and a slice's key range.
  */
-export function tableRowRestriction(query: Pick<TableQuery, "dateFrom" | "dateTo" | "notNullColumn">, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
+export function tableRowRestriction(query: Pick<TableQuery, "dateFrom" | "dateTo" | "notNullColumn" | "zonelessKey">, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
   const q = quoteBigQueryIdent;
+  const zoneless = query.zonelessKey === true;
+  const midnight = (date: string) => (zoneless ? `DATETIME '${date} 00:00:00'` : `TIMESTAMP '${date} 00:00:00+00'`);
   return [
-    `${q(KEY_COLUMN)} >= TIMESTAMP '${query.dateFrom} 00:00:00+00'`,
-    `${q(KEY_COLUMN)} < TIMESTAMP '${nextDay(query.dateTo)} 00:00:00+00'`,
+    `${q(KEY_COLUMN)} >= ${midnight(query.dateFrom)}`,
+    `${q(KEY_COLUMN)} < ${midnight(nextDay(query.dateTo))}`,
     ...(query.notNullColumn ? [`${q(query.notNullColumn)} IS NOT NULL`] : []),
-    ...(slice?.afterKey !== undefined ? [`${q(KEY_COLUMN)} > ${timestampLiteral(slice.afterKey)}`] : []),
-    ...(slice?.throughKey !== undefined ? [`${q(KEY_COLUMN)} <= ${timestampLiteral(slice.throughKey)}`] : []),
+    ...(slice?.afterKey !== undefined ? [`${q(KEY_COLUMN)} > ${keyLiteral(slice.afterKey, zoneless)}`] : []),
+    ...(slice?.throughKey !== undefined ? [`${q(KEY_COLUMN)} <= ${keyLiteral(slice.throughKey, zoneless)}`] : []),
   ].join(" AND ");
 }
 
@@ -178,7 +185,9 @@ export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, 
       }, { selectedFields: sources, rowRestriction: tableRowRestriction(query, slice), maxStreamCount: MAX_READ_STREAMS });
       // The session's order is the table's, its rows in no order across streams: the output's names
       // in the output's order, sorted by key as the query route's ORDER BY would give them.
-      const frame = sink.frame().select(pl.col(KEY_COLUMN), ...query.columns.map((c) => pl.col(c.source).alias(c.target))).sort(KEY_COLUMN);
+      // A DATETIME key arrives without a time zone: its values are UTC (as the query route's TIMESTAMP(key)).
+      const key = query.zonelessKey ? pl.col(KEY_COLUMN).dt.replaceTimeZone("UTC") : pl.col(KEY_COLUMN);
+      const frame = sink.frame().select(key, ...query.columns.map((c) => pl.col(c.source).alias(c.target))).sort(KEY_COLUMN);
       return { frame, retries, route, bytesScanned: stats.estimatedBytesScanned, streams: stats.streams };
     }
     const sink = new FrameSink(label, [KEY_COLUMN, ...query.columns.map((c) => c.target)]);

@@ -469,6 +469,7 @@ describe("the Storage Read stand-in, as strict as the service", () => {
     ["OR", "n > 5 OR n < 2", /Expected AND/],
     ["an unknown column", "nope IS NOT NULL", /Unrecognized name: nope/],
     ["a malformed timestamp", "interval_time > TIMESTAMP '2020-13'", /Invalid TIMESTAMP literal/],
+    ["a DATETIME compared with a TIMESTAMP column", "interval_time >= DATETIME '2020-01-01 00:00:00'", /No matching signature for operator >= for argument types: TIMESTAMP, DATETIME/],
   ])("refuses a row restriction with %s as INVALID_ARGUMENT", async (_label, rowRestriction, message) => {
     const err = await refusal(session({ readOptions: { rowRestriction } }, 1));
     expect(err.code).toBe(3);

@@ -23,7 +23,7 @@ import { DuckDBDateValue, DuckDBTimestampTZValue, DuckDBTimestampValue, type Duc
 import type { StandInContext, StandInRequest } from "./bigquery-standin.ts";
 import { takeFault } from "./bigquery-standin.ts";
 import { RestrictionError, translateRowRestriction } from "./row-restriction.ts";
-import { RESULTS_DATASET, type ResultColumn } from "./standin-warehouse.ts";
+import { RESULTS_DATASET, bigQueryType, type ResultColumn } from "./standin-warehouse.ts";
 
 const require = createRequire(import.meta.url);
 const PROTOS = require("@google-cloud/bigquery-storage/build/protos/protos.json") as Parameters<typeof protoLoader.fromJSON>[0];
@@ -230,7 +230,7 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     const restriction = request.readSession.readOptions?.rowRestriction;
     let where: string | undefined;
     try {
-      where = restriction ? translateRowRestriction(restriction, all.map((c) => c.name)) : undefined;
+      where = restriction ? translateRowRestriction(restriction, all.map((c) => ({ name: c.name, type: bigQueryType(c.duckType)[0] }))) : undefined;
     } catch (err) {
       if (err instanceof RestrictionError) throw grpcError(grpc.status.INVALID_ARGUMENT, `request failed: row restriction ${JSON.stringify(restriction)}: ${err.message}`);
       throw err;
