@@ -251,9 +251,9 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(gcs.listObjects(OUTPUT, `${name}/_staging/`)).toEqual([]);
   }, 120_000);
 
-  it("on SIGTERM with two tables whose queries never finish, abandons them after the grace and exits 130 within 8 s, the other parts staged", async () => {
+  it("on SIGTERM with two tables whose reads never answer, abandons them after the grace and exits 130 within 8 s, the other parts staged", async () => {
     // The slow-table case of a shutdown: the tables in flight get 5 s to finish, then the pool is
-    // torn down. Two queries hang (the stand-in never completes their jobs) while the rest land.
+    // torn down. Two reads hang (the stand-in never answers their read sessions) while the rest land.
     const hung = [featureNames[3]!, featureNames[17]!];
     for (const t of hung) bq.faults.hangingTables.add(`${F}.${t}`);
     const e = gcpEnv("term-hung", { QUERY_TIMEOUT: "10m" });
@@ -266,7 +266,7 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     job.child.kill("SIGTERM");
     const run = await job.done;
     const elapsed = performance.now() - sent;
-    console.log(`pipeline-gcp: SIGTERM with 2 hung queries in flight: exit ${run.code} after ${Math.round(elapsed)} ms`);
+    console.log(`pipeline-gcp: SIGTERM with 2 hung reads in flight: exit ${run.code} after ${Math.round(elapsed)} ms`);
     expect(run.code, run.stdout.slice(-2000)).toBe(130);
     expect(elapsed).toBeLessThan(8_000);
     const said = messages(run);
@@ -275,7 +275,7 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(stagedParts("term-hung")).toHaveLength(FEATURES + 1 - hung.length);
     expect(gcs.getObject(OUTPUT, `term-hung/${TRAINING}`)).toBeUndefined();
 
-    // The queries answer again: the next attempt extracts only the two and builds the same file.
+    // The reads answer again: the next attempt extracts only the two and builds the same file.
     bq.faults.hangingTables.clear();
     const again = await runJob(e);
     expect(again.code, again.stdout.slice(-2000)).toBe(0);
