@@ -20,7 +20,7 @@ import { quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
 import { readTableArrow, type ReadSink } from "./bigquery-read.ts";
 import type { GcpTaskSettings } from "./port.ts";
 
-/** Streams asked of a table read session; the service gives fewer for a small table (one below ~some MB). */
+/** Streams asked of a table read session, read at once; the service gives fewer when the table is small. */
 export const MAX_READ_STREAMS = 4;
 
 /**
