@@ -1,10 +1,15 @@
-// npm run bench:extract -- [--tables 668] [--rows 2000] [--latency-ms 2000-3000] [--dir bench]
+// npm run bench:extract -- [--tables 668] [--rows 20000] [--latency-ms 2000-3000] [--session-latency-ms 500-1500] [--dir bench]
 // Stage 1 with BACKEND=gcp against the Google API stand-ins, at the job's default settings
 // (EXTRACT_CONCURRENCY default, workers = detected CPUs): every table aligned and staged as a part
-// in the stand-in bucket. The stand-ins run in one child process (`npm run standins`) and the stage in
-// another, so the CPU figures are the job's alone; the stand-ins' own CPU is reported beside them.
-// The sample warehouse (and a subset for --tables N < 668, spread evenly over the tables) is
-// cached under --dir. Ends with one JSON line of figures, also written to <dir>/results/.
+// in the stand-in bucket, once by each route: "read" (the default: a Storage Read session on each
+// table itself) and "query" (BQ_READ_ROUTE=query: a query job per table, its result read back).
+// Each route gets fresh stand-ins in one child process (`npm run standins`) and the stage in
+// another, so the CPU figures are the job's alone; the stand-ins' own CPU is reported beside them,
+// and the query jobs each route ran are counted from the stand-ins' request log (discovery's
+// INFORMATION_SCHEMA jobs apart). --latency-ms is added to every query job, --session-latency-ms
+// to every CreateReadSession. The sample warehouse (and a subset for --tables N < 668, spread
+// evenly over the tables) is cached under --dir. Ends with one JSON line of figures, `routes.read`
+// and `routes.query` side by side, also written to <dir>/results/.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
@@ -22,8 +27,9 @@ const ALL_TABLES = 668;
 const { values } = parseArgs({
   options: {
     tables: { type: "string", default: String(ALL_TABLES) },
-    rows: { type: "string", default: "2000" },
+    rows: { type: "string", default: "20000" },
     "latency-ms": { type: "string", default: "2000-3000" },
+    "session-latency-ms": { type: "string", default: "500-1500" },
     dir: { type: "string", default: path.join(ROOT, "bench") },
     // Internal: the child process that runs Stage 1.
     "run-stage": { type: "boolean", default: false },
@@ -73,8 +79,9 @@ if (values["run-stage"]) {
 const tables = Number(values.tables);
 const rows = Number(values.rows);
 const latency = values["latency-ms"]!;
-if (!Number.isInteger(tables) || tables < 2 || tables > ALL_TABLES || !Number.isInteger(rows) || rows < 1 || !/^\d+(-\d+)?$/.test(latency)) {
-  process.stderr.write(`bench:extract: --tables 2..${ALL_TABLES}, --rows N (>0), --latency-ms MS or MIN-MAX\n`);
+const sessionLatency = values["session-latency-ms"]!;
+if (!Number.isInteger(tables) || tables < 2 || tables > ALL_TABLES || !Number.isInteger(rows) || rows < 1 || !/^\d+(-\d+)?$/.test(latency) || !/^\d+(-\d+)?$/.test(sessionLatency)) {
+  process.stderr.write(`bench:extract: --tables 2..${ALL_TABLES}, --rows N (>0), --latency-ms and --session-latency-ms MS or MIN-MAX\n`);
   process.exit(2);
 }
 const dir = path.resolve(values.dir!);
@@ -102,7 +109,7 @@ async function warehouseFile(): Promise<string> {
 
 /** Resolves with the stand-ins' environment once they print their last line (OUTPUT_URI). */
 function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<Record<string, string>>; stopped: Promise<Record<string, number> | undefined> } {
-  const child = spawn(process.execPath, ["scripts/standins.ts", "--", "--warehouse", warehouse, "--latency-ms", latency], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["scripts/standins.ts", "--", "--warehouse", warehouse, "--latency-ms", latency, "--session-latency-ms", sessionLatency], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const env = new Promise<Record<string, string>>((resolve, reject) => {
     const vars: Record<string, string> = {};
     createInterface({ input: child.stdout! }).on("line", (line) => {
@@ -131,6 +138,10 @@ interface StageFigures {
   extracted: number;
   stagedBytes?: number;
   retries?: number;
+  tableReads?: number;
+  queryJobs?: number;
+  readStreams?: number;
+  estimatedBytesScanned?: number;
   seconds: number;
   cpu_user_s: number;
   cpu_system_s: number;
@@ -171,50 +182,68 @@ function runStageChild(env: Record<string, string>): Promise<StageFigures & { pr
   });
 }
 
-const warehouse = await warehouseFile();
-const work = path.join(dir, "extract-work");
-await rm(work, { recursive: true, force: true });
-const load = os.loadavg()[0]!;
-say(`starting the stand-ins over ${path.relative(ROOT, warehouse)} with ${latency} ms of query latency`);
-const standIns = startStandIns(warehouse);
-let result: Record<string, unknown>;
-try {
-  const standInEnv = await standIns.env;
-  say("running Stage 1 (BACKEND=gcp, default EXTRACT_CONCURRENCY and workers, parts staged in the stand-in bucket)");
-  const stage = await runStageChild({ ...standInEnv, TARGET_PAIR: PAIR, WORK_DIR: work, LOG_LEVEL: "info", LOG_FORMAT: "json" });
-  standIns.child.kill("SIGTERM");
-  const standInFigures = await standIns.stopped;
-  const cpu = stage.cpu_user_s + stage.cpu_system_s;
-  const standInCpu = standInFigures ? standInFigures.cpu_user_s! + standInFigures.cpu_system_s! : null;
-  result = {
-    tables: stage.tables,
-    rows,
-    latency_ms: latency,
-    wall_s: Number(stage.seconds.toFixed(2)),
-    tables_per_min: Number(((stage.tables / stage.seconds) * 60).toFixed(1)),
-    cpu_s_per_table: Number((cpu / stage.tables).toFixed(4)),
-    cpu_user_s: Number(stage.cpu_user_s.toFixed(2)),
-    cpu_system_s: Number(stage.cpu_system_s.toFixed(2)),
-    peak_rss_bytes: stage.peak_rss_bytes,
-    process_wall_s: Number(stage.process_wall_s.toFixed(2)),
-    workers: stage.workers,
-    workers_source: stage.workers_source,
-    extract_concurrency: stage.extract_concurrency,
-    parts: stage.parts,
-    staged_bytes: stage.stagedBytes ?? 0,
-    retries: stage.retries ?? 0,
-    standin_cpu_s_per_table: standInCpu === null ? null : Number((standInCpu / stage.tables).toFixed(4)),
-    standin_peak_rss_bytes: standInFigures?.peak_rss_bytes ?? null,
-    cpus: os.availableParallelism(),
-    load_avg_1m_before: Number(load.toFixed(2)),
-  };
-} finally {
-  if (standIns.child.exitCode === null) standIns.child.kill("SIGTERM");
+/** One route's Stage 1 on fresh stand-ins: its figures, and what the stand-ins counted. */
+async function benchRoute(route: "read" | "query", warehouse: string): Promise<Record<string, unknown>> {
+  const work = path.join(dir, `extract-work-${route}`);
   await rm(work, { recursive: true, force: true });
+  say(`[${route}] starting the stand-ins over ${path.relative(ROOT, warehouse)} with ${latency} ms of query latency, ${sessionLatency} ms per read session`);
+  const standIns = startStandIns(warehouse);
+  try {
+    const standInEnv = await standIns.env;
+    say(`[${route}] running Stage 1 (BACKEND=gcp${route === "query" ? ", BQ_READ_ROUTE=query" : ""}, default EXTRACT_CONCURRENCY and workers, parts staged in the stand-in bucket)`);
+    const stage = await runStageChild({ ...standInEnv, TARGET_PAIR: PAIR, WORK_DIR: work, LOG_LEVEL: "info", LOG_FORMAT: "json", ...(route === "query" ? { BQ_READ_ROUTE: "query" } : {}) });
+    standIns.child.kill("SIGTERM");
+    const counted = await standIns.stopped;
+    const cpu = stage.cpu_user_s + stage.cpu_system_s;
+    const standInCpu = counted ? counted.cpu_user_s! + counted.cpu_system_s! : null;
+    return {
+      wall_s: Number(stage.seconds.toFixed(2)),
+      tables_per_min: Number(((stage.tables / stage.seconds) * 60).toFixed(1)),
+      cpu_s_per_table: Number((cpu / stage.tables).toFixed(4)),
+      // From the stand-ins' request log: jobs that read tables; discovery's INFORMATION_SCHEMA jobs apart.
+      query_jobs: counted ? counted.extraction_query_jobs! : null,
+      discovery_query_jobs: counted ? counted.query_jobs! - counted.extraction_query_jobs! : null,
+      read_sessions: counted?.read_sessions ?? null,
+      read_streams: stage.readStreams ?? 0,
+      estimated_bytes_scanned: stage.estimatedBytesScanned ?? 0,
+      cpu_user_s: Number(stage.cpu_user_s.toFixed(2)),
+      cpu_system_s: Number(stage.cpu_system_s.toFixed(2)),
+      peak_rss_bytes: stage.peak_rss_bytes,
+      process_wall_s: Number(stage.process_wall_s.toFixed(2)),
+      parts: stage.parts,
+      staged_bytes: stage.stagedBytes ?? 0,
+      retries: stage.retries ?? 0,
+      standin_cpu_s_per_table: standInCpu === null ? null : Number((standInCpu / stage.tables).toFixed(4)),
+      standin_peak_rss_bytes: counted?.peak_rss_bytes ?? null,
+      workers: stage.workers,
+      workers_source: stage.workers_source,
+      extract_concurrency: stage.extract_concurrency,
+      tables: stage.tables,
+    };
+  } finally {
+    if (standIns.child.exitCode === null) standIns.child.kill("SIGTERM");
+    await rm(work, { recursive: true, force: true });
+  }
 }
+
+const warehouse = await warehouseFile();
+const load = os.loadavg()[0]!;
+const routes = { read: await benchRoute("read", warehouse), query: await benchRoute("query", warehouse) };
+if (routes.read.query_jobs !== 0) say(`WARNING: the read route ran ${routes.read.query_jobs} extraction query jobs (expected none)`);
+const result = {
+  tables: routes.read.tables,
+  rows,
+  latency_ms: latency,
+  session_latency_ms: sessionLatency,
+  routes,
+  cpus: os.availableParallelism(),
+  load_avg_1m_before: Number(load.toFixed(2)),
+};
 await mkdir(path.join(dir, "results"), { recursive: true });
 const resultsFile = path.join(dir, "results", `extract-${new Date().toISOString().replaceAll(":", "-")}.json`);
 await writeFile(resultsFile, `${JSON.stringify(result, null, 2)}\n`);
-say(`${result.tables} tables in ${result.wall_s}s: ${result.tables_per_min} tables/min, ${result.cpu_s_per_table} CPU s/table (stand-ins: ${result.standin_cpu_s_per_table})`);
+for (const [name, r] of Object.entries(routes)) {
+  say(`${name}: ${r.tables} tables in ${r.wall_s}s: ${r.tables_per_min} tables/min, ${r.cpu_s_per_table} CPU s/table, ${r.query_jobs} extraction query jobs, ${r.read_sessions} read sessions (stand-ins: ${r.standin_cpu_s_per_table} CPU s/table)`);
+}
 say(`results written to ${resultsFile}`);
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -1,4 +1,4 @@
-// npm run standins -- [--warehouse data/warehouse.duckdb] [--latency-ms 0 | 2000-3000] [--env-file FILE] [--seed 1]
+// npm run standins -- [--warehouse data/warehouse.duckdb] [--latency-ms 0 | 2000-3000] [--session-latency-ms 0 | 300-800] [--env-file FILE] [--seed 1]
 // Starts local stand-ins for the three Google APIs the job uses (Cloud Storage JSON, BigQuery
 // REST, BigQuery Storage Read over gRPC) on 127.0.0.1, answering from a DuckDB warehouse file,
 // with an output bucket (parts are staged under its _staging/ prefix). Prints the job's environment as
@@ -21,9 +21,10 @@ const SUMMARY_EVERY_MS = 5_000;
 /** The job's own MIN_ROWS default; a smaller sample needs a lower threshold to validate. */
 const JOB_MIN_ROWS = DEFAULTS.MIN_ROWS;
 
-const usage = `usage: npm run standins -- [--warehouse FILE] [--latency-ms 0 | MIN-MAX] [--env-file FILE] [--seed N]
+const usage = `usage: npm run standins -- [--warehouse FILE] [--latency-ms 0 | MIN-MAX] [--session-latency-ms 0 | MIN-MAX] [--env-file FILE] [--seed N]
   --warehouse   DuckDB warehouse the stand-ins answer from (default ${DEFAULTS.WAREHOUSE}; build it with npm run sample)
   --latency-ms  added to every BigQuery query job: a number, or a range drawn per job, e.g. 2000-3000 (default 0)
+  --session-latency-ms  added to every Storage Read CreateReadSession, likewise (default 0)
   --env-file    also write the NAME=value lines to this file (for: set -a; . FILE; set +a)
   --seed        seed of the stand-ins' random draws (default 1)`;
 
@@ -32,14 +33,14 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-let values: { warehouse?: string | undefined; "latency-ms"?: string | undefined; "env-file"?: string | undefined; seed?: string | undefined; help?: boolean | undefined };
+let values: { warehouse?: string | undefined; "latency-ms"?: string | undefined; "session-latency-ms"?: string | undefined; "env-file"?: string | undefined; seed?: string | undefined; help?: boolean | undefined };
 try {
   ({ values } = parseArgs({
     // package.json runs `node scripts/standins.ts --`: Node reads an `--env-file` it finds
     // anywhere in its arguments as its own option (and exits 9 when the file does not exist
     // yet), unless a `--` comes first. That `--` is dropped here.
     args: process.argv.slice(2).filter((a, i) => !(i === 0 && a === "--")),
-    options: { warehouse: { type: "string" }, "latency-ms": { type: "string" }, "env-file": { type: "string" }, seed: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: { warehouse: { type: "string" }, "latency-ms": { type: "string" }, "session-latency-ms": { type: "string" }, "env-file": { type: "string" }, seed: { type: "string" }, help: { type: "boolean", short: "h" } },
     strict: true,
     allowPositionals: false,
   }));
@@ -66,6 +67,8 @@ if (!existsSync(warehouse)) {
 }
 const latency = parseLatency(values["latency-ms"] ?? "0");
 if (latency === undefined) fail(`--latency-ms must be a number of milliseconds or a range like 2000-3000 (got ${JSON.stringify(values["latency-ms"])})`);
+const sessionLatency = parseLatency(values["session-latency-ms"] ?? "0");
+if (sessionLatency === undefined) fail(`--session-latency-ms must be a number of milliseconds or a range like 300-800 (got ${JSON.stringify(values["session-latency-ms"])})`);
 const seed = Number(values.seed ?? 1);
 if (!Number.isSafeInteger(seed)) fail(`--seed must be a whole number (got ${JSON.stringify(values.seed)})`);
 
@@ -95,7 +98,7 @@ let gcs: GcsStandIn | undefined;
 let bigquery: StandIns | undefined;
 try {
   gcs = await startGcsStandIn({ buckets: [OUTPUT_BUCKET] });
-  bigquery = await startBigQueryStandIns({ warehouse, latencyMs: latency, seed });
+  bigquery = await startBigQueryStandIns({ warehouse, latencyMs: latency, sessionLatencyMs: sessionLatency, seed });
 } catch (err) {
   await gcs?.close();
   say(`cannot start: ${(err as Error).message}`);
@@ -132,11 +135,28 @@ say("stop with Ctrl-C (SIGINT) or SIGTERM");
 // A summary line per interval, counts by method and status, so a run of 668 tables stays readable.
 const started = Date.now();
 let served = 0;
-function summarise(): void {
-  const bq = bigquery!.requests.splice(0);
+/** Query jobs inserted (discovery's INFORMATION_SCHEMA queries counted apart) and read sessions created, from the request log. */
+const counted = { query_jobs: 0, extraction_query_jobs: 0, read_sessions: 0 };
+/** The finished entries of the BigQuery request log, taken out of it; calls still running stay for the next summary. */
+function finishedRequests(all = false): StandIns["requests"] {
+  const log = bigquery!.requests;
+  const done = log.filter((r) => all || (r.status !== 0 && r.status !== "RUNNING"));
+  const running = all ? [] : log.filter((r) => r.status === 0 || r.status === "RUNNING");
+  log.splice(0, log.length, ...running);
+  return done;
+}
+function summarise(all = false): void {
+  const bq = finishedRequests(all);
   const storage = gcs!.requests.splice(0);
   if (bq.length === 0 && storage.length === 0) return;
   served += bq.length + storage.length;
+  for (const r of bq) {
+    if (r.method === "jobs.insert" && r.status === 200) {
+      counted.query_jobs += 1;
+      if (!/INFORMATION_SCHEMA/.test(r.query ?? "")) counted.extraction_query_jobs += 1;
+    }
+    if (r.method === "CreateReadSession" && r.status === "OK") counted.read_sessions += 1;
+  }
   // Counts by method, then the answers that were not a success, by status (a 404 from a
   // metadata read is how an upload learns the object does not exist yet).
   const count = (items: Array<{ key: string; status: string | undefined }>) => {
@@ -153,18 +173,18 @@ function summarise(): void {
   const objects = storage.map((r) => ({ key: r.kind, status: r.status >= 400 ? String(r.status) : undefined }));
   say(`${new Date().toISOString().slice(11, 19)} bigquery ${count(rest)}; storage read ${count(read)}; cloud storage ${count(objects)}`);
 }
-const timer = setInterval(summarise, SUMMARY_EVERY_MS);
+const timer = setInterval(() => summarise(), SUMMARY_EVERY_MS);
 
 let closing = false;
 async function stop(signal: NodeJS.Signals): Promise<void> {
   if (closing) return;
   closing = true;
   clearInterval(timer);
-  summarise();
+  summarise(true);
   say(`${signal}: closing`);
   await Promise.allSettled([bigquery!.close(), gcs!.close()]);
   const cpu = process.cpuUsage();
-  const figures = { seconds: (Date.now() - started) / 1000, requests: served, cpu_user_s: cpu.user / 1e6, cpu_system_s: cpu.system / 1e6, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
+  const figures = { seconds: (Date.now() - started) / 1000, requests: served, ...counted, cpu_user_s: cpu.user / 1e6, cpu_system_s: cpu.system / 1e6, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
   say(`stopped: ${JSON.stringify(figures)}`);
   process.exit(0);
 }

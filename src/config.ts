@@ -28,6 +28,8 @@ export interface GcpConfig {
   bigqueryEndpoint: string | undefined;
   storageReadEndpoint: string | undefined;
   queryTimeoutMs: number;
+  /** BQ_READ_ROUTE: "table" (Storage Read sessions on the tables; ROW_LIMIT still queries) or "query" (a query job per read). */
+  readRoute: "table" | "query";
 }
 
 export interface Config {
@@ -205,10 +207,15 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   if (queryTimeoutMs === undefined || queryTimeoutMs < 1000 || queryTimeoutMs > 6 * 3_600_000) {
     problem("QUERY_TIMEOUT", "a duration from 1s to 6h like 10m, 90s or 1h", timeoutRaw);
   }
+  const readRouteRaw = raw("BQ_READ_ROUTE");
+  if (readRouteRaw !== undefined && readRouteRaw !== "table" && readRouteRaw !== "query") {
+    problem("BQ_READ_ROUTE", `"table" (Storage Read sessions on the tables themselves, no query jobs) or "query" (a query job per read)`, readRouteRaw);
+  } else if (readRouteRaw !== undefined && backend !== "gcp") problem("BQ_READ_ROUTE", "only with BACKEND=gcp", readRouteRaw);
+  const readRoute = readRouteRaw === "query" ? "query" : "table";
   if (backend === "gcp") {
     if (projectRaw === undefined) problem("GCP_PROJECT", "the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp)", projectRaw);
     else if (PROJECT_ID.test(projectRaw)) {
-      gcp = { project: projectRaw, location: locationRaw, bigqueryEndpoint, storageReadEndpoint, queryTimeoutMs: queryTimeoutMs ?? 0 };
+      gcp = { project: projectRaw, location: locationRaw, bigqueryEndpoint, storageReadEndpoint, queryTimeoutMs: queryTimeoutMs ?? 0, readRoute };
     }
   } else if (bigqueryEndpoint !== undefined || storageReadEndpoint !== undefined) {
     problems.push("BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)");
@@ -367,6 +374,7 @@ export function effectiveConfig(config: Config): Record<string, unknown> {
           QUERY_TIMEOUT_MS: config.gcp.queryTimeoutMs,
           BIGQUERY_ENDPOINT: config.gcp.bigqueryEndpoint ?? null,
           BIGQUERY_STORAGE_ENDPOINT: config.gcp.storageReadEndpoint ?? null,
+          BQ_READ_ROUTE: config.gcp.readRoute,
         }
       : {}),
     OUTPUT_URI: config.outputUri,

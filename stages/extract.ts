@@ -10,14 +10,14 @@ import { JobError, describeError } from "../src/errors.ts";
 import { ExtractionPool, isFailure } from "../src/extract/pool.ts";
 import { progressFigures, progressMessage } from "../src/extract/progress.ts";
 import { rowGroupSizes } from "../src/extract/part-writer.ts";
-import type { PartTask, PartWriting, SourceSettings, TableQuery, TargetResult, WorkerFailure } from "../src/extract/task.ts";
+import type { PartTask, PartWriting, ReadFigures, SourceSettings, TableQuery, TargetResult, WorkerFailure } from "../src/extract/task.ts";
 import { partFingerprint } from "../src/parts/fingerprint.ts";
 import { footerBytesPerRowGroup, planRowGroups, planSlices, sliceWorkingBytes, type RowGroupPlan } from "../src/parts/plan.ts";
 import { PartStore, type PartSpec, type StagedPart } from "../src/parts/store.ts";
 import { planMemory } from "../src/preflight.ts";
 import { freeBytes, isInMemoryFilesystem } from "../src/resources.ts";
 import { formatBytes } from "../src/units.ts";
-import type { Stage, StageContext, TableOutcome } from "./types.ts";
+import type { BigQueryReads, Stage, StageContext, TableOutcome } from "./types.ts";
 
 const PROGRESS_EVERY_MS = 5_000;
 const FEATURE_WRITING: Omit<PartWriting, "rowsPerGroup"> = { minMax: false };
@@ -72,6 +72,15 @@ function sourceSettings(ctx: StageContext, duckdbBytesPerWorker: number): Source
   return config.backend === "gcp" ? { backend: "gcp", gcp: config.gcp! } : { backend: "local", warehouse: config.warehouse, duckdb: { memoryLimitBytes: duckdbBytesPerWorker, threads: 1 } };
 }
 
+/** Adds one read's figures to the run's (BACKEND=gcp only: DuckDB reads report none). */
+function countRead(reads: BigQueryReads, read: ReadFigures | undefined): void {
+  if (!read) return;
+  if (read.route === "table") reads.tableReads += 1;
+  else reads.queryJobs += 1;
+  reads.streams += read.streams;
+  reads.estimatedBytesScanned += read.bytesScanned;
+}
+
 function taskFailure(failure: WorkerFailure): JobError {
   return new JobError(failure.message, { reason: failure.reason, fix: failure.fix, retryable: failure.retryable });
 }
@@ -114,6 +123,7 @@ export const extractStage: Stage = {
     const stop = new AbortController();
     const signal = AbortSignal.any([ctx.signal, stop.signal]);
     let retries = 0;
+    const reads: BigQueryReads = { tableReads: 0, queryJobs: 0, streams: 0, estimatedBytesScanned: 0 };
     const pool = new ExtractionPool({
       threads: config.maxWorkers,
       tasksPerThread,
@@ -137,6 +147,7 @@ export const extractStage: Stage = {
       const got = await pool.run({ kind: "target", source, query: targetQuery, rowGroupInputs, outDir: ctx.layout.parts }, targetEstimate);
       if (isFailure(got)) throw taskFailure(got);
       const target = got as TargetResult;
+      countRead(reads, target.read);
       const plan = planRowGroups(target.keys.length, rowGroupInputs);
       if (plan.rowsPerGroup !== target.rowsPerGroup) throw new Error(`row-group plans disagree: ${plan.rowsPerGroup} in the main thread, ${target.rowsPerGroup} in the worker`);
       const rowGroupRows = rowGroupSizes(plan.rows, plan.rowsPerGroup);
@@ -236,6 +247,7 @@ export const extractStage: Stage = {
         }
         if (result.kind !== "part") throw new Error("a part task returned a target result");
         if (result.retries) retries += result.retries;
+        countRead(reads, result.read);
         // The part file stays in WORK_DIR (memory, on Cloud Run) until it is staged.
         pool.hold(result.part.fileBytes);
         try {
@@ -291,7 +303,14 @@ export const extractStage: Stage = {
         const label = `${t.dataset}.${t.table}`;
         return { table: label, version: t.version ?? null, rows: own.reduce((n, p) => n + p.sourceRows, 0), parts: own.length, reusedParts: own.filter((p) => p.reused).length };
       });
-      ctx.state.extraction = { plan, rowGroupRows, target: { rows: plan.rows, keysSha256: target.keysSha256, keyStrictlyIncreasing: true }, parts, tables: outcomes };
+      const gcpReads = config.backend === "gcp" ? reads : undefined;
+      ctx.state.extraction = { plan, rowGroupRows, target: { rows: plan.rows, keysSha256: target.keysSha256, keyStrictlyIncreasing: true }, parts, tables: outcomes, ...(gcpReads ? { reads: gcpReads } : {}) };
+      if (gcpReads) {
+        log.info(
+          { reads: gcpReads },
+          `BigQuery reads: ${gcpReads.tableReads} read sessions on the tables themselves (${gcpReads.streams} streams), ${gcpReads.queryJobs} extraction query jobs; the sessions estimate ${formatBytes(gcpReads.estimatedBytesScanned)} scanned`,
+        );
+      }
       const bytes = parts.reduce((n, p) => n + p.chunks.bytes, 0);
       return {
         tables: tables.length,
@@ -302,6 +321,7 @@ export const extractStage: Stage = {
         targetRows: plan.rows,
         rowGroups: plan.groups,
         stagedBytes: bytes,
+        ...(gcpReads ? { tableReads: gcpReads.tableReads, queryJobs: gcpReads.queryJobs, readStreams: gcpReads.streams, estimatedBytesScanned: gcpReads.estimatedBytesScanned } : {}),
         ...(retries ? { retries } : {}),
       } satisfies Record<string, unknown>;
     } finally {

@@ -20,6 +20,18 @@ export interface TableOutcome {
   reusedParts: number;
 }
 
+/** How BACKEND=gcp read the tables this run extracted (parts reused from an earlier attempt read nothing). */
+export interface BigQueryReads {
+  /** Read sessions on the source tables themselves: no query job. */
+  tableReads: number;
+  /** Reads through a query job (ROW_LIMIT, or BQ_READ_ROUTE=query). */
+  queryJobs: number;
+  /** Streams the read sessions gave, all reads together. */
+  streams: number;
+  /** The read sessions' estimatedTotalBytesScanned, summed (what the Storage Read API bills). */
+  estimatedBytesScanned: number;
+}
+
 /** Filled in stage by stage; a later stage reads what an earlier one left. */
 export interface RunState {
   discovery?: Discovery;
@@ -31,6 +43,7 @@ export interface RunState {
     /** Every part in the bucket, the target's first. */
     parts: StagedPart[];
     tables: TableOutcome[];
+    reads?: BigQueryReads;
   };
   /** The file's layout and merged footer (merge), checked by validate, composed by upload. */
   assembly?: { layout: FileLayout; footerBytesEstimate: number };

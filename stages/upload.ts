@@ -62,6 +62,7 @@ function runRecord(ctx: StageContext): Record<string, unknown> {
     parts: state.assembly!.layout.parts.length,
     // Versions differ between warehouses for the same rows, so they live here, not in the footer.
     tables: state.extraction!.tables.map((t) => ({ table: t.table, version: t.version, parts: t.parts, reusedParts: t.reusedParts })),
+    ...(state.extraction!.reads ? { bigqueryReads: state.extraction!.reads } : {}),
     config: effectiveConfig(config),
   };
 }

@@ -107,6 +107,13 @@ export interface WrittenPart {
   rowGroups: number;
 }
 
+/** How a BACKEND=gcp read went: its route, the bytes its read session estimated it scans, its streams. */
+export interface ReadFigures {
+  route: "table" | "query";
+  bytesScanned: number;
+  streams: number;
+}
+
 export interface TargetResult {
   kind: "target";
   /** The target's keys, transferred (not copied) to the main thread. */
@@ -117,6 +124,7 @@ export interface TargetResult {
   keysSha256: string;
   seconds: number;
   retries?: number;
+  read?: ReadFigures;
 }
 
 export interface PartResult {
@@ -126,6 +134,7 @@ export interface PartResult {
   sourceRows: number;
   seconds: number;
   retries?: number;
+  read?: ReadFigures;
 }
 
 /** Errors cross the thread boundary as plain objects; the stage turns them back into JobErrors. */

@@ -9,7 +9,20 @@ import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
 import { planRowGroups } from "../parts/plan.ts";
 import { alignToKeys, checkedKeyFrame, writePart } from "./part-writer.ts";
-import type { ExtractResult, ExtractTask, FaultDraw, PartTask, SourceSettings, TableQuery, TargetTask } from "./task.ts";
+import type { ExtractResult, ExtractTask, FaultDraw, PartTask, ReadFigures, SourceSettings, TableQuery, TargetTask } from "./task.ts";
+
+/** What a reader hands back: the rows, and for BACKEND=gcp how the read went. */
+interface ReadRows {
+  frame: pl.DataFrame;
+  retries: number;
+  read?: ReadFigures;
+}
+
+async function readGcp(source: Extract<SourceSettings, { backend: "gcp" }>, query: TableQuery, slice: PartTask["slice"] | undefined): Promise<ReadRows> {
+  const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
+  const got = await readBigQueryRows(source.gcp, query, slice);
+  return { frame: got.frame, retries: got.retries, read: { route: got.route, bytesScanned: got.bytesScanned, streams: got.streams } };
+}
 
 /** FAULT_RATE's draw for one attempt of one task: reproducible from the seed, whatever thread runs it. */
 function injectedFault(fault: FaultDraw | undefined, key: string): boolean {
@@ -19,24 +32,22 @@ function injectedFault(fault: FaultDraw | undefined, key: string): boolean {
 }
 
 /** The target's rows in key order. */
-async function readTarget(source: SourceSettings, query: TableQuery): Promise<{ frame: pl.DataFrame; retries: number }> {
+async function readTarget(source: SourceSettings, query: TableQuery): Promise<ReadRows> {
   if (source.backend === "local") {
     const { readOrderedTable, workerConnection } = await import("../warehouse/duckdb-read.ts");
     return { frame: await readOrderedTable(await workerConnection(source.warehouse, source.duckdb), query), retries: 0 };
   }
-  const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
-  return readBigQueryRows(source.gcp, query, undefined);
+  return readGcp(source, query, undefined);
 }
 
 /** One slice's rows (any order). */
-async function readSliceRows(task: PartTask): Promise<{ frame: pl.DataFrame; retries: number }> {
+async function readSliceRows(task: PartTask): Promise<ReadRows> {
   const { source, query, slice } = task;
   if (source.backend === "local") {
     const { readSlice, workerConnection } = await import("../warehouse/duckdb-read.ts");
     return { frame: await readSlice(await workerConnection(source.warehouse, source.duckdb), query, slice), retries: 0 };
   }
-  const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
-  return readBigQueryRows(source.gcp, query, slice);
+  return readGcp(source, query, slice);
 }
 
 async function runTarget(task: TargetTask, started: number): Promise<ExtractResult> {
@@ -58,7 +69,7 @@ async function runTarget(task: TargetTask, started: number): Promise<ExtractResu
   await mkdir(task.outDir, { recursive: true });
   const part = await writePart(frame, path.join(task.outDir, `target-${keysSha256.slice(0, 16)}.parquet`), { rowsPerGroup: plan.rowsPerGroup, minMax: true }, label);
   // 1.4 MB at full shape, copied once to the main thread (the one table-sized value that crosses).
-  return { kind: "target", keys, rowsPerGroup: plan.rowsPerGroup, part, keysSha256, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}) };
+  return { kind: "target", keys, rowsPerGroup: plan.rowsPerGroup, part, keysSha256, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}), ...(read.read ? { read: read.read } : {}) };
 }
 
 async function runPart(task: PartTask, started: number): Promise<ExtractResult> {
@@ -68,7 +79,7 @@ async function runPart(task: PartTask, started: number): Promise<ExtractResult> 
   const aligned = alignToKeys(frame, task.keys.subarray(task.slice.firstRow, task.slice.endRow), label);
   await mkdir(path.dirname(task.outPath), { recursive: true });
   const part = await writePart(aligned, task.outPath, task.writing, label);
-  return { kind: "part", part, sourceRows: frame.height, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}) };
+  return { kind: "part", part, sourceRows: frame.height, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}), ...(read.read ? { read: read.read } : {}) };
 }
 
 export default async function extract(task: ExtractTask): Promise<ExtractResult> {

@@ -1,7 +1,13 @@
-// The gcp path of a read, run inside a pool worker: the production query as a BigQuery job (for
-// a slice, with the slice's key range), its result read back through the Storage Read API as
-// Arrow, handed to polars as one frame. Everything here awaits I/O, so one worker thread carries
-// several reads at once (piscina's concurrentTasksPerWorker) while BigQuery works.
+// The gcp path of a read, run inside a pool worker, by one of two routes:
+// - table (the default): a Storage Read session on the source table itself, its feature columns as
+//   selected fields and the date range (and a slice's key range, the target's not-null rule) as a
+//   row restriction. No query job. Large tables come in several streams, in no order; the frame is
+//   sorted by key afterwards.
+// - query (ROW_LIMIT, or BQ_READ_ROUTE=query): the production query as a BigQuery job, its result
+//   read back through the Storage Read API in one stream, in the query's order.
+// Either way the rows reach polars as one frame, key first, columns renamed to the output's names.
+// Everything here awaits I/O, so one worker thread carries several reads at once (piscina's
+// concurrentTasksPerWorker) while BigQuery works.
 import { BigQuery } from "@google-cloud/bigquery";
 import { DataType, RecordBatchReader, TimeUnit } from "apache-arrow";
 import pl from "nodejs-polars";
@@ -13,6 +19,50 @@ import { workerClients } from "./bigquery-clients.ts";
 import { quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
 import { readTableArrow, type ReadSink } from "./bigquery-read.ts";
 import type { GcpTaskSettings } from "./port.ts";
+
+/** Streams asked of a table read session, read at once; the service gives fewer when the table is small. */
+export const MAX_READ_STREAMS = 4;
+
+/**
+ * A microsecond key as a GoogleSQL literal exact to the microsecond: a TIMESTAMP in UTC, or for a
+ * DATETIME key (no time zone, read as UTC) the DATETIME of the same UTC wall-clock time: BigQuery
+ * compares neither type with the other.
+ */
+export function keyLiteral(micros: bigint, zoneless = false): string {
+  const seconds = micros / 1_000_000n - (micros % 1_000_000n < 0n ? 1n : 0n);
+  const fraction = String(micros - seconds * 1_000_000n).padStart(6, "0");
+  const text = new Date(Number(seconds) * 1000).toISOString().slice(0, 19).replace("T", " ");
+  return zoneless ? `DATETIME '${text}.${fraction}'` : `TIMESTAMP '${text}.${fraction}+00'`;
+}
+
+/** The day after an ISO date (YYYY-MM-DD), as an ISO date. */
+function nextDay(date: string): string {
+  return new Date(Date.parse(`${date}T00:00:00Z`) + 86_400_000).toISOString().slice(0, 10);
+}
+
+/**
+ * The read session's row restriction: the Storage Read API takes comparisons of a column with a
+ * constant joined by AND (no functions of columns), so `DATE(interval_time) BETWEEN from AND to`
+ * (UTC) becomes a half-open TIMESTAMP range (DATETIME for a zone-less key); then the target's
+ * not-null rule and a slice's key range.
+ */
+export function tableRowRestriction(query: Pick<TableQuery, "dateFrom" | "dateTo" | "notNullColumn" | "zonelessKey">, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
+  const q = quoteBigQueryIdent;
+  const zoneless = query.zonelessKey === true;
+  const midnight = (date: string) => (zoneless ? `DATETIME '${date} 00:00:00'` : `TIMESTAMP '${date} 00:00:00+00'`);
+  return [
+    `${q(KEY_COLUMN)} >= ${midnight(query.dateFrom)}`,
+    `${q(KEY_COLUMN)} < ${midnight(nextDay(query.dateTo))}`,
+    ...(query.notNullColumn ? [`${q(query.notNullColumn)} IS NOT NULL`] : []),
+    ...(slice?.afterKey !== undefined ? [`${q(KEY_COLUMN)} > ${keyLiteral(slice.afterKey, zoneless)}`] : []),
+    ...(slice?.throughKey !== undefined ? [`${q(KEY_COLUMN)} <= ${keyLiteral(slice.throughKey, zoneless)}`] : []),
+  ].join(" AND ");
+}
+
+/** Which route a read takes: the first N rows by time need a query; everything else reads the table. */
+export function readRouteFor(gcp: Pick<GcpTaskSettings, "readRoute">, query: Pick<TableQuery, "rowLimit">): "table" | "query" {
+  return query.rowLimit !== undefined || gcp.readRoute === "query" ? "query" : "table";
+}
 
 /** A microsecond key as a TIMESTAMP query parameter (the client sends the text; BigQuery keeps µs). */
 function timestampParam(micros: bigint): ReturnType<typeof BigQuery.timestamp> {
@@ -43,16 +93,21 @@ export function bigQueryExtractionSql(query: Pick<TableQuery, "dataset" | "table
   return bounds.length === 0 ? limited : `SELECT * FROM (${limited}) WHERE ${boundsOn(q(KEY_COLUMN)).join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
 }
 
-/** Collects a read's Arrow messages and checks the schema is the one asked for. */
+/**
+ * Collects a read's Arrow messages and checks the schema is the one asked for: in order for a query
+ * result; as a set for a table read, whose session sends the selected fields in the table's order.
+ */
 class FrameSink implements ReadSink {
   private schema: Buffer | undefined;
   private readonly batches: Buffer[] = [];
   private readonly label: string;
   private readonly columns: readonly string[];
+  private readonly anyOrder: boolean;
 
-  constructor(label: string, columns: readonly string[]) {
+  constructor(label: string, columns: readonly string[], anyOrder = false) {
     this.label = label;
     this.columns = columns;
+    this.anyOrder = anyOrder;
   }
 
   onSchema(serializedSchema: Uint8Array): void {
@@ -60,13 +115,15 @@ class FrameSink implements ReadSink {
     const reader = RecordBatchReader.from(bytes);
     reader.open();
     const names = reader.schema.fields.map((f) => f.name);
-    if (names.length !== this.columns.length || names.some((n, i) => n !== this.columns[i])) {
+    const asked = this.anyOrder ? [...this.columns].sort() : this.columns;
+    const got = this.anyOrder ? [...names].sort() : names;
+    if (got.length !== asked.length || got.some((n, i) => n !== asked[i])) {
       throw new JobError(`${this.label}: the query result has columns ${names.slice(0, 5).join(", ")}${names.length > 5 ? ", ..." : ""} (${names.length}), expected ${this.columns.length} starting ${this.columns.slice(0, 5).join(", ")}`, {
         reason: "bigquery-unexpected-schema",
         fix: "column names must be unique ignoring case in BigQuery; check the table's schema",
       });
     }
-    const key = reader.schema.fields[0]?.type;
+    const key = reader.schema.fields.find((f) => f.name === KEY_COLUMN)?.type;
     if (!(key !== undefined && DataType.isTimestamp(key) && key.unit === TimeUnit.MICROSECOND)) {
       throw new JobError(`${this.label}.${KEY_COLUMN} arrives as ${String(key)}, expected Timestamp<MICROSECOND>`, {
         reason: "bigquery-unexpected-schema",
@@ -93,17 +150,47 @@ class FrameSink implements ReadSink {
   }
 }
 
-/** Rows of one table (a slice's key range, or the whole table for the target) through a query job and a read session. */
-export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, slice: SliceBounds | undefined): Promise<{ frame: pl.DataFrame; retries: number }> {
+export interface BigQueryRows {
+  /** Key first, then the columns under their output names, in key order. */
+  frame: pl.DataFrame;
+  /** Retried requests and resumed streams. */
+  retries: number;
+  route: "table" | "query";
+  /** The read session's estimate of the bytes it scans (the table route's billing). */
+  bytesScanned: number;
+  /** Streams the session gave. */
+  streams: number;
+}
+
+/** Rows of one table (a slice's key range, or the whole table for the target): a table read, or a query job and a read of its result. */
+export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, slice: SliceBounds | undefined): Promise<BigQueryRows> {
   const label = `${query.dataset}.${query.table}`;
   const fullName = `${gcp.project}.${label}`;
-  const ctx: FailureContext = { action: `querying ${fullName}`, project: gcp.project, location: gcp.location, dataset: query.dataset, table: query.table };
-  const sink = new FrameSink(label, [KEY_COLUMN, ...query.columns.map((c) => c.target)]);
+  const route = readRouteFor(gcp, query);
+  const ctx: FailureContext = { action: `${route === "table" ? "reading" : "querying"} ${fullName}`, project: gcp.project, location: gcp.location, dataset: query.dataset, table: query.table };
   // Retried requests and resumed streams, reported with the result (a worker has no logger).
   let retries = 0;
   const onRetry = () => void retries++;
   try {
     const { bigquery, read } = await workerClients(gcp);
+    if (route === "table") {
+      const sources = [KEY_COLUMN, ...query.columns.map((c) => c.source)];
+      const sink = new FrameSink(label, sources, true);
+      const stats = await readTableArrow(read, { projectId: gcp.project, datasetId: query.dataset, tableId: query.table }, sink, {
+        project: gcp.project,
+        retry: gcp.retry,
+        idleTimeoutMs: gcp.readIdleTimeoutMs,
+        onRetry,
+        ctx,
+      }, { selectedFields: sources, rowRestriction: tableRowRestriction(query, slice), maxStreamCount: MAX_READ_STREAMS });
+      // The session's order is the table's, its rows in no order across streams: the output's names
+      // in the output's order, sorted by key as the query route's ORDER BY would give them.
+      // A DATETIME key arrives without a time zone: its values are UTC (as the query route's TIMESTAMP(key)).
+      const key = query.zonelessKey ? pl.col(KEY_COLUMN).dt.replaceTimeZone("UTC") : pl.col(KEY_COLUMN);
+      const frame = sink.frame().select(key, ...query.columns.map((c) => pl.col(c.source).alias(c.target))).sort(KEY_COLUMN);
+      return { frame, retries, route, bytesScanned: stats.estimatedBytesScanned, streams: stats.streams };
+    }
+    const sink = new FrameSink(label, [KEY_COLUMN, ...query.columns.map((c) => c.target)]);
     const params: Record<string, unknown> = { date_from: BigQuery.date(query.dateFrom), date_to: BigQuery.date(query.dateTo) };
     if (slice?.afterKey !== undefined) params.after_key = timestampParam(slice.afterKey);
     if (slice?.throughKey !== undefined) params.through_key = timestampParam(slice.throughKey);
@@ -112,14 +199,14 @@ export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, 
       { sql: bigQueryExtractionSql(query, gcp.project, slice), params, timeoutMs: gcp.queryTimeoutMs, jobPrefix: `bqx_extract_${query.table}` },
       { retry: gcp.retry, ctx, onRetry },
     );
-    await readTableArrow(read, destination, sink, {
+    const stats = await readTableArrow(read, destination, sink, {
       project: gcp.project,
       retry: gcp.retry,
       idleTimeoutMs: gcp.readIdleTimeoutMs,
       onRetry,
       ctx: { ...ctx, action: `reading the result of ${fullName} (${destination.datasetId}.${destination.tableId})` },
     });
-    return { frame: sink.frame(), retries };
+    return { frame: sink.frame(), retries, route, bytesScanned: stats.estimatedBytesScanned, streams: stats.streams };
   } catch (err) {
     if (err instanceof JobError) throw err;
     throw new JobError(`extracting ${label} from BigQuery failed: ${(err as Error).message}`, { reason: "extract-failed", retryable: true, cause: err });

@@ -1,5 +1,7 @@
 // Reading a table through the Storage Read API with the low-level BigQueryReadClient: one read
-// session in Arrow format, then ReadRows per stream with our own offset/resume loop. The
+// session in Arrow format (on a source table with selected fields and a row restriction, or on a
+// query job's result table), then ReadRows on every stream at once with our own offset/resume
+// loop. The
 // library's high-level reader crashes the process when a stream drops (REFERENCE.md); here a
 // dropped stream (UNAVAILABLE, INTERNAL/RST_STREAM, a stall) is reopened at the row offset
 // already received, so no row is read twice or lost.
@@ -30,11 +32,23 @@ export interface ReadEnv {
   onRetry?: ((notice: RetryNotice) => void) | undefined;
 }
 
+/** What the session reads: a projection and a filter on the table itself, and how many streams to ask for. */
+export interface ReadOptions {
+  /** Columns to read (the table's names); the session sends them in the table's order, not this one. */
+  selectedFields?: readonly string[] | undefined;
+  /** A filter in the Storage Read API's subset of SQL: comparisons of a column with a constant, joined by AND. */
+  rowRestriction?: string | undefined;
+  /** Upper bound on the streams; the service may give fewer. Rows of several streams come in no order. */
+  maxStreamCount: number;
+}
+
 export interface ReadStats {
   rows: number;
   streams: number;
   /** ReadRows calls reopened after a drop. */
   resumes: number;
+  /** The session's own estimate of the bytes it scans (what the read is billed on). */
+  estimatedBytesScanned: number;
 }
 
 /** A stream that went quiet: handled like a dropped connection. */
@@ -56,17 +70,24 @@ export function tablePath(t: TableRef): string {
   return `projects/${t.projectId}/datasets/${t.datasetId}/tables/${t.tableId}`;
 }
 
-/** Reads `table` in full into `sink`. Every failure leaves as a JobError naming `env.ctx`. */
-export async function readTableArrow(client: BigQueryReadClient, table: TableRef, sink: ReadSink, env: ReadEnv): Promise<ReadStats> {
+/**
+ * Reads `table` (the selected fields of the rows the restriction keeps, or everything) into `sink`.
+ * With one stream the rows keep the table's order (a query result's ORDER BY); with several, the
+ * streams are read at once and their batches interleave. Every failure leaves as a JobError naming `env.ctx`.
+ */
+export async function readTableArrow(client: BigQueryReadClient, table: TableRef, sink: ReadSink, env: ReadEnv, options: ReadOptions = { maxStreamCount: 1 }): Promise<ReadStats> {
   try {
+    const readOptions = {
+      ...(options.selectedFields ? { selectedFields: [...options.selectedFields] } : {}),
+      ...(options.rowRestriction ? { rowRestriction: options.rowRestriction } : {}),
+    };
     const [session] = await withRetry(
       () =>
         client.createReadSession(
           {
             parent: `projects/${env.project}`,
-            readSession: { table: tablePath(table), dataFormat: "ARROW" },
-            // One stream keeps the rows in the query's ORDER BY (a read split over streams is unordered).
-            maxStreamCount: 1,
+            readSession: { table: tablePath(table), dataFormat: "ARROW", ...(Object.keys(readOptions).length > 0 ? { readOptions } : {}) },
+            maxStreamCount: options.maxStreamCount,
           },
           { retry: null, timeout: CREATE_SESSION_TIMEOUT_MS },
         ),
@@ -80,22 +101,32 @@ export async function readTableArrow(client: BigQueryReadClient, table: TableRef
       });
     }
     await sink.onSchema(schema);
-    let rows = 0;
-    let resumes = 0;
-    // An empty result has no streams at all.
-    for (const stream of session.streams ?? []) {
-      if (!stream.name) continue;
-      const read = await readStream(client, stream.name, sink, env);
-      rows += read.rows;
-      resumes += read.resumes;
-    }
-    return { rows, streams: session.streams?.length ?? 0, resumes };
+    // An empty result has no streams at all. A failing stream stops the others at their next batch.
+    const names = (session.streams ?? []).flatMap((s) => (s.name ? [s.name] : []));
+    const stop = { failed: false };
+    const reads = await Promise.all(
+      names.map((name) =>
+        readStream(client, name, sink, env, stop).catch((err: unknown) => {
+          stop.failed = true;
+          throw err;
+        }),
+      ),
+    );
+    return {
+      rows: reads.reduce((n, r) => n + r.rows, 0),
+      streams: names.length,
+      resumes: reads.reduce((n, r) => n + r.resumes, 0),
+      estimatedBytesScanned: Number(session.estimatedTotalBytesScanned ?? 0),
+    };
   } catch (err) {
     throw toJobError(err instanceof SinkFailure ? err.cause : err, "storage", env.ctx);
   }
 }
 
-async function readStream(client: BigQueryReadClient, name: string, sink: ReadSink, env: ReadEnv): Promise<{ rows: number; resumes: number }> {
+/** Another stream of the session failed: this one ends without reading further. */
+class SessionFailed extends Error {}
+
+async function readStream(client: BigQueryReadClient, name: string, sink: ReadSink, env: ReadEnv, stop: { failed: boolean }): Promise<{ rows: number; resumes: number }> {
   const retry = env.retry ?? DEFAULT_GCP_RETRY;
   const state = { offset: 0 };
   let resumes = 0;
@@ -103,23 +134,24 @@ async function readStream(client: BigQueryReadClient, name: string, sink: ReadSi
   for (;;) {
     const before = state.offset;
     try {
-      await readFrom(client, name, state, sink, env.idleTimeoutMs ?? DEFAULT_READ_IDLE_TIMEOUT_MS);
+      await readFrom(client, name, state, sink, env.idleTimeoutMs ?? DEFAULT_READ_IDLE_TIMEOUT_MS, stop);
       return { rows: state.offset, resumes };
     } catch (err) {
-      if (err instanceof SinkFailure) throw err;
+      if (err instanceof SinkFailure || err instanceof SessionFailed) throw err;
       // Only failures without progress count against the budget: a long read may drop many times.
       failuresInARow = state.offset > before ? 1 : failuresInARow + 1;
       if (!isRetryableFault(describeFault(err, "storage")) || failuresInARow >= retry.attempts) throw err;
       const delayMs = backoffDelayMs(failuresInARow, retry.baseDelayMs, retry.maxDelayMs);
       env.onRetry?.({ api: "storage", what: `ReadRows ${name} from offset ${state.offset}`, attempt: failuresInARow, delayMs, error: err });
       await sleep(delayMs);
+      if (stop.failed) throw new SessionFailed(`another stream of the session of ${name} failed`);
       resumes++;
     }
   }
 }
 
 /** One ReadRows call from `state.offset`; advances the offset batch by batch. */
-async function readFrom(client: BigQueryReadClient, name: string, state: { offset: number }, sink: ReadSink, idleTimeoutMs: number): Promise<void> {
+async function readFrom(client: BigQueryReadClient, name: string, state: { offset: number }, sink: ReadSink, idleTimeoutMs: number, stop: { failed: boolean }): Promise<void> {
   // retry-request would otherwise re-send this call twice on any error before the first
   // message, at the same offset, after 2-5 s; the loop above does that with the real offset.
   const call = client.readRows({ readStream: name, offset: state.offset }, { retryRequestOptions: { retries: 0, noResponseRetries: 0 } });
@@ -137,6 +169,7 @@ async function readFrom(client: BigQueryReadClient, name: string, state: { offse
   try {
     for await (const response of call) {
       clearTimeout(idle);
+      if (stop.failed) throw new SessionFailed(`another stream of the session of ${name} failed`);
       const batch = asBytes(response.arrowRecordBatch?.serializedRecordBatch);
       // proto3 decodes an absent row_count as "0"; the batch itself then says how many rows it holds.
       const declared = Number(response.rowCount || 0) || Number(response.arrowRecordBatch?.rowCount || 0);

@@ -1,6 +1,7 @@
 // The production warehouse: BigQuery. Discovery runs two INFORMATION_SCHEMA queries per dataset
 // (tables, then columns in ordinal order) as query jobs; extraction runs in pool workers
-// (bigquery-extract.ts) and reads results through the Storage Read API. Errors leave as
+// (bigquery-extract.ts) and reads the tables through the Storage Read API (on the tables
+// themselves, or on a query's result with ROW_LIMIT). Errors leave as
 // JobErrors that name the dataset, the table or the missing role (../gcp/errors.ts).
 import type { BigQuery } from "@google-cloud/bigquery";
 import type { Logger } from "../log.ts";
@@ -55,8 +56,8 @@ export class BigQueryWarehouse implements Warehouse {
 
   /**
    * Each dataset must exist and be readable (datasets.get needs bigquery.datasets.get, which
-   * roles/bigquery.dataViewer grants). Query and read-session permissions surface, with the
-   * role to grant, on the first query of listTables.
+   * roles/bigquery.dataViewer grants). The query-job permission surfaces, with the role to
+   * grant, on the first query of listTables; the read-session one on the target's read.
    */
   async preflight(datasets: readonly string[]): Promise<void> {
     for (const dataset of datasets) {

@@ -82,4 +82,12 @@ export interface GcpTaskSettings {
   retry?: GcpRetrySettings | undefined;
   /** A ReadRows stream silent for this long is cancelled and resumed from its offset. */
   readIdleTimeoutMs?: number | undefined;
+  /**
+   * BQ_READ_ROUTE: "table" (default) reads each table through a Storage Read session on the table
+   * itself, no query job, except with ROW_LIMIT (the first N rows by time need ORDER BY ... LIMIT);
+   * "query" reads every table through a query job whose result is read back.
+   */
+  readRoute?: BigQueryReadRoute | undefined;
 }
+
+export type BigQueryReadRoute = "table" | "query";

@@ -1,8 +1,9 @@
 // The BigQuery adapter driven through the real client libraries (@google-cloud/bigquery over
 // REST, @google-cloud/bigquery-storage's BigQueryReadClient over gRPC) against local stand-ins
-// that run the SQL on DuckDB. The rows it reads are compared, value by value and type by type,
-// with the DuckDB adapter's for the same query on the same warehouse file: both hand the aligner
-// identical frames.
+// that run the SQL on DuckDB. The rows it reads, by either route (a read session on the table
+// itself, or a query job and its result), are compared, value by value and type by type, with the
+// DuckDB adapter's for the same query on the same warehouse file: both hand the aligner identical
+// frames. The Storage Read stand-in is held to what the service accepts.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -18,7 +19,8 @@ import type { ExtractResult, ExtractTask, SliceBounds, TableQuery } from "../../
 import { STANDIN_ACCESS_TOKEN, authClientForEndpoint } from "../../src/gcp/auth.ts";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { BigQueryWarehouse, closeWorkerClients } from "../../src/warehouse/bigquery.ts";
-import { readBigQueryRows } from "../../src/warehouse/bigquery-extract.ts";
+import { MAX_READ_STREAMS, readBigQueryRows, tableRowRestriction } from "../../src/warehouse/bigquery-extract.ts";
+import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
 import { DUCKDB_KEY_TYPES, type ColumnMapping, type GcpTaskSettings, type TableInfo } from "../../src/warehouse/port.ts";
@@ -245,6 +247,29 @@ describe("readBigQueryRows", () => {
     expect(bq.columns.slice(1).some((c) => bq.getColumn(c).nullCount() > 0)).toBe(true);
   });
 
+  it("reads a table through one read session on the table itself, no query job: the selected fields, the restriction, several streams, sorted by key", async () => {
+    const first = labStandIns.requests.length;
+    const { bq, duck } = await bothBackends(labRead("many_rows", [["x", "DOUBLE"], ["n", "BIGINT"]], { dateFrom: "2020-01-02", dateTo: "2020-01-31" }));
+    // 2020-01-02 00:00 is row 1440; 25,000 one-minute rows end within January.
+    expect(bq.height).toBe(25_000 - 1440);
+    expectSameFrames(bq, duck);
+    const log = labStandIns.requests.slice(first);
+    expect(log.filter((r) => r.api === "bigquery")).toEqual([]);
+    const sessions = log.filter((r) => r.method === "CreateReadSession");
+    expect(sessions.map((r) => [r.table, r.status])).toEqual([[`projects/${labStandIns.project}/datasets/${LAB}/tables/many_rows`, "OK"]]);
+    expect(sessions[0]!.streams).toBe(3);
+    expect(new Set(log.filter((r) => r.method === "ReadRows" && r.status === "OK").map((r) => r.stream)).size).toBe(3);
+  });
+
+  it("reads the target table's rows through a read session as the DuckDB adapter does (not-null rule, date range)", async () => {
+    const first = standIns.requests.length;
+    const { bq, duck } = await bothBackends(planned(discovery.target.table, { dateFrom: "2020-01-01", dateTo: "2020-01-01" }));
+    expect(bq.height).toBeGreaterThan(100);
+    expect(bq.getColumn(TARGET_NOT_NULL_COLUMN).nullCount()).toBe(0);
+    expectSameFrames(bq, duck);
+    expect(standIns.requests.slice(first).filter((r) => r.method === "jobs.insert")).toEqual([]);
+  });
+
   it("reads the target table's rows as the DuckDB adapter does (not-null rule, row limit, date range)", async () => {
     const r = planned(discovery.target.table, { rowLimit: 250, dateFrom: "2020-01-01", dateTo: "2020-01-01" });
     const { bq, duck } = await bothBackends(r);
@@ -265,7 +290,7 @@ describe("readBigQueryRows", () => {
     expectSameFrames(bq, duck);
   });
 
-  it("survives 429/503s, a job that fails with backendError, an unavailable CreateReadSession and dropped ReadRows streams", async () => {
+  it("on the query route survives 429/503s, a job that fails with backendError, an unavailable CreateReadSession and dropped ReadRows streams", async () => {
     standIns.faults.restErrors.push(
       { method: "jobs.insert", status: 429, reason: "rateLimitExceeded", count: 1 },
       { method: "jobs.getQueryResults", status: 503, reason: "backendError", count: 2 },
@@ -275,7 +300,7 @@ describe("readBigQueryRows", () => {
     standIns.faults.grpcErrors.push({ method: "CreateReadSession", code: 14, count: 1 });
     standIns.faults.readRowsDrops.push({ afterBatches: 1, mode: "unavailable", count: 1 }, { afterBatches: 1, mode: "internal", count: 1 }, { afterBatches: 1, mode: "disconnect", count: 1 });
     const first = standIns.requests.length;
-    const { bq, duck, retries } = await bothBackends(planned(`mom_${PAIR}`));
+    const { bq, duck, retries } = await bothBackends(planned(`mom_${PAIR}`, {}, { settings: settings(standIns, { readRoute: "query" }) }));
     // insert, two polls, the re-run job, the session, three resumed streams (a poll may add one)
     expect(retries).toBeGreaterThanOrEqual(7);
     expectSameFrames(bq, duck);
@@ -302,10 +327,10 @@ describe("readBigQueryRows", () => {
     expect(reads.map((r) => [r.status, r.offset])).toEqual([["STALLED", 0], ["OK", 128]]);
   });
 
-  it("survives a seeded 30% rate of 429/503 answers on every REST call", async () => {
+  it("on the query route survives a seeded 30% rate of 429/503 answers on every REST call", async () => {
     labStandIns.faults.restErrorRate = 0.3;
     const first = labStandIns.requests.length;
-    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]]));
+    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]], {}, { settings: settings(labStandIns, { readRoute: "query" }) }));
     expectSameFrames(bq, duck);
     const statuses = labStandIns.requests.slice(first).filter((r) => r.api === "bigquery").map((r) => r.status);
     expect(statuses.filter((s) => s === 429 || s === 503).length).toBeGreaterThan(0);
@@ -319,7 +344,7 @@ describe("readBigQueryRows", () => {
     expect(err.reason).toBe("bigquery-access-denied");
     expect(err.retryable).toBe(false);
     expect(err.fix).toContain(`roles/bigquery.dataViewer on dataset ${standIns.project}:${F}`);
-    expect(standIns.requests.slice(first).map((q) => q.method)).toEqual(["jobs.insert"]);
+    expect(standIns.requests.slice(first).map((q) => `${q.method} ${q.status}`)).toEqual(["CreateReadSession PERMISSION_DENIED"]);
   });
 
   it("fails without retrying when the read session is refused, naming roles/bigquery.readSessionUser", async () => {
@@ -341,13 +366,13 @@ describe("readBigQueryRows", () => {
     expect(err.retryable).toBe(false);
     expect(err.message).toContain(`${F}.agg_${PAIR}`);
     expect(err.fix).toContain("TARGETS_DATASET");
-    expect(standIns.requests.slice(first).map((q) => q.method)).toEqual(["jobs.insert"]);
+    expect(standIns.requests.slice(first).map((q) => `${q.method} ${q.status}`)).toEqual(["CreateReadSession NOT_FOUND"]);
   });
 
-  it("fails a hung query within its timeout with a retryable error naming the table, and cancels the job", async () => {
+  it("on the query route fails a hung query within its timeout with a retryable error naming the table, and cancels the job", async () => {
     standIns.faults.hangingTables.add(`${F}.agg_${PAIR}`);
     const first = standIns.requests.length;
-    const r = planned(`agg_${PAIR}`, {}, { settings: settings(standIns, { queryTimeoutMs: 1_500 }) });
+    const r = planned(`agg_${PAIR}`, {}, { settings: settings(standIns, { queryTimeoutMs: 1_500, readRoute: "query" }) });
     const started = performance.now();
     const err = await rejection(readBigQueryRows(r.settings, r.query, r.slice));
     const seconds = (performance.now() - started) / 1000;
@@ -408,6 +433,63 @@ describe("readBigQueryRows on hand-made tables", () => {
   });
 });
 
+describe("the Storage Read stand-in, as strict as the service", () => {
+  const many = `projects/bqx-lab/datasets/${LAB}/tables/many_rows`;
+  const session = async (readSession: Record<string, unknown>, maxStreamCount: number) => {
+    const client = await createReadClient(labStandIns.project, labStandIns.storageEndpoint);
+    try {
+      const [s] = await client.createReadSession({ parent: `projects/${labStandIns.project}`, readSession: { table: many, dataFormat: "ARROW", ...readSession }, maxStreamCount }, { retry: null });
+      return s;
+    } finally {
+      await client.close();
+    }
+  };
+  const refusal = async (p: Promise<unknown>) => {
+    const err = (await p.then(() => undefined, (e: unknown) => e)) as { code?: number; details?: string } | undefined;
+    expect(err).toBeDefined();
+    return err!;
+  };
+
+  it("honours max_stream_count, sends the selected fields in the table's order and estimates the bytes scanned", async () => {
+    const restriction = tableRowRestriction({ dateFrom: "2020-01-01", dateTo: "2024-12-31", notNullColumn: undefined });
+    const one = await session({ readOptions: { selectedFields: ["n", "interval_time"], rowRestriction: restriction } }, 1);
+    const several = await session({ readOptions: { selectedFields: ["n", "interval_time"], rowRestriction: restriction } }, MAX_READ_STREAMS);
+    expect(one.streams).toHaveLength(1);
+    expect(several.streams).toHaveLength(3);
+    // 25,000 rows x (8 + 8) bytes.
+    expect(Number(several.estimatedTotalBytesScanned)).toBe(400_000);
+    const { RecordBatchReader } = await import("apache-arrow");
+    const reader = RecordBatchReader.from(Buffer.from(several.arrowSchema!.serializedSchema as Uint8Array));
+    reader.open();
+    expect(reader.schema.fields.map((f) => f.name)).toEqual(["interval_time", "n"]);
+  });
+
+  it.each([
+    ["a function of a column", "DATE(interval_time) BETWEEN '2020-01-01' AND '2020-12-31'", /DATE\(\) is not supported/],
+    ["OR", "n > 5 OR n < 2", /Expected AND/],
+    ["an unknown column", "nope IS NOT NULL", /Unrecognized name: nope/],
+    ["a malformed timestamp", "interval_time > TIMESTAMP '2020-13'", /Invalid TIMESTAMP literal/],
+    ["a DATETIME compared with a TIMESTAMP column", "interval_time >= DATETIME '2020-01-01 00:00:00'", /No matching signature for operator >= for argument types: TIMESTAMP, DATETIME/],
+  ])("refuses a row restriction with %s as INVALID_ARGUMENT", async (_label, rowRestriction, message) => {
+    const err = await refusal(session({ readOptions: { rowRestriction } }, 1));
+    expect(err.code).toBe(3);
+    expect(err.details).toMatch(message);
+  });
+
+  it("refuses an unknown selected field as INVALID_ARGUMENT", async () => {
+    const err = await refusal(session({ readOptions: { selectedFields: ["interval_time", "missing_col"] } }, 1));
+    expect(err.code).toBe(3);
+    expect(err.details).toMatch(/Field missing_col not found/);
+  });
+
+  it("answers PERMISSION_DENIED for bigquery.readsessions.create when the fault is set", async () => {
+    labStandIns.faults.readSessionDenied = true;
+    const err = await refusal(session({}, 1));
+    expect(err.code).toBe(7);
+    expect(err.details).toMatch(/bigquery\.readsessions\.create/);
+  });
+});
+
 describe("the worker's gcp path on a piscina pool", () => {
   it("runs several tables at once on one thread while their queries wait, and refuses duplicate keys as the DuckDB path does", async () => {
     labStandIns.faults.latencyMs = 3_000;
@@ -421,9 +503,10 @@ describe("the worker's gcp path on a piscina pool", () => {
       const keys = new BigInt64Array(new SharedArrayBuffer(8 * 200));
       for (let i = 0; i < 200; i++) keys[i] = BASE_US + BigInt(i) * 60_000_000n + BigInt(i % 997);
       const columns: Record<string, Array<[string, string]>> = { big_ints: [["big", "BIGINT"]], many_rows: [["x", "DOUBLE"]], dup_keys: [["x", "DOUBLE"]] };
-      const task = (table: string, backend: "gcp" | "local", n: number): ExtractTask => ({
+      // The query route, whose jobs take the stand-in's latency; the table route where it says so.
+      const task = (table: string, backend: "gcp" | "local", n: number, readRoute: "query" | "table" = "query"): ExtractTask => ({
         kind: "part",
-        source: backend === "gcp" ? { backend, gcp: settings(labStandIns) } : { backend, warehouse: lab, duckdb: { memoryLimitBytes: 256 * 1024 ** 2, threads: 1 } },
+        source: backend === "gcp" ? { backend, gcp: settings(labStandIns, { readRoute }) } : { backend, warehouse: lab, duckdb: { memoryLimitBytes: 256 * 1024 ** 2, threads: 1 } },
         query: labRead(table, columns[table] ?? []).query,
         keys,
         slice: { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: 200, afterKey: undefined, throughKey: undefined },
@@ -443,6 +526,9 @@ describe("the worker's gcp path on a piscina pool", () => {
       expect("failed" in duck && duck.message).toContain("repeats 2 interval_time values");
       const dupGcp = results[2]!;
       expect("failed" in dupGcp && dupGcp.message).toContain("repeats 2 interval_time values");
+      // Read from the table itself, in no key order, the repeats are found all the same.
+      const dupTable = await pool.run(task("dup_keys", "gcp", 11, "table"));
+      expect("failed" in dupTable && dupTable.message).toContain("repeats 2 interval_time values");
       // Parts of one table written from either backend's rows are the same bytes.
       const local = await pool.run(task("big_ints", "local", 10));
       expect("failed" in local).toBe(false);

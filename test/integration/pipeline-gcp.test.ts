@@ -1,7 +1,9 @@
 // The whole job with BACKEND=gcp, as a child process, against the BigQuery (REST + Storage Read)
 // and Cloud Storage stand-ins running in this process over a small sample warehouse. Its training
 // file, composed in the bucket, must be identical to what the embedded backend builds from the same
-// warehouse, clean or under transient faults, with the CRC32C predicted from its parts; the parts
+// warehouse, clean or under transient faults, with the CRC32C predicted from its parts; its tables
+// are read through Storage Read sessions on the tables themselves (no query job; several unordered
+// streams for the larger ones), through query jobs only with ROW_LIMIT; the parts
 // staged in the output's bucket must let a fresh container resume, also after a SIGKILL during the
 // compose or between compose and publish.
 import { createHash } from "node:crypto";
@@ -83,6 +85,16 @@ function stagedParts(name: string): string[] {
   return names.filter((n) => n.endsWith(".chunks") && names.includes(n.replace(/\.chunks$/, ".footer"))).map((n) => n.slice(n.lastIndexOf("/") + 1, -".chunks".length));
 }
 
+/** Query jobs a run inserted to read tables (discovery's INFORMATION_SCHEMA queries are jobs too, and not counted). */
+function extractionJobs(from: number) {
+  return bq.requests.slice(from).filter((r) => r.method === "jobs.insert" && !/INFORMATION_SCHEMA/.test(r.query ?? ""));
+}
+
+/** Read sessions a run created on the warehouse's own tables (not on query results). */
+function tableSessions(from: number) {
+  return bq.requests.slice(from).filter((r) => r.method === "CreateReadSession" && !/\/datasets\/_job_results\//.test(r.table ?? ""));
+}
+
 /** Parts the run extracted itself (LOG_LEVEL=debug logs one line per part). */
 function extractedParts(run: JobRun): string[] {
   return run.lines.filter((l) => /^extracted \S+ row groups \d+-\d+ as part /.test(String(l.message))).map((l) => String(l.part));
@@ -99,8 +111,9 @@ beforeAll(async () => {
   const kept = new Set(Array.from({ length: FEATURES }, (_, i) => features[Math.floor((i * features.length) / FEATURES)]!));
   featureNames = [...kept].sort();
   await buildSampleWarehouse({ path: warehouse, pair: PAIR, rows: ROWS, only: (t) => t.dataset === "targets" ? t.name === `targets_${PAIR}` : kept.has(t.name) || !t.hasIntervalTime });
-  // Small Arrow batches, so a ReadRows stream carries several and can be dropped midway.
-  bq = await startBigQueryStandIns({ warehouse, batchRows: 100, seed: 11 });
+  // Small Arrow batches, so a ReadRows stream carries several and can be dropped midway; a read
+  // stream per 150 rows, so a table's ~300 rows come in two unordered streams.
+  bq = await startBigQueryStandIns({ warehouse, batchRows: 100, streamRows: 150, seed: 11 });
   gcs = await startGcsStandIn({ buckets: [OUTPUT] });
   const local = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, "local", "bucket"), WORK_DIR: path.join(dir, "local", "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2" });
   expect(local.code, local.stdout.slice(-2000)).toBe(0);
@@ -199,10 +212,11 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(messages(resumed)).toContainEqual(expect.stringMatching(new RegExp(`^reusing ${FEATURES} parts staged by an earlier attempt in gs://${OUTPUT}/resume/_staging/eurusd/parts/$`)));
     expect(resumed.lines.filter((l) => /in the bucket is damaged/.test(String(l.message))).map((l) => l.part)).toEqual([damaged]);
     expect(extractedParts(resumed)).toEqual([damaged]);
-    // Query jobs: the target (always read again: its keys fingerprint every part) and the damaged part's table.
-    const jobs = bq.requests.slice(queriesBefore).filter((r) => r.method === "jobs.insert" && !/INFORMATION_SCHEMA/.test(r.query ?? ""));
-    expect(jobs).toHaveLength(2);
-    expect(jobs[0]!.query).toMatch(new RegExp(`targets_${PAIR}`));
+    // Reads: the target (always read again: its keys fingerprint every part) and the damaged part's table; no query job.
+    expect(extractionJobs(queriesBefore)).toEqual([]);
+    const sessions = tableSessions(queriesBefore);
+    expect(sessions).toHaveLength(2);
+    expect(sessions[0]!.table).toMatch(new RegExp(`/tables/targets_${PAIR}$`));
 
     await expectSameContentAsLocal((await trainingObject("resume")).file);
     expect(gcs.listObjects(OUTPUT, "resume/_staging/")).toEqual([]);
@@ -237,9 +251,9 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(gcs.listObjects(OUTPUT, `${name}/_staging/`)).toEqual([]);
   }, 120_000);
 
-  it("on SIGTERM with two tables whose queries never finish, abandons them after the grace and exits 130 within 8 s, the other parts staged", async () => {
+  it("on SIGTERM with two tables whose reads never answer, abandons them after the grace and exits 130 within 8 s, the other parts staged", async () => {
     // The slow-table case of a shutdown: the tables in flight get 5 s to finish, then the pool is
-    // torn down. Two queries hang (the stand-in never completes their jobs) while the rest land.
+    // torn down. Two reads hang (the stand-in never answers their read sessions) while the rest land.
     const hung = [featureNames[3]!, featureNames[17]!];
     for (const t of hung) bq.faults.hangingTables.add(`${F}.${t}`);
     const e = gcpEnv("term-hung", { QUERY_TIMEOUT: "10m" });
@@ -252,7 +266,7 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     job.child.kill("SIGTERM");
     const run = await job.done;
     const elapsed = performance.now() - sent;
-    console.log(`pipeline-gcp: SIGTERM with 2 hung queries in flight: exit ${run.code} after ${Math.round(elapsed)} ms`);
+    console.log(`pipeline-gcp: SIGTERM with 2 hung reads in flight: exit ${run.code} after ${Math.round(elapsed)} ms`);
     expect(run.code, run.stdout.slice(-2000)).toBe(130);
     expect(elapsed).toBeLessThan(8_000);
     const said = messages(run);
@@ -261,13 +275,71 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(stagedParts("term-hung")).toHaveLength(FEATURES + 1 - hung.length);
     expect(gcs.getObject(OUTPUT, `term-hung/${TRAINING}`)).toBeUndefined();
 
-    // The queries answer again: the next attempt extracts only the two and builds the same file.
+    // The reads answer again: the next attempt extracts only the two and builds the same file.
     bq.faults.hangingTables.clear();
     const again = await runJob(e);
     expect(again.code, again.stdout.slice(-2000)).toBe(0);
     expect(messages(again)).toContainEqual(expect.stringMatching(/^reusing 39 parts staged by an earlier attempt/));
     await expectSameContentAsLocal((await trainingObject("term-hung")).file);
   }, 120_000);
+
+  it("reads every table through a Storage Read session on the table itself, runs no extraction query job, and builds the local backend's file", async () => {
+    const before = bq.requests.length;
+    const run = await runJob(gcpEnv("table-reads"));
+    expect(run.code, run.stdout.slice(-3000)).toBe(0);
+    expect(extractionJobs(before)).toEqual([]);
+    // Discovery still queries INFORMATION_SCHEMA: tables and columns per dataset, and the used
+    // tables' versions (PARTITIONS) once per dataset.
+    expect(bq.requests.slice(before).filter((r) => r.method === "jobs.insert")).toHaveLength(6);
+    const sessions = tableSessions(before);
+    expect(sessions.map((r) => r.status)).toEqual(Array(FEATURES + 1).fill("OK"));
+    expect(new Set(sessions.map((r) => r.table!.slice(r.table!.lastIndexOf("/") + 1)))).toEqual(new Set([`targets_${PAIR}`, ...featureNames]));
+    // The stand-in dealt the larger tables' rows to several streams, in no key order.
+    expect(sessions.filter((r) => (r.streams ?? 0) > 1).length).toBeGreaterThan(0);
+    const streamsRead = new Set(bq.requests.slice(before).filter((r) => r.method === "ReadRows" && r.status === "OK").map((r) => r.stream));
+    expect(streamsRead.size).toBe(sessions.reduce((n, r) => n + (r.streams ?? 0), 0));
+    await expectSameContentAsLocal((await trainingObject("table-reads")).file);
+
+    const said = run.lines.find((l) => /^BigQuery reads: /.test(String(l.message)));
+    expect(String(said?.message)).toMatch(new RegExp(`^BigQuery reads: ${FEATURES + 1} read sessions on the tables themselves \\(\\d+ streams\\), 0 extraction query jobs; the sessions estimate \\d`));
+    const manifest = JSON.parse((await gcs.readObject(OUTPUT, `table-reads/training_${PAIR}.manifest.json`)).toString("utf8"));
+    expect(manifest.run.bigqueryReads).toMatchObject({ tableReads: FEATURES + 1, queryJobs: 0, streams: streamsRead.size });
+    expect(manifest.run.bigqueryReads.estimatedBytesScanned).toBeGreaterThan(0);
+    expect(run.lines.find((l) => l.stage === "extract" && l.estimatedBytesScanned !== undefined)?.estimatedBytesScanned).toBe(manifest.run.bigqueryReads.estimatedBytesScanned);
+  }, 90_000);
+
+  it.each([
+    ["ROW_LIMIT", { ROW_LIMIT: "100000" }],
+    ["BQ_READ_ROUTE=query", { BQ_READ_ROUTE: "query" }],
+  ])("with %s reads every table through a query job and its result, to the same rows", async (_label, extra) => {
+    const name = `query-route-${Object.keys(extra)[0]!.toLowerCase()}`;
+    const before = bq.requests.length;
+    const run = await runJob(gcpEnv(name, extra));
+    expect(run.code, run.stdout.slice(-3000)).toBe(0);
+    expect(extractionJobs(before)).toHaveLength(FEATURES + 1);
+    expect(tableSessions(before)).toEqual([]);
+    const manifest = JSON.parse((await gcs.readObject(OUTPUT, `${name}/training_${PAIR}.manifest.json`)).toString("utf8"));
+    expect(manifest.run.bigqueryReads).toMatchObject({ tableReads: 0, queryJobs: FEATURES + 1 });
+    // The same values as the local backend's (the manifest in the footer records the setting, so not the same bytes).
+    const expected = pl.readParquet(reference);
+    const actual = pl.readParquet((await trainingObject(name)).file);
+    expect(actual.columns).toEqual(expected.columns);
+    expect(expected.columns.filter((c) => !expected.getColumn(c).seriesEqual(actual.getColumn(c), true))).toEqual([]);
+  }, 90_000);
+
+  it("fails with exit 1 naming roles/bigquery.readSessionUser when the service account may not create read sessions, before any extraction query job", async () => {
+    bq.faults.readSessionDenied = true;
+    const before = bq.requests.length;
+    const run = await runJob(gcpEnv("no-read-sessions"));
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/PERMISSION_DENIED/);
+    expect(run.stdout).toMatch(/bigquery\.readsessions\.create/);
+    expect(run.stdout).toMatch(new RegExp(`grant roles/bigquery\\.readSessionUser on project ${bq.project}`));
+    // Not retried: one refused session (the target's), and no query job to read a table.
+    expect(bq.requests.slice(before).filter((r) => r.method === "CreateReadSession").map((r) => r.status)).toEqual(["PERMISSION_DENIED"]);
+    expect(extractionJobs(before)).toEqual([]);
+    expect(gcs.getObject(OUTPUT, `no-read-sessions/${TRAINING}`)).toBeUndefined();
+  }, 60_000);
 
   it("fails fast with exit 1 naming the role to grant when the features dataset denies access", async () => {
     bq.faults.accessDeniedDatasets.add(F);

@@ -29,6 +29,8 @@ import { rng as seeded } from "./rng.ts";
 export interface StandInFaults {
   /** Added to every query job's run time: a number, or [min, max] drawn from the seeded generator. */
   latencyMs: number | readonly [number, number];
+  /** Added to every CreateReadSession (the service plans the session's streams): a number, or [min, max]. */
+  sessionLatencyMs: number | readonly [number, number];
   /**
    * Fail the next `count` REST calls of `method` ("jobs.insert", ..., or "*" for any). With
    * `afterServing`, the call is carried out first and only its answer is replaced by the error:
@@ -41,7 +43,7 @@ export interface StandInFaults {
   accessDeniedDatasets: Set<string>;
   /** "dataset.table" names answered with 404 notFound even if they exist. */
   missingTables: Set<string>;
-  /** "dataset.table" names whose query jobs never finish (until cancelled). */
+  /** "dataset.table" names whose query jobs never finish, and whose read sessions never answer (until cancelled). */
   hangingTables: Set<string>;
   /** The next `count` query jobs finish with this errorResult reason (e.g. backendError). */
   jobFailures: Array<{ reason: string; count: number; message?: string }>;
@@ -74,6 +76,8 @@ export interface StandInRequest {
   stream?: string;
   offset?: number;
   rows?: number;
+  /** CreateReadSession: the streams the session got. */
+  streams?: number;
 }
 
 export interface StandInOptions {
@@ -83,11 +87,14 @@ export interface StandInOptions {
   location?: string;
   faults?: Partial<StandInFaults>;
   latencyMs?: number | readonly [number, number];
+  sessionLatencyMs?: number | readonly [number, number];
   seed?: number;
   /** Rows per getQueryResults page when the client does not say (BigQuery: ~10 MB). */
   pageRows?: number;
   /** Rows per Arrow record batch on ReadRows. */
   batchRows?: number;
+  /** A read session gets one stream per this many rows, up to its max_stream_count (default 10,000). */
+  streamRows?: number;
   /** How long a job's result table stays after it was read to the end (default 30 s). */
   resultRetentionMs?: number;
   /** "dataset.table" -> last modification (ms) reported by INFORMATION_SCHEMA.PARTITIONS; DEFAULT_MODIFIED_MS otherwise. */
@@ -117,6 +124,8 @@ export interface StandInContext {
   requests: StandInRequest[];
   random: () => number;
   batchRows: number;
+  /** Rows per read stream: a session gets ceil(rows / streamRows) streams, up to what it asks for. */
+  streamRows: number;
   /** Called when a result table has been read to its end. */
   resultRead(table: string): void;
 }
@@ -469,6 +478,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
   for (const [name, ms] of Object.entries(opts.modified ?? {})) warehouse.modified.set(name, ms);
   const faults: StandInFaults = {
     latencyMs: opts.latencyMs ?? 0,
+    sessionLatencyMs: opts.sessionLatencyMs ?? 0,
     restErrors: [],
     restErrorRate: 0,
     accessDeniedDatasets: new Set(),
@@ -489,6 +499,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
     requests,
     random: seeded(opts.seed ?? 1),
     batchRows: opts.batchRows ?? 2048,
+    streamRows: opts.streamRows ?? 10_000,
     resultRead: (table) => {
       setTimeout(() => void warehouse.dropResult(table).catch(() => {}), retentionMs).unref();
     },

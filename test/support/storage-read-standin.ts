@@ -1,7 +1,13 @@
 // The Storage Read API stand-in: google.cloud.bigquery.storage.v1.BigQueryRead over gRPC
 // (@grpc/grpc-js with the .proto definitions shipped inside @google-cloud/bigquery-storage).
-// CreateReadSession returns the table's Arrow schema as an IPC message and one stream (none for
-// an empty table, as BigQuery does); ReadRows streams Arrow IPC record-batch messages from the
+// CreateReadSession reads a warehouse table or a query job's result table, with the selected
+// fields (unknown ones refused; sent in the table's column order, not the request's, as BigQuery
+// does) and a row restriction (the service's subset, row-restriction.ts; anything else refused
+// with INVALID_ARGUMENT). It honours max_stream_count: a session gets up to that many streams
+// (0: up to 16), one per `streamRows` rows (none for an empty read, as BigQuery does), and a table's
+// rows are dealt to the streams in no key order; only a query result read in one stream keeps its
+// order. It reports estimated_total_bytes_scanned (the selected columns over the whole table, as an
+// unpartitioned table is billed). ReadRows streams Arrow IPC record-batch messages from the
 // requested row offset, built with apache-arrow from DuckDB's values: TIMESTAMP as
 // Timestamp<MICROSECOND, UTC>, FLOAT64 as Float64, INT64 as Int64, as BigQuery sends them.
 // The server sits behind a small TCP proxy so a fault can cut a client's connection mid-stream.
@@ -16,7 +22,8 @@ import {
 import { DuckDBDateValue, DuckDBTimestampTZValue, DuckDBTimestampValue, type DuckDBValue } from "@duckdb/node-api";
 import type { StandInContext, StandInRequest } from "./bigquery-standin.ts";
 import { takeFault } from "./bigquery-standin.ts";
-import { RESULTS_DATASET, type ResultColumn } from "./standin-warehouse.ts";
+import { RestrictionError, translateRowRestriction } from "./row-restriction.ts";
+import { RESULTS_DATASET, bigQueryType, type ResultColumn } from "./standin-warehouse.ts";
 
 const require = createRequire(import.meta.url);
 const PROTOS = require("@google-cloud/bigquery-storage/build/protos/protos.json") as Parameters<typeof protoLoader.fromJSON>[0];
@@ -29,7 +36,22 @@ interface Session {
   columns: ResultColumn[];
   where: string | undefined;
   rows: number;
+  /** Rows of each stream. */
+  streamRows: number[];
+  /** Rows dealt to the streams out of key order (everything but a query result read in one stream). */
+  unordered: boolean;
   schema: Schema;
+}
+
+/** Streams a session gets when max_stream_count is 0 ("the server decides"), at most. */
+const DEFAULT_MAX_STREAMS = 16;
+
+/** Bytes a value of a DuckDB type costs in BigQuery's storage (what a read is billed on); strings guessed. */
+function valueBytes(duckType: string): number {
+  const t = duckType.toUpperCase();
+  if (t === "BOOLEAN") return 1;
+  if (t === "VARCHAR") return 16;
+  return 8;
 }
 
 function arrowType(duckType: string): DataType {
@@ -112,6 +134,12 @@ function schemaMessage(schema: Schema): Uint8Array {
   return message;
 }
 
+interface CreateRequest {
+  parent?: string;
+  maxStreamCount?: number | string;
+  readSession?: { table?: string; dataFormat?: string; readOptions?: { selectedFields?: string[]; rowRestriction?: string } | null };
+}
+
 function grpcError(code: grpc.status, details: string): grpc.ServiceError {
   return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
 }
@@ -164,7 +192,7 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     return e;
   };
 
-  async function createSession(request: { parent?: string; readSession?: { table?: string; dataFormat?: string; readOptions?: { selectedFields?: string[]; rowRestriction?: string } | null } }): Promise<unknown> {
+  async function createSession(request: CreateRequest, cancelled: Promise<void>): Promise<unknown> {
     const injected = takeFault(ctx.faults.grpcErrors, (f) => f.method === "CreateReadSession");
     if (injected) throw grpcError(injected.code, injected.message ?? `injected ${grpc.status[injected.code]}`);
     if (ctx.faults.readSessionDenied) {
@@ -180,29 +208,57 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     if (project !== wh.project || !wh.hasTable(dataset, table) || ctx.faults.missingTables.has(`${dataset}.${table}`)) {
       throw grpcError(grpc.status.NOT_FOUND, `Not found: Table ${project}:${dataset}.${table}`);
     }
+    // A hanging table: its query jobs never finish, and a session on it never answers (until cancelled).
+    if (ctx.faults.hangingTables.has(`${dataset}.${table}`)) {
+      await cancelled;
+      throw grpcError(grpc.status.CANCELLED, "cancelled by the client");
+    }
+    const wait = ctx.faults.sessionLatencyMs;
+    const waitMs = typeof wait === "number" ? wait : wait[0] + ctx.random() * (wait[1] - wait[0]);
+    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs).unref());
+    const maxStreams = Number(request.maxStreamCount ?? 0);
+    if (!Number.isInteger(maxStreams) || maxStreams < 0) throw grpcError(grpc.status.INVALID_ARGUMENT, `max_stream_count must be non-negative (got ${request.maxStreamCount})`);
     if (request.readSession?.dataFormat !== "ARROW") throw grpcError(grpc.status.INVALID_ARGUMENT, "The stand-in serves data_format ARROW only");
     const duckName = wh.duckName(dataset, table);
     const all = await wh.withConnection((c) => wh.columnsOf(c, duckName));
     const selected = request.readSession.readOptions?.selectedFields ?? [];
-    const columns = selected.length === 0 ? all : selected.map((name) => {
-      const c = all.find((x) => x.name === name);
-      if (!c) throw grpcError(grpc.status.INVALID_ARGUMENT, `Field ${name} not found in ${table}`);
-      return c;
-    });
+    for (const name of selected) {
+      if (!all.some((x) => x.name.toLowerCase() === name.toLowerCase())) throw grpcError(grpc.status.INVALID_ARGUMENT, `Field ${name} not found in table ${dataset}.${table}`);
+    }
+    // The table's order, whatever the order asked for.
+    const columns = selected.length === 0 ? all : all.filter((c) => selected.some((name) => name.toLowerCase() === c.name.toLowerCase()));
     const restriction = request.readSession.readOptions?.rowRestriction;
-    const where = restriction ? wh.translate(restriction).sql : undefined;
+    let where: string | undefined;
+    try {
+      where = restriction ? translateRowRestriction(restriction, all.map((c) => ({ name: c.name, type: bigQueryType(c.duckType)[0] }))) : undefined;
+    } catch (err) {
+      if (err instanceof RestrictionError) throw grpcError(grpc.status.INVALID_ARGUMENT, `request failed: row restriction ${JSON.stringify(restriction)}: ${err.message}`);
+      throw err;
+    }
     const rows = await wh.rowCount(duckName, where);
+    const tableRows = await wh.rowCount(duckName);
+    const want = Math.min(maxStreams === 0 ? DEFAULT_MAX_STREAMS : maxStreams, Math.ceil(rows / ctx.streamRows));
+    const streamCount = rows === 0 ? 0 : Math.max(1, want);
+    const unordered = dataset !== RESULTS_DATASET || streamCount > 1;
+    const streamRows = await wh.withConnection(async (c) => {
+      const counts = new Array<number>(streamCount).fill(0);
+      if (streamCount === 0) return counts;
+      const r = await c.runAndReadAll(`SELECT rowid % ${streamCount} AS s, count(*) FROM ${duckName}${where ? ` WHERE ${where}` : ""} GROUP BY s`);
+      for (const [stream, n] of r.getRowsJS()) counts[Number(stream)] = Number(n);
+      return counts;
+    });
     const schema = new Schema(columns.map((c) => new Field(c.name, arrowType(c.duckType), true)));
     const name = `projects/${wh.project}/locations/${wh.location.toLowerCase()}/sessions/s${++sessionCount}`;
-    const session: Session = { name, dataset, table, duckName, columns, where, rows, schema };
+    const session: Session = { name, dataset, table, duckName, columns, where, rows, streamRows, unordered, schema };
     sessions.set(name, session);
     return {
       name,
       dataFormat: "ARROW",
       arrowSchema: { serializedSchema: Buffer.from(schemaMessage(schema)) },
       table: path,
-      streams: rows > 0 ? [{ name: `${name}/streams/0` }] : [],
+      streams: streamRows.map((_, i) => ({ name: `${name}/streams/${i}` })),
       estimatedRowCount: String(rows),
+      estimatedTotalBytesScanned: String(tableRows * columns.reduce((n, c) => n + valueBytes(c.duckType), 0)),
       expireTime: { seconds: String(Math.floor(Date.now() / 1000) + 6 * 3600), nanos: 0 },
     };
   }
@@ -218,16 +274,23 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     const injected = takeFault(ctx.faults.grpcErrors, (f) => f.method === "ReadRows");
     if (injected) return fail(injected.code, injected.message ?? `injected ${grpc.status[injected.code]}`);
     const session = sessions.get(streamName.replace(/\/streams\/[^/]+$/, ""));
-    if (!session || !streamName.endsWith("/streams/0")) return fail(grpc.status.NOT_FOUND, `Not found: stream ${streamName}`);
+    const stream = Number(/\/streams\/(\d+)$/.exec(streamName)?.[1] ?? -1);
+    const streamRows = session?.streamRows[stream];
+    if (!session || streamRows === undefined) return fail(grpc.status.NOT_FOUND, `Not found: stream ${streamName}`);
     Object.assign(entry, { dataset: session.dataset, table: session.table });
-    if (!Number.isInteger(offset) || offset < 0 || offset > session.rows) return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} is beyond the ${session.rows} rows of the stream`);
-    const drop = takeFault(ctx.faults.readRowsDrops, () => true);
+    if (!Number.isInteger(offset) || offset < 0 || offset > streamRows) return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} is beyond the ${streamRows} rows of the stream`);
+    // A drop is spent only on a stream long enough to break after its batches.
+    const drop = takeFault(ctx.faults.readRowsDrops, (d) => streamRows - offset > d.afterBatches * ctx.batchRows);
     const cancelled = new Promise<void>((resolve) => call.once("cancelled", () => resolve()));
     let sent = 0;
     let batches = 0;
     await wh.withConnection(async (c) => {
       const select = session.columns.map((col) => `"${col.name.replaceAll('"', '""')}"`).join(", ");
-      const result = await c.stream(`SELECT ${select} FROM ${session.duckName}${session.where ? ` WHERE ${session.where}` : ""} OFFSET ${offset}`);
+      const streams = session.streamRows.length;
+      const where = [...(session.where ? [session.where] : []), ...(streams > 1 ? [`rowid % ${streams} = ${stream}`] : [])];
+      // rowid is fixed for a read-only table, so a resumed stream sees the same order.
+      const order = session.unordered ? "hash(rowid * 7919 + 13), rowid" : "rowid";
+      const result = await c.stream(`SELECT ${select} FROM ${session.duckName}${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY ${order} OFFSET ${offset}`);
       for (let chunk = await result.fetchChunk(); chunk && chunk.rowCount > 0; chunk = await result.fetchChunk()) {
         const columns = chunk.getColumns();
         for (let start = 0; start < chunk.rowCount; start += ctx.batchRows) {
@@ -247,7 +310,7 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
           const n = Math.min(ctx.batchRows, chunk.rowCount - start);
           const slice = columns.map((col) => col.slice(start, start + n));
           const batch = encodeBatch(session.schema, slice, n);
-          const progress = { atResponseStart: (offset + sent) / session.rows, atResponseEnd: (offset + sent + n) / session.rows };
+          const progress = { atResponseStart: (offset + sent) / streamRows, atResponseEnd: (offset + sent + n) / streamRows };
           const more = call.write({ arrowRecordBatch: { serializedRecordBatch: Buffer.from(batch), rowCount: String(n) }, rowCount: String(n), stats: { progress } });
           sent += n;
           batches++;
@@ -257,17 +320,19 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
       }
       entry.status = "OK";
       call.end();
-      if (session.dataset === RESULTS_DATASET && offset + sent === session.rows) ctx.resultRead(session.table);
+      if (session.dataset === RESULTS_DATASET && offset + sent === streamRows) ctx.resultRead(session.table);
     });
   }
 
   const server = new grpc.Server();
   server.addService(service, {
-    CreateReadSession: (call: grpc.ServerUnaryCall<Parameters<typeof createSession>[0], unknown>, callback: grpc.sendUnaryData<unknown>) => {
+    CreateReadSession: (call: grpc.ServerUnaryCall<CreateRequest, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const entry = log({ method: "CreateReadSession", status: "RUNNING", table: call.request.readSession?.table ?? "" });
-      createSession(call.request).then(
+      const cancelled = new Promise<void>((resolve) => call.once("cancelled", () => resolve()));
+      createSession(call.request, cancelled).then(
         (session) => {
           entry.status = "OK";
+          entry.streams = (session as { streams: unknown[] }).streams.length;
           callback(null, session);
         },
         (err: grpc.ServiceError) => {

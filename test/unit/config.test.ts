@@ -116,7 +116,7 @@ describe("parseConfig", () => {
       host,
     );
     expect(c.backend).toBe("gcp");
-    expect(c.gcp).toEqual({ project: "bqx-ml", location: "us-central1", bigqueryEndpoint: undefined, storageReadEndpoint: undefined, queryTimeoutMs: 90_000 });
+    expect(c.gcp).toEqual({ project: "bqx-ml", location: "us-central1", bigqueryEndpoint: undefined, storageReadEndpoint: undefined, queryTimeoutMs: 90_000, readRoute: "table" });
     expect(c.output).toEqual({ kind: "gcs", uri: "gs://bqx-ml-output/training", bucket: "bqx-ml-output", prefix: "training" });
     // Waiting on BigQuery is not CPU work: more tables in flight than threads.
     expect(c.extractConcurrency).toBe(32);
@@ -184,6 +184,16 @@ describe("parseConfig", () => {
     expect([loopback.gcp?.bigqueryEndpoint, loopback.gcp?.storageReadEndpoint, loopback.gcsEndpoint]).toEqual(["http://127.0.0.2:9050", "http://[::1]:9051", "http://localhost:9052"]);
     // Names that only look local are not: a DNS answer decides where they go.
     expect(problemsFor({ ...gcp, GCS_ENDPOINT: "http://localhost.example.com:9052", BIGQUERY_ENDPOINT: "http://127.0.0.1.nip.io:9050" })).toHaveLength(2);
+  });
+
+  it("reads tables through read sessions on them unless BQ_READ_ROUTE=query, and refuses any other value or BACKEND=local", () => {
+    const gcp = { TARGET_PAIR: "eurusd", BACKEND: "gcp", GCP_PROJECT: "bqx-ml", OUTPUT_URI: "gs://out" };
+    expect(parseConfig(gcp, host).gcp?.readRoute).toBe("table");
+    expect(parseConfig({ ...gcp, BQ_READ_ROUTE: "query" }, host).gcp?.readRoute).toBe("query");
+    expect(problemsFor({ ...gcp, BQ_READ_ROUTE: "jobs" })).toEqual([
+      'BQ_READ_ROUTE: expected "table" (Storage Read sessions on the tables themselves, no query jobs) or "query" (a query job per read) (got "jobs")',
+    ]);
+    expect(problemsFor({ TARGET_PAIR: "eurusd", BQ_READ_ROUTE: "query" })).toEqual(['BQ_READ_ROUTE: expected only with BACKEND=gcp (got "query")']);
   });
 
   it("refuses BigQuery endpoints on the local backend, where they would be ignored", () => {
