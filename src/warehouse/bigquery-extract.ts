@@ -9,7 +9,7 @@
 // Everything here awaits I/O, so one worker thread carries several reads at once (piscina's
 // concurrentTasksPerWorker) while BigQuery works.
 import { BigQuery } from "@google-cloud/bigquery";
-import { DataType, RecordBatchReader, TimeUnit } from "apache-arrow";
+import { DataType, MessageHeader, MessageReader, RecordBatchReader, TimeUnit } from "apache-arrow";
 import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
@@ -136,8 +136,15 @@ class FrameSink implements ReadSink {
   async onBatch(serializedBatch: Uint8Array, declaredRows: number): Promise<number> {
     if (!this.schema) throw new Error("record batch before the schema");
     const bytes = Buffer.from(serializedBatch);
+    // The rows from each message's header, the body's length checked; the columns are decoded
+    // once, by polars, when the frame is built.
+    const reader = new MessageReader(bytes);
     let decoded = 0;
-    for (const batch of RecordBatchReader.from(Buffer.concat([this.schema, bytes]))) decoded += batch.numRows;
+    for (let message = reader.readMessage(); message; message = reader.readMessage()) {
+      if (!message.isRecordBatch()) throw new Error(`a ReadRows response holds a ${MessageHeader[message.headerType]} message, expected record batches`);
+      if (reader.readMessageBody(message.bodyLength).byteLength !== message.bodyLength) throw new Error("a record batch is cut short");
+      decoded += message.header().length;
+    }
     if (declaredRows > 0 && decoded !== declaredRows) throw new Error(`a record batch holds ${decoded} rows but its response says ${declaredRows}`);
     this.batches.push(bytes);
     return decoded;

@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { ROOT, runJob, type JobRun } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
@@ -128,11 +128,7 @@ describe("bad input with BACKEND=gcp never reaches BigQuery or Cloud Storage", (
   });
   const gcpEnv = (extra: Record<string, string>) => ({
     TARGET_PAIR: PAIR,
-    BACKEND: "gcp",
-    GCP_PROJECT: bq.project,
-    BIGQUERY_ENDPOINT: bq.bigqueryEndpoint,
-    BIGQUERY_STORAGE_ENDPOINT: bq.storageEndpoint,
-    GCS_ENDPOINT: gcs.endpoint,
+    ...gcpStandInEnv(bq, gcs.endpoint, { location: false }),
     OUTPUT_URI: "gs://bqx-bad-input/out",
     WORK_DIR: path.join(dir, "gcp-work"),
     ...TINY_VALIDATION_ENV,

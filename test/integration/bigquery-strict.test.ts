@@ -11,7 +11,7 @@ import { DEFAULT_FEATURES_DATASET as F, DEFAULT_TARGETS_DATASET as T } from "../
 import { JobError } from "../../src/errors.ts";
 import { authClientForEndpoint } from "../../src/gcp/auth.ts";
 import { BigQueryWarehouse } from "../../src/warehouse/bigquery.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { runJob } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
@@ -188,11 +188,7 @@ describe("bigquery.jobs.create denied", () => {
 describe("the job against the strict stand-in", () => {
   const env = (s: StandIns, extra: Record<string, string> = {}) => ({
     TARGET_PAIR: PAIR,
-    BACKEND: "gcp",
-    GCP_PROJECT: s.project,
-    BIGQUERY_ENDPOINT: s.bigqueryEndpoint,
-    BIGQUERY_STORAGE_ENDPOINT: s.storageEndpoint,
-    GCS_ENDPOINT: gcs.endpoint,
+    ...gcpStandInEnv(s, gcs.endpoint, { location: false }),
     OUTPUT_URI: `gs://bqx-strict/${s.project}`,
     WORK_DIR: path.join(dir, `work-${s.project}`),
     ...TINY_VALIDATION_ENV,

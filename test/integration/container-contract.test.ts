@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFooterSummary } from "../../src/parquet/footer.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { buildRuntimeImage, installSize, runEntrypoint, type RuntimeImage } from "../support/container.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { ROOT } from "../support/run-job.ts";
@@ -105,12 +105,7 @@ describe("the runtime image's entrypoint", () => {
       const { WAREHOUSE: _local, ...env } = localEnv("gcp");
       const run = await runEntrypoint(image, {
         ...env,
-        BACKEND: "gcp",
-        GCP_PROJECT: bq.project,
-        BQ_LOCATION: bq.location,
-        BIGQUERY_ENDPOINT: bq.bigqueryEndpoint,
-        BIGQUERY_STORAGE_ENDPOINT: bq.storageEndpoint,
-        GCS_ENDPOINT: gcs.endpoint,
+        ...gcpStandInEnv(bq, gcs.endpoint),
         OUTPUT_URI: `gs://${OUTPUT_BUCKET}/contract`,
       });
       expect(run.stderr).toBe("");

@@ -13,7 +13,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FEATURES_DATASET as F } from "../../src/constants.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
@@ -105,10 +105,7 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s", (backend) => {
     if (backend === "gcp") {
       const bq = await startBigQueryStandIns({ warehouse: file });
       standIns.push(bq);
-      source = {
-        BACKEND: "gcp", GCP_PROJECT: bq.project, BQ_LOCATION: bq.location, BIGQUERY_ENDPOINT: bq.bigqueryEndpoint, BIGQUERY_STORAGE_ENDPOINT: bq.storageEndpoint,
-        GCS_ENDPOINT: gcs.endpoint, OUTPUT_URI: `gs://${OUTPUT}/${backend}-${name}`,
-      };
+      source = { ...gcpStandInEnv(bq, gcs.endpoint), OUTPUT_URI: `gs://${OUTPUT}/${backend}-${name}` };
     }
     return runJob({ TARGET_PAIR: PAIR, WORK_DIR: path.join(root, "work"), MAX_WORKERS: "2", ...TINY_VALIDATION_ENV, ...source, ...extra });
   }

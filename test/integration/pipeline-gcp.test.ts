@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { sampleTables } from "../../src/sample/spec.ts";
 import { schemaSha256 } from "../../src/parquet/index.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { startJob, waitFor } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
@@ -43,12 +43,7 @@ const messages = (run: JobRun) => run.lines.map((l) => String(l.message));
 function gcpEnv(name: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     TARGET_PAIR: PAIR,
-    BACKEND: "gcp",
-    GCP_PROJECT: bq.project,
-    BQ_LOCATION: bq.location,
-    BIGQUERY_ENDPOINT: bq.bigqueryEndpoint,
-    BIGQUERY_STORAGE_ENDPOINT: bq.storageEndpoint,
-    GCS_ENDPOINT: gcs.endpoint,
+    ...gcpStandInEnv(bq, gcs.endpoint),
     OUTPUT_URI: `gs://${OUTPUT}/${name}`,
     WORK_DIR: path.join(dir, name, "work"),
     MIN_ROWS: "100",

@@ -13,7 +13,7 @@ import type { SliceBounds, TableQuery } from "../../src/extract/task.ts";
 import { closeWorkerClients } from "../../src/warehouse/bigquery.ts";
 import { readBigQueryRows } from "../../src/warehouse/bigquery-extract.ts";
 import type { GcpTaskSettings } from "../../src/warehouse/port.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { buildSmallSample, sha256 } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
@@ -107,12 +107,7 @@ describe("keys without a time zone", () => {
       gcs = await startGcsStandIn({ buckets: [OUTPUT] });
       const run = await runJob({
         TARGET_PAIR: PAIR,
-        BACKEND: "gcp",
-        GCP_PROJECT: bq.project,
-        BQ_LOCATION: bq.location,
-        BIGQUERY_ENDPOINT: bq.bigqueryEndpoint,
-        BIGQUERY_STORAGE_ENDPOINT: bq.storageEndpoint,
-        GCS_ENDPOINT: gcs.endpoint,
+        ...gcpStandInEnv(bq, gcs.endpoint),
         OUTPUT_URI: `gs://${OUTPUT}/naive`,
         WORK_DIR: path.join(dir, "gcp", "work"),
         MIN_ROWS: "100",

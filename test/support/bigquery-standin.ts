@@ -471,6 +471,21 @@ class RestStandIn {
 }
 
 /** Starts the REST and Storage Read stand-ins on 127.0.0.1 over `opts.warehouse`. */
+/**
+ * The job's variables that point BACKEND=gcp at these stand-ins (and at a Cloud Storage stand-in
+ * at `gcsEndpoint`); `location: false` leaves BQ_LOCATION unset, for BigQuery to infer.
+ */
+export function gcpStandInEnv(s: Pick<StandIns, "project" | "location" | "bigqueryEndpoint" | "storageEndpoint">, gcsEndpoint: string, opts: { location?: boolean } = {}): Record<string, string> {
+  return {
+    BACKEND: "gcp",
+    GCP_PROJECT: s.project,
+    ...(opts.location === false ? {} : { BQ_LOCATION: s.location }),
+    BIGQUERY_ENDPOINT: s.bigqueryEndpoint,
+    BIGQUERY_STORAGE_ENDPOINT: s.storageEndpoint,
+    GCS_ENDPOINT: gcsEndpoint,
+  };
+}
+
 export async function startBigQueryStandIns(opts: StandInOptions): Promise<StandIns> {
   const project = opts.project ?? "bqx-standin";
   const location = opts.location ?? "US";
