@@ -56,9 +56,18 @@ async function discover(ctx: StageContext): Promise<{ discovery: Discovery; rows
     warehouse.tableVersions(config.featuresDataset, discovery.features.map((t) => t.table), range),
     warehouse.tableVersions(config.targetsDataset, [discovery.target.table], range),
   ]);
-  discovery.target.version = targetVersions.get(discovery.target.table);
-  for (const t of discovery.features) t.version = featureVersions.get(t.table);
+  discovery.target.version = targetVersions.get(discovery.target.table)?.version;
+  for (const t of discovery.features) t.version = featureVersions.get(t.table)?.version;
   log.info({ tables: discovery.features.length + 1, seconds: (ctx.now() - started) / 1000 }, `read the versions of ${discovery.features.length + 1} tables in ${((ctx.now() - started) / 1000).toFixed(1)} s`);
+  // What the reads will scan, before any is made, where the warehouse tells (BigQuery).
+  const sizes = [...featureVersions.values(), ...targetVersions.values()].map((v) => v.bytes);
+  if (sizes.length > 0 && sizes.every((b) => b !== undefined)) {
+    const bytes = sizes.reduce((n: number, b) => n + b!, 0);
+    log.info(
+      { bytesToScanAtMost: bytes },
+      `the reads will scan at most ${formatBytes(bytes)} (the ${sizes.length} tables' logical bytes in INFORMATION_SCHEMA.PARTITIONS; each read session reports its own estimate, summed when extraction ends)`,
+    );
+  }
   for (const skip of discovery.skipped) log.warn({ table: `${skip.dataset}.${skip.table}`, reason: skip.reason }, `skipping ${skip.table}: ${skip.reason}`);
   log.info(
     { featureTables: discovery.features.length, skipped: discovery.skipped.length, columns: discovery.columnCount },

@@ -10,7 +10,7 @@ import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts
 import { withRetry } from "../gcp/retry.ts";
 import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
 import { fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
-import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type TableInfo, type Warehouse } from "./port.ts";
+import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;
@@ -103,10 +103,10 @@ export class BigQueryWarehouse implements Warehouse {
    * whole table counts, not only the date range: a rewrite elsewhere re-extracts needlessly, which
    * is safe. An empty partitioned table has no row and no version.
    */
-  async tableVersions(dataset: string, tables: readonly string[], _range: DateRange): Promise<Map<string, string>> {
+  async tableVersions(dataset: string, tables: readonly string[], _range: DateRange): Promise<Map<string, TableVersion>> {
     const ds = quoteBigQueryIdent(`${this.project}.${dataset}`);
-    const sql = `SELECT table_name, MAX(last_modified_time) AS last_modified_time FROM ${ds}.INFORMATION_SCHEMA.PARTITIONS WHERE table_name IN UNNEST(@tables) GROUP BY table_name`;
-    const versions = new Map<string, string>();
+    const sql = `SELECT table_name, MAX(last_modified_time) AS last_modified_time, SUM(total_logical_bytes) AS total_logical_bytes FROM ${ds}.INFORMATION_SCHEMA.PARTITIONS WHERE table_name IN UNNEST(@tables) GROUP BY table_name`;
+    const versions = new Map<string, TableVersion>();
     // (An empty list would also be refused by the client: it cannot infer an empty array's type.)
     for (let i = 0; i < tables.length; i += PARTITIONS_TABLES_PER_QUERY) {
       const chunk = tables.slice(i, i + PARTITIONS_TABLES_PER_QUERY);
@@ -116,7 +116,8 @@ export class BigQueryWarehouse implements Warehouse {
         if (modified === null || modified === undefined) continue;
         // The client returns TIMESTAMP as a BigQueryTimestamp ({ value: ISO string }).
         const iso = typeof modified === "object" && "value" in modified ? String((modified as { value: unknown }).value) : String(modified);
-        versions.set(String(row.table_name), `modified=${iso}`);
+        const bytes = Number(row.total_logical_bytes);
+        versions.set(String(row.table_name), { version: `modified=${iso}`, ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}) });
       }
     }
     return versions;

@@ -8,7 +8,7 @@ import { withRetry } from "../gcp/retry.ts";
 import type { Logger } from "../log.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import { DUCKDB_KEY_TYPES, type DateRange, type TableInfo, type Warehouse } from "./port.ts";
+import { DUCKDB_KEY_TYPES, type DateRange, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -164,8 +164,8 @@ export class DuckDBWarehouse implements Warehouse {
     return [...byTable.values()];
   }
 
-  async tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, string>> {
-    const versions = new Map<string, string>();
+  async tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
+    const versions = new Map<string, TableVersion>();
     let next = 0;
     const lane = async (): Promise<void> => {
       const connection = await this.instance.connect();
@@ -180,7 +180,7 @@ export class DuckDBWarehouse implements Warehouse {
           // rate is 0.5, would fail most runs; the two listing queries exercise the retries.
           const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
           const [n, h] = reader.getRowsJS()[0] ?? [0, null];
-          versions.set(table, `rows=${String(n)};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}`);
+          versions.set(table, { version: `rows=${String(n)};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });
         }
       } finally {
         connection.closeSync();

@@ -35,6 +35,12 @@ export interface KeyTypes {
 export const DUCKDB_KEY_TYPES: KeyTypes = { utc: ["TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"], zoneless: ["TIMESTAMP", "DATETIME"] };
 export const BIGQUERY_KEY_TYPES: KeyTypes = { utc: ["TIMESTAMP"], zoneless: ["DATETIME"] };
 
+export interface TableVersion {
+  version: string;
+  /** The table's logical bytes where the warehouse tells (BigQuery: INFORMATION_SCHEMA.PARTITIONS), at most what reading all of it scans. */
+  bytes?: number;
+}
+
 export interface Warehouse {
   /** How this warehouse names timestamp types (discovery classifies every table's key with them). */
   readonly keyTypes: KeyTypes;
@@ -48,7 +54,7 @@ export interface Warehouse {
    * Part fingerprints cover it, so a table rebuilt under the same name is extracted again.
    * A table the warehouse cannot version (an empty partitioned table) is absent from the map.
    */
-  tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, string>>;
+  tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>>;
   close(): Promise<void>;
 }
 

@@ -301,6 +301,11 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(manifest.run.bigqueryReads).toMatchObject({ tableReads: FEATURES + 1, queryJobs: 0, streams: streamsRead.size });
     expect(manifest.run.bigqueryReads.estimatedBytesScanned).toBeGreaterThan(0);
     expect(run.lines.find((l) => l.stage === "extract" && l.estimatedBytesScanned !== undefined)?.estimatedBytesScanned).toBe(manifest.run.bigqueryReads.estimatedBytesScanned);
+    // Before any read, the plan says what the reads will scan at most: the tables' logical bytes.
+    const planned = run.lines.find((l) => /^the reads will scan at most /.test(String(l.message)));
+    expect(planned, "the plan's bytes line").toBeDefined();
+    expect(run.lines.indexOf(planned!)).toBeLessThan(run.lines.findIndex((l) => /^extraction pool: /.test(String(l.message))));
+    expect(planned!.bytesToScanAtMost as number).toBeGreaterThanOrEqual(manifest.run.bigqueryReads.estimatedBytesScanned);
   }, 90_000);
 
   it.each([

@@ -65,7 +65,7 @@ describe("the DuckDB signature", () => {
     const version = async () => {
       const wh = await DuckDBWarehouse.open(file);
       try {
-        return (await wh.tableVersions(F, ["t"], range)).get("t");
+        return (await wh.tableVersions(F, ["t"], range)).get("t")?.version;
       } finally {
         await wh.close();
       }

@@ -172,7 +172,10 @@ export class StandInWarehouse {
       datasets.add(dataset ?? "");
       const where = `table_catalog = ${lit(WAREHOUSE_CATALOG)} AND table_schema = ${lit(dataset ?? "")}`;
       if (view.toUpperCase() === "PARTITIONS") {
-        return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, NULL::VARCHAR AS partition_id, ${this.modifiedCase(dataset ?? "")} AS last_modified_time FROM information_schema.tables WHERE ${where} AND table_type = 'BASE TABLE')`;
+        // total_logical_bytes: the rows times the columns' widths (what the Storage Read stand-in estimates for all columns).
+        const rows = `(SELECT d.estimated_size FROM duckdb_tables() d WHERE d.database_name = ${lit(WAREHOUSE_CATALOG)} AND d.schema_name = t.table_schema AND d.table_name = t.table_name)`;
+        const width = `(SELECT sum(CASE c.data_type WHEN 'BOOLEAN' THEN 1 WHEN 'VARCHAR' THEN 16 ELSE 8 END) FROM information_schema.columns c WHERE c.table_catalog = ${lit(WAREHOUSE_CATALOG)} AND c.table_schema = t.table_schema AND c.table_name = t.table_name)`;
+        return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, NULL::VARCHAR AS partition_id, ${this.modifiedCase(dataset ?? "")} AS last_modified_time, (${rows} * ${width})::BIGINT AS total_logical_bytes FROM information_schema.tables t WHERE ${where} AND table_type = 'BASE TABLE')`;
       }
       if (view.toUpperCase() === "TABLES") {
         return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, table_type FROM information_schema.tables WHERE ${where})`;
