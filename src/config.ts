@@ -7,6 +7,7 @@ import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET } from "./constants.t
 import { ConfigError } from "./errors.ts";
 import { selectTaskPairs } from "./fanout.ts";
 import { isLoopbackHost } from "./loopback.ts";
+import { SCHEMA_CHANGE_POLICIES, type SchemaChangePolicy } from "./schema-change.ts";
 import { defaultMemoryBudget, detectCpus, detectMemoryLimit, type Detected } from "./resources.ts";
 import { formatBytes, parseDuration, parseSize } from "./units.ts";
 
@@ -69,6 +70,8 @@ export interface Config {
   memoryLimitSource: string;
   minRows: number;
   minColumns: number;
+  /** SCHEMA_CHANGE: what a file whose columns or tables differ from the published one's does (allow, warn: publish; fail: keep the old file, exit 1). */
+  schemaChange: SchemaChangePolicy;
   /** FAULT_RATE/FAULT_SEED: transient faults injected into warehouse and local bucket calls (BACKEND=local, testing only). */
   faults: { rate: number; seed: number } | undefined;
   /** FAULT_CORRUPT_UPLOADS: the local bucket flips a byte in every copy it makes (testing only). */
@@ -103,6 +106,7 @@ export const DEFAULTS = Object.freeze({
   DATE_TO: "2024-12-31",
   MIN_ROWS: 100_000,
   MIN_COLUMNS: 10_000,
+  SCHEMA_CHANGE: "warn",
 });
 
 const PROJECT_ID = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
@@ -261,6 +265,12 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   const minRows = positiveInt("MIN_ROWS") ?? DEFAULTS.MIN_ROWS;
   const minColumns = positiveInt("MIN_COLUMNS") ?? DEFAULTS.MIN_COLUMNS;
 
+  const schemaChangeRaw = (raw("SCHEMA_CHANGE") ?? DEFAULTS.SCHEMA_CHANGE).toLowerCase();
+  if (!(SCHEMA_CHANGE_POLICIES as readonly string[]).includes(schemaChangeRaw)) {
+    problem("SCHEMA_CHANGE", "allow, warn or fail (what to do when the columns or tables differ from the published file's)", raw("SCHEMA_CHANGE"));
+  }
+  const schemaChange = (SCHEMA_CHANGE_POLICIES as readonly string[]).includes(schemaChangeRaw) ? (schemaChangeRaw as SchemaChangePolicy) : "warn";
+
   let memoryBudgetBytes = defaultMemoryBudget(host.memoryLimit.value);
   let memoryBudgetSource = `a quarter of ${formatBytes(host.memoryLimit.value)} from ${host.memoryLimit.source}`;
   const budgetRaw = raw("MEMORY_BUDGET");
@@ -353,6 +363,7 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     memoryLimitSource: host.memoryLimit.source,
     minRows,
     minColumns,
+    schemaChange,
     faults: faults ? Object.freeze(faults) : undefined,
     corruptUploads,
     logLevel: levelRaw as LogLevel,
@@ -391,6 +402,7 @@ export function effectiveConfig(config: Config): Record<string, unknown> {
     MEMORY_BUDGET: config.memoryBudgetBytes,
     MIN_ROWS: config.minRows,
     MIN_COLUMNS: config.minColumns,
+    SCHEMA_CHANGE: config.schemaChange,
     ...(config.faults ? { FAULT_RATE: config.faults.rate, FAULT_SEED: config.faults.seed } : {}),
     ...(config.corruptUploads ? { FAULT_CORRUPT_UPLOADS: true } : {}),
     LOG_LEVEL: config.logLevel,

@@ -7,6 +7,7 @@ import type { Logger } from "../src/log.ts";
 import type { Layout as FileLayout } from "../src/parts/assemble.ts";
 import type { RowGroupPlan } from "../src/parts/plan.ts";
 import type { StagedPart } from "../src/parts/store.ts";
+import type { SchemaChange } from "../src/schema-change.ts";
 import type { ValidationReport } from "../src/validation.ts";
 import type { Warehouse } from "../src/warehouse/port.ts";
 
@@ -48,6 +49,8 @@ export interface RunState {
   /** The file's layout and merged footer (merge), checked by validate, composed by upload. */
   assembly?: { layout: FileLayout; footerBytesEstimate: number };
   validation?: ValidationReport;
+  /** How the file differs from the published one's manifest (upload, before publishing); recorded in the run record. */
+  schemaChange?: SchemaChange;
   uploaded?: { training: ObjectInfo & { uri: string }; manifest: PutResult; composeCalls: number; predictedCrc32c: string };
   durations: Record<string, number>;
 }

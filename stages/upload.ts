@@ -5,7 +5,8 @@
 // generation precondition on what was there, so a good file is never replaced by an unverified
 // one. The manifest object follows: the footer's manifest, the run's record (times, execution,
 // settings, reused parts) and the file's size, CRC32C and generation, so the file and its manifest
-// can never disagree about the content.
+// can never disagree about the content. Before any of it, the file's schema is compared with the
+// published file's manifest (stages/schema-check.ts, SCHEMA_CHANGE).
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { crc32c } from "@node-rs/crc32";
@@ -15,7 +16,9 @@ import { JobError } from "../src/errors.ts";
 import { manifestObjectName, trainingObjectName } from "../src/layout.ts";
 import { composeFile, footerObject } from "../src/parts/assemble.ts";
 import { schemaSha256OfFooter } from "../src/parquet/index.ts";
+import { fileSchema } from "../src/schema-change.ts";
 import { formatBytes } from "../src/units.ts";
+import { checkSchemaChange } from "./schema-check.ts";
 import type { Stage, StageContext } from "./types.ts";
 
 export const MANIFEST_VERSION = 2;
@@ -63,6 +66,7 @@ function runRecord(ctx: StageContext): Record<string, unknown> {
     // Versions differ between warehouses for the same rows, so they live here, not in the footer.
     tables: state.extraction!.tables.map((t) => ({ table: t.table, version: t.version, parts: t.parts, reusedParts: t.reusedParts })),
     ...(state.extraction!.reads ? { bigqueryReads: state.extraction!.reads } : {}),
+    ...(state.schemaChange ? { schemaChange: state.schemaChange } : {}),
     config: effectiveConfig(config),
   };
 }
@@ -73,6 +77,9 @@ export const uploadStage: Stage = {
     const { config, state, bucket, log } = ctx;
     const { assembly, validation } = state;
     if (!assembly || !validation?.ok) throw new JobError("refusing to publish: the file has not passed validation", { reason: "not-validated" });
+    // Before anything is composed: with SCHEMA_CHANGE=fail a changed schema stops the run here.
+    const schema = fileSchema(assembly.layout.parts);
+    state.schemaChange = await checkSchemaChange(ctx, { rows: validation.rows, schema });
     const manifest = contentManifest(ctx);
     const footer = footerObject(assembly.layout, { "bqx.pair": config.pair, "bqx.tables": String(state.extraction!.tables.length), [MANIFEST_KEY]: JSON.stringify(manifest) });
     const thrift = footer.subarray(0, footer.length - 8);
@@ -118,6 +125,8 @@ export const uploadStage: Stage = {
 
     const record = {
       ...manifest,
+      // Kept out of the footer (the file's own schema says it): here so the next run can compare.
+      schema,
       run: runRecord(ctx),
       file: { object: name, uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, componentCount: published.componentCount ?? null, schemaSha256: schemaHash },
     };

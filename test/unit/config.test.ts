@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseConfig, type HostFacts } from "../../src/config.ts";
+import { effectiveConfig, parseConfig, type HostFacts } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 
 const host: HostFacts = {
@@ -37,6 +37,20 @@ describe("parseConfig", () => {
     expect(c.rowLimit).toBeUndefined();
     expect(c.logFormat).toBe("json");
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("compares schemas with SCHEMA_CHANGE=warn unless told otherwise, and records the policy", () => {
+    expect(parseConfig({ TARGET_PAIR: "eurusd" }, host).schemaChange).toBe("warn");
+    for (const policy of ["allow", "warn", "fail"] as const) {
+      const c = parseConfig({ TARGET_PAIR: "eurusd", SCHEMA_CHANGE: policy }, host);
+      expect(c.schemaChange).toBe(policy);
+      expect(effectiveConfig(c).SCHEMA_CHANGE).toBe(policy);
+    }
+    expect(parseConfig({ TARGET_PAIR: "eurusd", SCHEMA_CHANGE: " FAIL " }, host).schemaChange).toBe("fail");
+  });
+
+  it.each(["strict", "error", "true", "warning"])("refuses SCHEMA_CHANGE=%s in one line naming the accepted values", (value) => {
+    expect(problemsFor({ TARGET_PAIR: "eurusd", SCHEMA_CHANGE: value })).toEqual([`SCHEMA_CHANGE: expected allow, warn or fail (what to do when the columns or tables differ from the published file's) (got ${JSON.stringify(value)})`]);
   });
 
   it("refuses a missing TARGET_PAIR instead of defaulting to one", () => {
