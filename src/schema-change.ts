@@ -29,6 +29,8 @@ export interface SchemaChange {
   retyped: Retyped[];
   tablesAdded: string[];
   tablesRemoved: string[];
+  /** Set when the manifest describes another generation than the file in the bucket (a run that published but died before its manifest): compared with the manifest all the same. */
+  staleManifest?: string;
   /** This file's rows minus the previous file's; null when there is nothing to compare with. */
   rowsChange: number | null;
 }
@@ -128,5 +130,6 @@ export function describeSchemaChange(change: SchemaChange): string {
   if (parts.length === 0) parts.push("no columns or tables changed");
   if (change.rowsChange !== null) parts.push(`rows ${change.rowsChange >= 0 ? "+" : ""}${change.rowsChange}`);
   if (change.notCompared) parts.push(change.notCompared);
+  if (change.staleManifest) parts.push(change.staleManifest);
   return parts.join("; ");
 }

@@ -32,23 +32,28 @@ export async function checkSchemaChange(ctx: StageContext, current: { rows: numb
   const { config, bucket, log } = ctx;
   const policy = config.schemaChange;
   const uri = `${bucket.location.replace(/\/+$/, "")}/${trainingObjectName(config.pair)}`;
+  const published = await bucket.stat(trainingObjectName(config.pair));
   const previous = await previousManifest(ctx);
   let change: SchemaChange;
   if (previous && "unreadable" in previous) {
     change = { ...compareSchemas(policy, current, undefined), notCompared: `the previous manifest cannot be read (${previous.unreadable}): nothing compared` };
   } else {
     change = compareSchemas(policy, current, previous);
-    if (!previous && (await bucket.stat(trainingObjectName(config.pair)))) change.notCompared = "the file in the bucket has no manifest: nothing compared";
+    if (!previous && published) change.notCompared = "the file in the bucket has no manifest: nothing compared";
+    const described = change.previous?.generation;
+    if (published?.generation && described && described !== published.generation) {
+      change.staleManifest = `the manifest describes generation ${described}, the file in the bucket is generation ${published.generation} (a run published it but not its manifest): compared with that manifest`;
+    }
   }
   const summary = describeSchemaChange(change);
-  const fields = { schemaChange: policy, added: change.added.length, removed: change.removed.length, retyped: change.retyped.length, tablesAdded: change.tablesAdded.length, tablesRemoved: change.tablesRemoved.length, rowsChange: change.rowsChange, previousGeneration: change.previous?.generation ?? null };
+  const fields = { schemaChange: policy, added: change.added.length, removed: change.removed.length, retyped: change.retyped.length, tablesAdded: change.tablesAdded.length, tablesRemoved: change.tablesRemoved.length, rowsChange: change.rowsChange, previousGeneration: published?.generation ?? null };
   if (!hasDrift(change)) {
     const what = !change.previous ? "schema not compared" : change.notCompared ? `schema compared in part with the published ${uri}` : `schema unchanged since the published ${uri}`;
     log.info(fields, `${what}: ${summary}`);
     return change;
   }
   if (policy === "fail") {
-    throw new JobError(`schema changed since the published ${uri}${change.previous?.generation ? ` (generation ${change.previous.generation})` : ""}: ${summary}; SCHEMA_CHANGE=fail, so it is kept with its manifest and nothing was published`, {
+    throw new JobError(`schema changed since the published ${uri}${published?.generation ? ` (generation ${published.generation})` : ""}: ${summary}; SCHEMA_CHANGE=fail, so it is kept with its manifest and nothing was published`, {
       reason: "schema-change",
       fix: "if the warehouse change is intended, run again with SCHEMA_CHANGE=warn or SCHEMA_CHANGE=allow (the staged parts are reused); otherwise restore the tables in the warehouse",
     });

@@ -3,14 +3,17 @@
 // SCHEMA_CHANGE policy: allow and warn publish (at info, with one warning), fail keeps the previous
 // file, its metadata and manifest byte for byte and exits 1 naming every difference.
 import { createHash } from "node:crypto";
-import { copyFile, cp, readFile, readdir, rm, mkdtemp, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runJob, type JobRun } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
 
+const execFileAsync = promisify(execFile);
 const PAIR = "eurusd";
 const F = "bqx_ml_v3_features_v2";
 const MANIFEST = `training_${PAIR}.manifest.json`;
@@ -56,7 +59,9 @@ const envFor = (name: string, warehouse: string, extra: Record<string, string> =
 async function rebuild(name: string, sql: readonly string[], extra: Record<string, string> = {}, prepare?: (bucket: string) => Promise<void>) {
   const warehouse = await warehouseWith(name, sql);
   const bucket = path.join(dir, name, "bucket");
-  await cp(firstBucket, bucket, { recursive: true, preserveTimestamps: true });
+  await mkdir(path.dirname(bucket), { recursive: true });
+  // cp -a keeps mtimes to the nanosecond, so the local bucket's generations (fs.cp rounds to ms).
+  await execFileAsync("cp", ["-a", firstBucket, bucket]);
   await prepare?.(bucket);
   const before = await snapshot(bucket);
   const run = await runJob(envFor(name, warehouse, extra));
@@ -64,14 +69,15 @@ async function rebuild(name: string, sql: readonly string[], extra: Record<strin
   return { run, bucket, before, manifest, line: (pattern: RegExp) => run.lines.find((l) => pattern.test(String(l.message))) };
 }
 
-/** SHA-256 of every published object and sidecar (the staging prefix aside). */
+/** SHA-256 and mtime (the local bucket's generation) of every published object and sidecar (the staging prefix aside). */
 async function snapshot(bucket: string): Promise<Record<string, string>> {
   const files = (await readdir(bucket, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
   const out: Record<string, string> = {};
   for (const e of files) {
     const rel = path.relative(bucket, path.join(e.parentPath, e.name));
     if (rel.startsWith("_staging") || rel.startsWith(path.join(".bqx-meta", "_staging"))) continue;
-    out[rel] = createHash("sha256").update(await readFile(path.join(bucket, rel))).digest("hex");
+    const mtimeNs = (await stat(path.join(bucket, rel), { bigint: true })).mtimeNs;
+    out[rel] = `${createHash("sha256").update(await readFile(path.join(bucket, rel))).digest("hex")} ${mtimeNs}`;
   }
   return out;
 }
@@ -151,6 +157,20 @@ describe("SCHEMA_CHANGE", () => {
     expect(again.lines.some((l) => /reusing \d+ parts staged by an earlier attempt/.test(String(l.message)))).toBe(true);
     expect(again.lines.find((l) => /schema changed/.test(String(l.message)))?.severity).toBe("WARNING");
   }, 90_000);
+
+  it("a manifest left from before the file in the bucket (its run died before writing it) is compared with, and the log says so", async () => {
+    const olderManifest = async (bucket: string) => {
+      const file = path.join(bucket, MANIFEST);
+      const old = JSON.parse(await readFile(file, "utf8"));
+      await writeFile(file, JSON.stringify({ ...old, file: { ...old.file, generation: "1" } }));
+    };
+    const { run, line, manifest } = await rebuild("stale-manifest", CHANGES.added, {}, olderManifest);
+    expect(run.code).toBe(0);
+    const fileGeneration = JSON.parse(await readFile(path.join(firstBucket, MANIFEST), "utf8")).file.generation;
+    expect(line(/schema changed/)).toMatchObject({ severity: "WARNING", previousGeneration: fileGeneration });
+    expect(String(line(/schema changed/)?.message)).toContain(`the manifest describes generation 1, the file in the bucket is generation ${fileGeneration}`);
+    expect(manifest.run.schemaChange).toMatchObject({ added: ["var_agg_bqx_eur_extra"], staleManifest: expect.stringContaining("generation 1") });
+  }, 60_000);
 
   it("a previous manifest without a schema: columns are not compared (logged), tables and rows still are", async () => {
     const stripSchema = async (bucket: string) => {
