@@ -53,11 +53,11 @@ export function fileSchema(parts: ReadonlyArray<{ table: number; label: string; 
 export interface PreviousManifest {
   rows?: unknown;
   columns?: unknown;
-  schema?: unknown;
   tables?: { target?: { table?: unknown }; features?: Array<{ table?: unknown }> };
   query?: { FEATURES_DATASET?: unknown; TARGETS_DATASET?: unknown };
   run?: { createdAt?: unknown };
-  file?: { generation?: unknown };
+  /** `file.schema`: each table's columns and types (absent from manifests written before it). */
+  file?: { generation?: unknown; schema?: unknown };
 }
 
 const isSchema = (v: unknown): v is FileSchema =>
@@ -76,7 +76,7 @@ export function compareSchemas(policy: SchemaChangePolicy, current: { rows: numb
   const before = { rows: num(previous.rows), columns: num(previous.columns), generation: str(previous.file?.generation), createdAt: str(previous.run?.createdAt) };
   const rowsChange = before.rows === null ? null : current.rows - before.rows;
   const tablesNow = Object.keys(current.schema);
-  if (!isSchema(previous.schema)) {
+  if (!isSchema(previous.file?.schema)) {
     // Manifests name tables `<dataset>.<table>` (a name with a '.' is refused at discovery); should
     // one name a bare table, its query settings give the dataset.
     const label = (dataset: unknown, table: unknown) => (typeof table !== "string" ? [] : [table.includes(".") || typeof dataset !== "string" ? table : `${dataset}.${table}`]);
@@ -92,7 +92,7 @@ export function compareSchemas(policy: SchemaChangePolicy, current: { rows: numb
       rowsChange,
     };
   }
-  const old = previous.schema;
+  const old = previous.file.schema;
   const columnsOf = (s: FileSchema) => new Map(Object.entries(s).flatMap(([table, cols]) => Object.entries(cols).map(([column, type]) => [column, { table, type }] as const)));
   const was = columnsOf(old);
   const now = columnsOf(current.schema);

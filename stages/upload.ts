@@ -125,10 +125,10 @@ export const uploadStage: Stage = {
 
     const record = {
       ...manifest,
-      // Kept out of the footer (the file's own schema says it): here so the next run can compare.
-      schema,
       run: runRecord(ctx),
-      file: { object: name, uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, componentCount: published.componentCount ?? null, schemaSha256: schemaHash },
+      // The file's identity, and its schema by table so the next run can compare (kept out of the
+      // footer: the file's own schema says it there).
+      file: { object: name, uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, componentCount: published.componentCount ?? null, schemaSha256: schemaHash, schema },
     };
     const manifestFile = await (async () => {
       await mkdir(ctx.layout.root, { recursive: true });

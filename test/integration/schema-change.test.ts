@@ -98,9 +98,9 @@ afterAll(async () => {
 describe("SCHEMA_CHANGE", () => {
   it("records each table's columns and types in the manifest, and a first build as nothing to compare", async () => {
     const manifest = JSON.parse(await readFile(path.join(firstBucket, MANIFEST), "utf8"));
-    expect(manifest.schema[`${F}.tri_agg_bqx_eur_usd_gbp`]).toEqual({ tri_agg_bqx_eur_usd_gbp_spread: "DOUBLE", tri_agg_bqx_eur_usd_gbp_phase: "INT64" });
-    expect(manifest.schema[`bqx_ml_v3_analytics_v2.targets_${PAIR}`].interval_time).toMatch(/^INT64 TIMESTAMP\(MICROS,UTC\)$/);
-    expect(Object.values(manifest.schema).reduce((n: number, cols) => n + Object.keys(cols as object).length, 0)).toBe(manifest.columns);
+    expect(manifest.file.schema[`${F}.tri_agg_bqx_eur_usd_gbp`]).toEqual({ tri_agg_bqx_eur_usd_gbp_spread: "DOUBLE", tri_agg_bqx_eur_usd_gbp_phase: "INT64" });
+    expect(manifest.file.schema[`bqx_ml_v3_analytics_v2.targets_${PAIR}`].interval_time).toMatch(/^INT64 TIMESTAMP\(MICROS,UTC\)$/);
+    expect(Object.values(manifest.file.schema).reduce((n: number, cols) => n + Object.keys(cols as object).length, 0)).toBe(manifest.columns);
     expect(manifest.run.schemaChange).toMatchObject({ policy: "warn", previous: null, notCompared: "no previous file in the bucket (first build)", added: [], rowsChange: null });
     expect(manifest.run.config.SCHEMA_CHANGE).toBe("warn");
     expect(first.lines.find((l) => /schema not compared: .*first build/.test(String(l.message)))?.severity).toBe("INFO");
@@ -122,7 +122,7 @@ describe("SCHEMA_CHANGE", () => {
     expect(manifest.run.schemaChange).toMatchObject({ policy: "allow", added: ["var_agg_bqx_eur_extra"], removed: [], retyped: [], rowsChange: 0 });
     const previous = JSON.parse(await readFile(path.join(firstBucket, MANIFEST), "utf8"));
     expect(manifest.run.schemaChange.previous).toMatchObject({ rows: previous.rows, columns: previous.columns, generation: previous.file.generation, createdAt: previous.run.createdAt });
-    expect(manifest.schema[`${F}.var_agg_bqx_eur`].var_agg_bqx_eur_extra).toBe("DOUBLE");
+    expect(manifest.file.schema[`${F}.var_agg_bqx_eur`].var_agg_bqx_eur_extra).toBe("DOUBLE");
     expect((await snapshot(bucket))[FILE]).not.toBe(before[FILE]);
   }, 60_000);
 
@@ -133,7 +133,7 @@ describe("SCHEMA_CHANGE", () => {
     expect(warning?.severity).toBe("WARNING");
     expect(String(warning?.message)).toMatch(/1 tables removed \(bqx_ml_v3_features_v2\.mom_bqx_eurusd\); 1 columns removed \(mom_bqx_z\); rows \+0; publishing \(SCHEMA_CHANGE=warn\)/);
     expect(manifest.run.schemaChange).toMatchObject({ policy: "warn", tablesRemoved: [`${F}.mom_bqx_eurusd`], removed: ["mom_bqx_z"], added: [] });
-    expect(manifest.schema[`${F}.mom_bqx_eurusd`]).toBeUndefined();
+    expect(manifest.file.schema[`${F}.mom_bqx_eurusd`]).toBeUndefined();
   }, 60_000);
 
   it("fail: keeps the previous file, metadata and manifest byte for byte, exits 1 naming every difference, keeps the staged parts", async () => {
@@ -175,7 +175,8 @@ describe("SCHEMA_CHANGE", () => {
   it("a previous manifest without a schema: columns are not compared (logged), tables and rows still are", async () => {
     const stripSchema = async (bucket: string) => {
       const file = path.join(bucket, MANIFEST);
-      const { schema: _, ...old } = JSON.parse(await readFile(file, "utf8"));
+      const old = JSON.parse(await readFile(file, "utf8"));
+      delete old.file.schema;
       await writeFile(file, JSON.stringify(old));
     };
     const columnOnly = await rebuild("old-manifest", CHANGES.added, { SCHEMA_CHANGE: "fail" }, stripSchema);

@@ -4,9 +4,8 @@ import { compareSchemas, describeSchemaChange, hasDrift } from "../../src/schema
 const previous = {
   rows: 100,
   columns: 4,
-  file: { generation: "7" },
+  file: { generation: "7", schema: { "t.targets_eurusd": { interval_time: "INT64 TIMESTAMP(MICROS,UTC)" }, "f.agg_eurusd": { agg_x: "INT64", agg_y: "DOUBLE" }, "f.mom_eurusd": { mom_z: "DOUBLE" } } },
   run: { createdAt: "2026-01-01T00:00:00.000Z" },
-  schema: { "t.targets_eurusd": { interval_time: "INT64 TIMESTAMP(MICROS,UTC)" }, "f.agg_eurusd": { agg_x: "INT64", agg_y: "DOUBLE" }, "f.mom_eurusd": { mom_z: "DOUBLE" } },
 };
 
 describe("compareSchemas", () => {
@@ -30,14 +29,14 @@ describe("compareSchemas", () => {
   });
 
   it("counts a row count's change alone as no drift", () => {
-    const change = compareSchemas("fail", { rows: 120, schema: previous.schema }, previous);
+    const change = compareSchemas("fail", { rows: 120, schema: previous.file.schema }, previous);
     expect(hasDrift(change)).toBe(false);
     expect(describeSchemaChange(change)).toBe("no columns or tables changed; rows +20");
   });
 
   it("lists the first five names of a kind and how many more", () => {
     const many = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`c${i}`, "DOUBLE"]));
-    const change = compareSchemas("warn", { rows: 100, schema: { ...previous.schema, "f.wide": many } }, previous);
+    const change = compareSchemas("warn", { rows: 100, schema: { ...previous.file.schema, "f.wide": many } }, previous);
     expect(describeSchemaChange(change)).toContain("8 columns added (c0, c1, c2, c3, c4, ... (3 more))");
   });
 
