@@ -3,8 +3,8 @@
 import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { DuckDBInstance } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { onWarehouse } from "../support/job-process.ts";
 import { runJob } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
 
@@ -28,15 +28,7 @@ afterAll(async () => {
 async function runOnBroken(name: string, sql: string[]) {
   const warehouse = path.join(dir, `${name}.duckdb`);
   await copyFile(clean, warehouse);
-  const instance = await DuckDBInstance.create(warehouse);
-  const c = await instance.connect();
-  try {
-    for (const statement of sql) await c.run(statement);
-    await c.run("CHECKPOINT");
-  } finally {
-    c.closeSync();
-    instance.closeSync();
-  }
+  await onWarehouse(warehouse, ...sql);
   const bucket = path.join(dir, name, "bucket");
   const run = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: bucket, WORK_DIR: path.join(dir, name, "work"), MAX_WORKERS: "2", ...TINY_VALIDATION_ENV });
   const failure = run.lines.filter((l) => l.severity === "ERROR").map((l) => String(l.message)).join("\n");

@@ -8,8 +8,8 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { DuckDBInstance } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { onWarehouse } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
 
@@ -33,15 +33,7 @@ const CHANGES = {
 async function warehouseWith(name: string, sql: readonly string[]): Promise<string> {
   const warehouse = path.join(dir, `${name}.duckdb`);
   await copyFile(clean, warehouse);
-  const instance = await DuckDBInstance.create(warehouse);
-  const c = await instance.connect();
-  try {
-    for (const statement of sql) await c.run(statement);
-    await c.run("CHECKPOINT");
-  } finally {
-    c.closeSync();
-    instance.closeSync();
-  }
+  await onWarehouse(warehouse, ...sql);
   return warehouse;
 }
 

@@ -7,12 +7,12 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { DuckDBInstance } from "@duckdb/node-api";
 import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FEATURES_DATASET as F } from "../../src/constants.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { onWarehouse } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
 
@@ -22,19 +22,6 @@ const NEW_VALUE = 424242;
 let dir: string;
 
 const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
-
-/** Runs SQL on a warehouse file opened read-write (no job or stand-in may have it open). */
-async function onWarehouse(file: string, ...statements: string[]): Promise<void> {
-  const instance = await DuckDBInstance.create(file);
-  const c = await instance.connect();
-  try {
-    for (const sql of statements) await c.run(sql);
-    await c.run("CHECKPOINT");
-  } finally {
-    c.closeSync();
-    instance.closeSync();
-  }
-}
 
 /** The tables whose parts a run extracted itself (LOG_LEVEL=debug logs one line per part). */
 function extractedTables(run: JobRun): string[] {

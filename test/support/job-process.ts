@@ -7,6 +7,7 @@ import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { DuckDBInstance } from "@duckdb/node-api";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { sampleTables } from "../../src/sample/spec.ts";
 import { ROOT, runJob, type JobRun } from "./run-job.ts";
@@ -132,4 +133,17 @@ export async function referenceRun(prefix: string, pair: string, features: numbe
   const reference = await runJob(env("reference"));
   if (reference.code !== 0) throw new Error(`the reference run exited ${reference.code}: ${reference.stdout.slice(-2000)}`);
   return { dir, warehouse, env, sha: await sha256(path.join(dir, "reference", "bucket", `training_${pair}.parquet`)) };
+}
+
+/** Runs SQL on a warehouse file opened read-write (no job or stand-in may have it open), then checkpoints it. */
+export async function onWarehouse(file: string, ...statements: string[]): Promise<void> {
+  const instance = await DuckDBInstance.create(file);
+  const c = await instance.connect();
+  try {
+    for (const sql of statements) await c.run(sql);
+    await c.run("CHECKPOINT");
+  } finally {
+    c.closeSync();
+    instance.closeSync();
+  }
 }

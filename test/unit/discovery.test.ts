@@ -12,6 +12,17 @@ const table = (name: string, cols: string[], dataset = F, withKey = true): Table
   name,
   columns: [...(withKey ? [key] : []), ...cols.map((c) => ({ name: c, type: "DOUBLE" }))],
 });
+/** The JobError `plan` throws (failing the test when it throws nothing or something else). */
+function refusal(plan: () => unknown): JobError {
+  let error: unknown;
+  try {
+    plan();
+  } catch (err) {
+    error = err;
+  }
+  expect(error).toBeInstanceOf(JobError);
+  return error as JobError;
+}
 const targets = { dataset: T, tables: [table("targets_eurusd", [...TARGET_COLUMNS], T), table("targets_gbpusd", [...TARGET_COLUMNS], T)] };
 
 describe("column prefixes", () => {
@@ -125,14 +136,7 @@ describe("table selection", () => {
   it("refuses every table whose key is text, a number or a timestamp it cannot read, naming each one, in one error", () => {
     const keyed = (name: string, type: string): TableInfo => ({ dataset: F, name, columns: [{ name: "interval_time", type }, { name: "x", type: "DOUBLE" }] });
     const tables = [keyed("agg_eurusd", "VARCHAR"), keyed("agg_bqx_eurusd", "TIMESTAMP"), keyed("mkt_vol", "BIGINT"), keyed("csi_agg_usd", "TIMESTAMP_NS")];
-    let error: unknown;
-    try {
-      planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES);
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(JobError);
-    const message = (error as JobError).message;
+    const message = refusal(() => planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES)).message;
     expect(message).toMatch(/discovery found 3 problem\(s\)/);
     expect(message).toContain(`${F}.agg_eurusd.interval_time has type VARCHAR; expected TIMESTAMP WITH TIME ZONE (a UTC instant) or TIMESTAMP (no time zone: read as UTC)`);
     expect(message).toContain(`${F}.mkt_vol.interval_time has type BIGINT`);
@@ -182,14 +186,7 @@ describe("names", () => {
       table("rsi_eurusd", ["bad\ud800"]),
       table("cov_eurusd", ["fine it's"]),
     ];
-    let error: unknown;
-    try {
-      planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES);
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(JobError);
-    const message = (error as JobError).message;
+    const message = refusal(() => planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES)).message;
     expect(message).toMatch(/^discovery found 5 problem\(s\)/);
     expect(message).toContain(`table "${F}.agg_eurusd/../../etc": its name contains '.'`);
     expect(message).toContain(`table "${F}.agg_eurusd.v2": its name contains '.', which BigQuery and parquet readers take for a path separator; rename it in the warehouse`);
