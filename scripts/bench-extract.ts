@@ -78,13 +78,13 @@ if (values["run-stage"]) {
 
 const tables = Number(values.tables);
 const rows = Number(values.rows);
-const latency = values["latency-ms"]!;
-const sessionLatency = values["session-latency-ms"]!;
+const latency = values["latency-ms"];
+const sessionLatency = values["session-latency-ms"];
 if (!Number.isInteger(tables) || tables < 2 || tables > ALL_TABLES || !Number.isInteger(rows) || rows < 1 || !/^\d+(-\d+)?$/.test(latency) || !/^\d+(-\d+)?$/.test(sessionLatency)) {
   process.stderr.write(`bench:extract: --tables 2..${ALL_TABLES}, --rows N (>0), --latency-ms and --session-latency-ms MS or MIN-MAX\n`);
   process.exit(2);
 }
-const dir = path.resolve(values.dir!);
+const dir = path.resolve(values.dir);
 const say = (line: string) => process.stderr.write(`[bench:extract] ${line}\n`);
 
 /** The sample warehouse at --rows, and for --tables < 668 a copy with an evenly spread subset. */
@@ -112,7 +112,7 @@ function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<R
   const child = spawn(process.execPath, ["scripts/standins.ts", "--", "--warehouse", warehouse, "--latency-ms", latency, "--session-latency-ms", sessionLatency], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const env = new Promise<Record<string, string>>((resolve, reject) => {
     const vars: Record<string, string> = {};
-    createInterface({ input: child.stdout! }).on("line", (line) => {
+    createInterface({ input: child.stdout }).on("line", (line) => {
       const m = /^([A-Z_]+)=(.*)$/.exec(line);
       if (!m) return;
       vars[m[1]!] = m[2]!;
@@ -122,7 +122,7 @@ function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<R
   });
   const stopped = new Promise<Record<string, number> | undefined>((resolve) => {
     let figures: Record<string, number> | undefined;
-    createInterface({ input: child.stderr! }).on("line", (line) => {
+    createInterface({ input: child.stderr }).on("line", (line) => {
       const m = /^\[standins\] stopped: (\{.*\})$/.exec(line);
       if (m) figures = JSON.parse(m[1]!) as Record<string, number>;
       else if (/cannot start|error/i.test(line)) say(`stand-ins: ${line}`);

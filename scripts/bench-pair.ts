@@ -37,12 +37,12 @@ if (!Number.isInteger(rows) || rows < 100) {
   process.stderr.write("bench:pair: --rows must be a whole number of at least 100\n");
   process.exit(2);
 }
-if (values.memory !== undefined && !existsSync(values.sim!)) {
+if (values.memory !== undefined && !existsSync(values.sim)) {
   process.stderr.write(`bench:pair: --memory needs cloudrun-sim, not found at ${values.sim} (pass --sim PATH)\n`);
   process.exit(2);
 }
-const pair = values.pair!;
-const dir = path.resolve(values.dir!);
+const pair = values.pair;
+const dir = path.resolve(values.dir);
 const warehouse = path.join(dir, `${pair}-${rows}.duckdb`);
 const run = path.join(dir, "pair-run");
 const bucket = path.join(run, "bucket");
@@ -75,7 +75,7 @@ const timed = existsSync("/usr/bin/time") ? ["/usr/bin/time", "-f", "__time user
 const job = [...timed, process.execPath, path.join(ROOT, "src", "main.ts")];
 const [command, ...argv] =
   values.memory !== undefined
-    ? [values.sim!, "--memory", values.memory, ...(values.cpus ? ["--cpus", values.cpus] : []), "--", ...job]
+    ? [values.sim, "--memory", values.memory, ...(values.cpus ? ["--cpus", values.cpus] : []), "--", ...job]
     : job;
 
 say(`running ${values.memory !== undefined ? `inside cloudrun-sim --memory ${values.memory}` : "under GNU time"}: TARGET_PAIR=${pair} on ${path.relative(ROOT, warehouse)}`);

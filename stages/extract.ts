@@ -62,7 +62,7 @@ async function discover(ctx: StageContext): Promise<{ discovery: Discovery; rows
   // What the reads will scan, before any is made, where the warehouse tells (BigQuery).
   const sizes = [...featureVersions.values(), ...targetVersions.values()].map((v) => v.bytes);
   if (sizes.length > 0 && sizes.every((b) => b !== undefined)) {
-    const bytes = sizes.reduce((n: number, b) => n + b!, 0);
+    const bytes = sizes.reduce((n: number, b) => n + b, 0);
     log.info(
       { bytesToScanAtMost: bytes },
       `the reads will scan at most ${formatBytes(bytes)} (the ${sizes.length} tables' logical bytes in INFORMATION_SCHEMA.PARTITIONS; each read session reports its own estimate, summed when extraction ends)`,

@@ -18,7 +18,7 @@ async function previousManifest(ctx: StageContext): Promise<PreviousManifest | u
   try {
     await ctx.bucket.get(name, file);
     const parsed: unknown = JSON.parse(await readFile(file, "utf8"));
-    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as PreviousManifest) : { unreadable: "it is not a JSON object" };
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed) : { unreadable: "it is not a JSON object" };
   } catch (err) {
     if (err instanceof JobError && err.retryable) throw err;
     return { unreadable: describeError(err) };

@@ -73,7 +73,7 @@ export function describeFault(err: unknown, api: GoogleApi): GoogleApiFault {
   return {
     api,
     httpStatus: typeof code === "number" && code >= 100 ? code : undefined,
-    grpcCode: isGrpc ? (code as number) : undefined,
+    grpcCode: isGrpc ? (code) : undefined,
     reason,
     networkCode: typeof code === "string" ? code : undefined,
     message: message.split("\n")[0] ?? message,

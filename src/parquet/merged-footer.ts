@@ -333,7 +333,7 @@ export function mergeFooters(parts: readonly PlacedPart[], rowGroupRows: readonl
       const local = g - part.firstRowGroup;
       uncompressed += plan.uncompressed[local]!;
       const delta = part.placedAt - plan.dataStart;
-      const r = new Reader(plan.thrift, plan.chunksAt[2 * local]!);
+      const r = new Reader(plan.thrift, plan.chunksAt[2 * local]);
       for (let c = 0; c < plan.columns; c++) {
         const i = local * plan.columns + c;
         const start = plan.chunkStart[i]!;

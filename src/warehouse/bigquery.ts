@@ -115,7 +115,7 @@ export class BigQueryWarehouse implements Warehouse {
         const modified = row.last_modified_time;
         if (modified === null || modified === undefined) continue;
         // The client returns TIMESTAMP as a BigQueryTimestamp ({ value: ISO string }).
-        const iso = typeof modified === "object" && "value" in modified ? String((modified as { value: unknown }).value) : String(modified);
+        const iso = typeof modified === "object" && "value" in modified ? String((modified).value) : String(modified);
         const bytes = Number(row.total_logical_bytes);
         versions.set(String(row.table_name), { version: `modified=${iso}`, ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}) });
       }

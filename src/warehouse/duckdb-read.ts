@@ -236,7 +236,7 @@ async function fixedWidthFrame(result: DuckDBResult, columns: readonly ReadColum
   const batch = frame(Message.from(new RecordBatchHeader(rows, nodes, regions, null), body));
   const total = schema.length + batch.length + body + 8;
   const ipc = new Uint8Array(reusable([reused.ipc ?? new ArrayBuffer(0)], 0, total, 0), 0, total);
-  reused.ipc = ipc.buffer as ArrayBuffer;
+  reused.ipc = ipc.buffer;
   ipc.set(schema, 0);
   ipc.set(batch, schema.length);
   const start = schema.length + batch.length;

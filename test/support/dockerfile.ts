@@ -114,7 +114,7 @@ export function parseEnv(args: string): Record<string, string> {
 export function execForm(args: string): string[] | undefined {
   if (!args.startsWith("[")) return undefined;
   const parsed: unknown = JSON.parse(args);
-  return Array.isArray(parsed) && parsed.every((a) => typeof a === "string") ? (parsed as string[]) : undefined;
+  return Array.isArray(parsed) && parsed.every((a) => typeof a === "string") ? (parsed) : undefined;
 }
 
 /**

@@ -30,8 +30,8 @@ export function startJob(env: Record<string, string>, opts: { timeoutMs?: number
   let stdout = "";
   let stderr = "";
   let exited = false;
-  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 300_000);
   const done = new Promise<JobRun>((resolve, reject) => {
     child.on("error", reject);
