@@ -61,7 +61,7 @@ export interface PreviousManifest {
 }
 
 const isSchema = (v: unknown): v is FileSchema =>
-  typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((c) => typeof c === "object" && c !== null && Object.values(c).every((t) => typeof t === "string"));
+  typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((c: unknown) => typeof c === "object" && c !== null && Object.values(c).every((t) => typeof t === "string"));
 
 /**
  * Compares the file about to be published with the previous manifest (undefined: none in the

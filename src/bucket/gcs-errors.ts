@@ -90,7 +90,7 @@ export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: stri
       cause: err,
     });
   }
-  if (status === 408 || status === 429 || (status !== undefined && status >= 500) || NETWORK.test(detail) || NETWORK.test(String((err as { code?: unknown })?.code ?? ""))) {
+  if (status === 408 || status === 429 || (status !== undefined && status >= 500) || NETWORK.test(detail) || NETWORK.test(String((err as { code?: string | number } | undefined)?.code ?? ""))) {
     return new JobError(`${what}: Cloud Storage is unavailable or throttling (${status ?? "network"}: ${detail}), after the client's own retries`, {
       reason: "gcs-unavailable",
       retryable: true,

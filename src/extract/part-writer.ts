@@ -24,7 +24,7 @@ export const ZSTD_LEVEL = 1;
 export function checkedKeyFrame(frame: pl.DataFrame, label: string): pl.DataFrame {
   const table = label.slice(label.lastIndexOf(".") + 1);
   const key = frame.getColumn(KEY_COLUMN);
-  const dtype = key.dtype.toString();
+  const dtype = (key.dtype as pl.DataType).toString();
   if (dtype !== KEY_DTYPE.toString() && dtype !== pl.Datetime("us").toString()) {
     throw new JobError(`${label}.${KEY_COLUMN} arrives as ${dtype}; expected a TIMESTAMP (microseconds, UTC)`, {
       reason: "key-type",

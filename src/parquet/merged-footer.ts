@@ -21,6 +21,7 @@
  * the tail is built per call, so the manifest can go in after validation without a second pass.
  */
 import { Reader, Sink, T_BINARY, T_I16, T_I32, T_LIST, T_STOP, T_STRUCT, readStruct } from "./footer.ts";
+import type { PartPlan } from "./part-plan.ts";
 import {
   CC_COLUMN_INDEX_LENGTH,
   CC_FILE_OFFSET,
@@ -35,8 +36,6 @@ import {
   CMD_SIZE_STATISTICS,
   FMD_COLUMN_ORDERS,
   FMD_CREATED_BY,
-  FMD_ENCRYPTION_ALGORITHM,
-  FMD_FOOTER_SIGNING_KEY,
   FMD_KV,
   FMD_NUM_ROWS,
   FMD_ROW_GROUPS,
@@ -50,198 +49,12 @@ import {
   RG_TOTAL_COMPRESSED,
   SE_NAME,
   SE_NUM_CHILDREN,
-  SE_TYPE,
   copyField,
-  readChunkPages,
   rebase,
   writeI64Field,
 } from "./fields.ts";
 
 const ARROW_SCHEMA_KEY = "ARROW:schema";
-const utf8 = new TextDecoder();
-
-/** What the assembly needs of one part file's footer, read once. */
-export interface PartPlan {
-  label: string;
-  thrift: Uint8Array;
-  numRows: number;
-  columns: number;
-  names: string[];
-  /** Raw thrift bytes of each schema element (without the root), to copy. */
-  schemaElements: Uint8Array[];
-  columnOrders: Uint8Array[] | undefined;
-  rowGroupRows: number[];
-  /** Per row group: [start, end) of its column-chunk list inside `thrift`. */
-  chunksAt: Float64Array;
-  /** Per row group x column: start of the chunk's bytes in the part file, and their size. */
-  chunkStart: Float64Array;
-  chunkSize: Float64Array;
-  /** Per row group: sum of total_uncompressed_size. */
-  uncompressed: Float64Array;
-  kv: [string, string | undefined][];
-  createdBy: Uint8Array | undefined;
-  version: number | undefined;
-  rootName: string;
-  /** Where the chunk bytes begin and end in the part file: the object staged for the part. */
-  dataStart: number;
-  dataEnd: number;
-}
-
-function readString(r: Reader): string {
-  const n = r.varint();
-  const s = utf8.decode(r.b.subarray(r.p, r.p + n));
-  r.p += n;
-  return s;
-}
-
-/** Reads a part's footer: schema, row groups and where every column chunk lies. Throws naming `label`. */
-export function planPart(thrift: Uint8Array, label: string): PartPlan {
-  const plan: PartPlan = {
-    label,
-    thrift,
-    numRows: 0,
-    columns: 0,
-    names: [],
-    schemaElements: [],
-    columnOrders: undefined,
-    rowGroupRows: [],
-    chunksAt: new Float64Array(0),
-    chunkStart: new Float64Array(0),
-    chunkSize: new Float64Array(0),
-    uncompressed: new Float64Array(0),
-    kv: [],
-    createdBy: undefined,
-    version: undefined,
-    rootName: "schema",
-    dataStart: 0,
-    dataEnd: 0,
-  };
-  const r = new Reader(thrift);
-  let rowGroupsAt = -1;
-  let columnOrdersAt = -1;
-  let sawSchema = false;
-  readStruct(r, (fid, type) => {
-    if (fid === FMD_SCHEMA) {
-      sawSchema = true;
-      planSchema(r, plan);
-    } else if (fid === FMD_VERSION) plan.version = r.zigzag();
-    else if (fid === FMD_NUM_ROWS) plan.numRows = r.zigzag();
-    else if (fid === FMD_ROW_GROUPS) {
-      rowGroupsAt = r.p;
-      r.skip(type);
-    } else if (fid === FMD_COLUMN_ORDERS) {
-      columnOrdersAt = r.p;
-      r.skip(type);
-    } else if (fid === FMD_KV) {
-      const [, n] = r.listHeader();
-      for (let i = 0; i < n; i++) {
-        let key = "";
-        let value: string | undefined;
-        readStruct(r, (f) => {
-          if (f === 1) key = readString(r);
-          else if (f === 2) value = readString(r);
-        });
-        plan.kv.push([key, value]);
-      }
-    } else if (fid === FMD_CREATED_BY) {
-      const start = r.p;
-      r.skip(type);
-      plan.createdBy = thrift.slice(start, r.p);
-    } else if (fid === FMD_ENCRYPTION_ALGORITHM || fid === FMD_FOOTER_SIGNING_KEY) {
-      throw new Error(`${label}: encrypted parquet files are not supported`);
-    }
-  });
-  if (!sawSchema) throw new Error(`${label}: footer has no schema`);
-  if (columnOrdersAt >= 0) {
-    r.p = columnOrdersAt;
-    const [, n] = r.listHeader();
-    if (n !== plan.columns) throw new Error(`${label}: ${n} column orders for ${plan.columns} columns`);
-    plan.columnOrders = [];
-    for (let c = 0; c < n; c++) {
-      const start = r.p;
-      r.skip(T_STRUCT);
-      plan.columnOrders.push(thrift.slice(start, r.p));
-    }
-  }
-  if (rowGroupsAt >= 0) {
-    r.p = rowGroupsAt;
-    const [, n] = r.listHeader();
-    plan.chunksAt = new Float64Array(2 * n);
-    plan.chunkStart = new Float64Array(n * plan.columns);
-    plan.chunkSize = new Float64Array(n * plan.columns);
-    plan.uncompressed = new Float64Array(n);
-    for (let g = 0; g < n; g++) planRowGroup(r, plan, g);
-  }
-  const sum = plan.rowGroupRows.reduce((s, x) => s + x, 0);
-  if (sum !== plan.numRows) throw new Error(`${label}: num_rows ${plan.numRows} != sum of row groups ${sum}`);
-
-  // The chunks must not overlap; together they are the part's data, [dataStart, dataEnd).
-  const order = Array.from({ length: plan.chunkStart.length }, (_, i) => i).sort((a, b) => plan.chunkStart[a]! - plan.chunkStart[b]!);
-  let prevEnd = 4;
-  plan.dataStart = order.length > 0 ? plan.chunkStart[order[0]!]! : 4;
-  for (const i of order) {
-    const s = plan.chunkStart[i]!;
-    const e = s + plan.chunkSize[i]!;
-    if (s < prevEnd) throw new Error(`${label}: column chunk byte range [${s}, ${e}) overlaps another chunk`);
-    prevEnd = e;
-  }
-  plan.dataEnd = order.length > 0 ? prevEnd : 4;
-  return plan;
-}
-
-function planSchema(r: Reader, plan: PartPlan): void {
-  const [, n] = r.listHeader();
-  for (let i = 0; i < n; i++) {
-    const start = r.p;
-    let name = "";
-    let children = 0;
-    let typed = false;
-    readStruct(r, (fid) => {
-      if (fid === SE_TYPE) {
-        typed = true;
-        r.zigzag();
-      } else if (fid === SE_NAME) name = readString(r);
-      else if (fid === SE_NUM_CHILDREN) children = r.zigzag();
-    });
-    if (i === 0) {
-      if (children !== n - 1) throw new Error(`${plan.label}: only flat schemas are supported (root has ${children} children, ${n - 1} elements)`);
-      plan.rootName = name;
-      continue;
-    }
-    if (children > 0 || !typed) throw new Error(`${plan.label}: only flat schemas are supported (column "${name}" is a group)`);
-    plan.schemaElements.push(r.b.slice(start, r.p));
-    plan.names.push(name);
-  }
-  plan.columns = n - 1;
-}
-
-function planRowGroup(r: Reader, plan: PartPlan, g: number): void {
-  let numRows = -1;
-  let sawColumns = false;
-  readStruct(r, (fid) => {
-    if (fid === RG_NUM_ROWS) numRows = r.zigzag();
-    else if (fid === RG_COLUMNS) {
-      sawColumns = true;
-      const [, n] = r.listHeader();
-      if (n !== plan.columns) throw new Error(`${plan.label}: row group ${g} has ${n} column chunks, schema has ${plan.columns} columns`);
-      plan.chunksAt[2 * g] = r.p;
-      let uncompressed = 0;
-      for (let c = 0; c < n; c++) {
-        const { data, dict, size, uncompressed: usize } = readChunkPages(r, plan.label);
-        if (data < 4 || size < 0) throw new Error(`${plan.label}: row group ${g} column ${c} lacks data_page_offset/total_compressed_size`);
-        const i = g * plan.columns + c;
-        plan.chunkStart[i] = dict > 0 ? Math.min(dict, data) : data;
-        plan.chunkSize[i] = size;
-        uncompressed += usize;
-      }
-      plan.chunksAt[2 * g + 1] = r.p;
-      plan.uncompressed[g] = uncompressed;
-    }
-  });
-  if (!sawColumns) throw new Error(`${plan.label}: row group ${g} has no column list`);
-  if (numRows < 0) throw new Error(`${plan.label}: row group ${g} lacks num_rows`);
-  plan.rowGroupRows.push(numRows);
-}
 
 /** One part in file order: its plan, which table it belongs to, and where it goes. */
 export interface PlacedPart {
@@ -271,14 +84,21 @@ export interface MergedFooter {
  */
 export function mergeFooters(parts: readonly PlacedPart[], rowGroupRows: readonly number[]): MergedFooter {
   if (parts.length === 0) throw new Error("mergeFooters: no parts");
+  const { holder, columns } = tileParts(parts, rowGroupRows);
+  const body = writeBody(holder, columns, rowGroupRows);
+  return { body, tail: tailWriter(holder, columns), rows: rowGroupRows.reduce((a, b) => a + b, 0), rowGroups: rowGroupRows.length, columns };
+}
+
+/** holder[t][g]: the part of table t holding output row group g, tables in schema order. */
+type Holder = PlacedPart[][];
+
+function tileParts(parts: readonly PlacedPart[], rowGroupRows: readonly number[]): { holder: Holder; columns: number } {
   const tables = new Map<number, PlacedPart[]>();
   for (const p of parts) tables.set(p.table, [...(tables.get(p.table) ?? []), p]);
-  const tableIds = [...tables.keys()].sort((a, b) => a - b);
   const owner = new Map<string, string>();
-  /** holder[t][g]: the part of table t holding output row group g. */
-  const holder: PlacedPart[][] = [];
+  const holder: Holder = [];
   let columns = 0;
-  for (const t of tableIds) {
+  for (const t of [...tables.keys()].sort((a, b) => a - b)) {
     const own = tables.get(t)!.slice().sort((a, b) => a.firstRowGroup - b.firstRowGroup);
     const first = own[0]!.plan;
     const groups: PlacedPart[] = [];
@@ -304,9 +124,12 @@ export function mergeFooters(parts: readonly PlacedPart[], rowGroupRows: readonl
     holder.push(groups);
     columns += first.columns;
   }
-  const firstPlan = holder[0]![0]!.plan;
-  const rows = rowGroupRows.reduce((a, b) => a + b, 0);
+  return { holder, columns };
+}
 
+/** FileMetaData fields 1-4: version, schema (a root and every table's elements), num_rows, row groups. */
+function writeBody(holder: Holder, columns: number, rowGroupRows: readonly number[]): Uint8Array {
+  const firstPlan = holder[0]![0]!.plan;
   const sink = new Sink(1 << 20);
   let last = sink.field(T_I32, FMD_VERSION, 0);
   sink.zigzag(firstPlan.version ?? 1);
@@ -318,47 +141,54 @@ export function mergeFooters(parts: readonly PlacedPart[], rowGroupRows: readonl
   sink.zigzag(columns);
   sink.u8(T_STOP);
   for (const groups of holder) for (const el of groups[0]!.plan.schemaElements) sink.bytes(el, 0, el.length);
-  last = writeI64Field(sink, FMD_NUM_ROWS, last, rows);
-  last = sink.field(T_LIST, FMD_ROW_GROUPS, last);
+  last = writeI64Field(sink, FMD_NUM_ROWS, last, rowGroupRows.reduce((a, b) => a + b, 0));
+  sink.field(T_LIST, FMD_ROW_GROUPS, last);
   sink.listHeader(T_STRUCT, rowGroupRows.length);
-  for (let g = 0; g < rowGroupRows.length; g++) {
-    let rgLast = sink.field(T_LIST, RG_COLUMNS, 0);
-    sink.listHeader(T_STRUCT, columns);
-    let uncompressed = 0;
-    let compressed = 0;
-    let fileOffset = Number.POSITIVE_INFINITY;
-    for (const groups of holder) {
-      const part = groups[g]!;
-      const plan = part.plan;
-      const local = g - part.firstRowGroup;
-      uncompressed += plan.uncompressed[local]!;
-      const delta = part.placedAt - plan.dataStart;
-      const r = new Reader(plan.thrift, plan.chunksAt[2 * local]);
-      for (let c = 0; c < plan.columns; c++) {
-        const i = local * plan.columns + c;
-        const start = plan.chunkStart[i]!;
-        const size = plan.chunkSize[i]!;
-        transcodeColumnChunk(r, sink, delta, start, start + size, `${plan.label} row group ${local} column ${c}`);
-        compressed += size;
-        fileOffset = Math.min(fileOffset, start + delta);
-      }
-    }
-    rgLast = writeI64Field(sink, RG_TOTAL_BYTE_SIZE, rgLast, uncompressed);
-    rgLast = writeI64Field(sink, RG_NUM_ROWS, rgLast, rowGroupRows[g]!);
-    rgLast = writeI64Field(sink, RG_FILE_OFFSET, rgLast, fileOffset);
-    rgLast = writeI64Field(sink, RG_TOTAL_COMPRESSED, rgLast, compressed);
-    if (g <= 0x7fff) {
-      rgLast = sink.field(T_I16, RG_ORDINAL, rgLast);
-      sink.zigzag(g);
-    }
-    sink.u8(T_STOP);
-  }
-  const body = sink.take().slice();
+  for (let g = 0; g < rowGroupRows.length; g++) writeRowGroup(sink, holder, columns, g, rowGroupRows[g]!);
+  return sink.take().slice();
+}
 
+/** Output row group g: each table's chunks from the part holding g, offsets rebased to the file. */
+function writeRowGroup(sink: Sink, holder: Holder, columns: number, g: number, rows: number): void {
+  let rgLast = sink.field(T_LIST, RG_COLUMNS, 0);
+  sink.listHeader(T_STRUCT, columns);
+  let uncompressed = 0;
+  let compressed = 0;
+  let fileOffset = Number.POSITIVE_INFINITY;
+  for (const groups of holder) {
+    const part = groups[g]!;
+    const plan = part.plan;
+    const local = g - part.firstRowGroup;
+    uncompressed += plan.uncompressed[local]!;
+    const delta = part.placedAt - plan.dataStart;
+    const r = new Reader(plan.thrift, plan.chunksAt[2 * local]);
+    for (let c = 0; c < plan.columns; c++) {
+      const i = local * plan.columns + c;
+      const start = plan.chunkStart[i]!;
+      const size = plan.chunkSize[i]!;
+      transcodeColumnChunk(r, sink, delta, start, start + size, `${plan.label} row group ${local} column ${c}`);
+      compressed += size;
+      fileOffset = Math.min(fileOffset, start + delta);
+    }
+  }
+  rgLast = writeI64Field(sink, RG_TOTAL_BYTE_SIZE, rgLast, uncompressed);
+  rgLast = writeI64Field(sink, RG_NUM_ROWS, rgLast, rows);
+  rgLast = writeI64Field(sink, RG_FILE_OFFSET, rgLast, fileOffset);
+  rgLast = writeI64Field(sink, RG_TOTAL_COMPRESSED, rgLast, compressed);
+  if (g <= 0x7fff) {
+    sink.field(T_I16, RG_ORDINAL, rgLast);
+    sink.zigzag(g);
+  }
+  sink.u8(T_STOP);
+}
+
+/** The rest of the FileMetaData for given key/value metadata: the parts' (first wins, no Arrow schema), then the caller's. */
+function tailWriter(holder: Holder, columns: number): (extra: Record<string, string>) => Uint8Array {
+  const firstPlan = holder[0]![0]!.plan;
   const partKv = new Map<string, string | undefined>();
   for (const groups of holder) for (const [k, v] of groups[0]!.plan.kv) if (k !== ARROW_SCHEMA_KEY && !partKv.has(k)) partKv.set(k, v);
   const withOrders = holder.every((groups) => groups[0]!.plan.columnOrders !== undefined);
-  const tail = (extra: Record<string, string>): Uint8Array => {
+  return (extra) => {
     const kv = new Map(partKv);
     for (const [k, v] of Object.entries(extra)) kv.set(k, v);
     const out = new Sink(1 << 12);
@@ -381,14 +211,13 @@ export function mergeFooters(parts: readonly PlacedPart[], rowGroupRows: readonl
       out.bytes(firstPlan.createdBy, 0, firstPlan.createdBy.length);
     }
     if (withOrders) {
-      tLast = out.field(T_LIST, FMD_COLUMN_ORDERS, tLast);
+      out.field(T_LIST, FMD_COLUMN_ORDERS, tLast);
       out.listHeader(T_STRUCT, columns);
       for (const groups of holder) for (const o of groups[0]!.plan.columnOrders ?? []) out.bytes(o, 0, o.length);
     }
     out.u8(T_STOP);
     return out.take().slice();
   };
-  return { body, tail, rows, rowGroups: rowGroupRows.length, columns };
 }
 
 /** The bytes that end a parquet file after its FileMetaData: its length (4 bytes LE) and "PAR1". */

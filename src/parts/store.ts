@@ -175,7 +175,7 @@ export class PartStore {
     const names = await this.bucket.list(stagingPrefix(this.pair));
     const outcomes = await Promise.allSettled(names.map((name) => this.checkSlot(() => this.bucket.delete(name))));
     const left = names.filter((_, i) => outcomes[i]?.status === "rejected");
-    let error = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected")?.reason;
+    let error: unknown = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected")?.reason;
     // A local bucket also holds the temporary copies of uploads a crash cut short.
     try {
       await this.bucket.sweep?.(stagingPrefix(this.pair));

@@ -123,9 +123,9 @@ class FrameSink implements ReadSink {
         fix: "column names must be unique ignoring case in BigQuery; check the table's schema",
       });
     }
-    const key = reader.schema.fields.find((f) => f.name === KEY_COLUMN)?.type;
+    const key = reader.schema.fields.find((f) => f.name === KEY_COLUMN)?.type as DataType | undefined;
     if (!(key !== undefined && DataType.isTimestamp(key) && key.unit === TimeUnit.MICROSECOND)) {
-      throw new JobError(`${this.label}.${KEY_COLUMN} arrives as ${String(key)}, expected Timestamp<MICROSECOND>`, {
+      throw new JobError(`${this.label}.${KEY_COLUMN} arrives as ${key === undefined ? "nothing" : (key as DataType & { toString(): string }).toString()}, expected Timestamp<MICROSECOND>`, {
         reason: "bigquery-unexpected-schema",
         fix: `${KEY_COLUMN} must be a BigQuery TIMESTAMP column`,
       });

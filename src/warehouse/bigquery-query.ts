@@ -1,7 +1,7 @@
 // Running one BigQuery query job to completion: insert, wait with a deadline (cancelling the job
 // when it passes), re-run a job that finished with a transient error, and page its rows.
 import { randomUUID } from "node:crypto";
-import type { BigQuery, Job } from "@google-cloud/bigquery";
+import type { BigQuery, DatasetResource, Job, JobMetadata } from "@google-cloud/bigquery";
 import { JobError } from "../errors.ts";
 import { BigQueryJobFailure, describeFault, isRetryableGoogleError, toJobError, type FailureContext } from "../gcp/errors.ts";
 import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
@@ -64,7 +64,7 @@ function safeJobId(prefix: string): string {
  */
 async function datasetLocation(bigquery: BigQuery, dataset: string | undefined): Promise<string | undefined> {
   if (!dataset) return undefined;
-  const [meta] = await bigquery.dataset(dataset).getMetadata();
+  const [meta] = (await bigquery.dataset(dataset).getMetadata()) as [DatasetResource, unknown];
   return meta.location ?? undefined;
 }
 
@@ -116,7 +116,7 @@ async function pollOnce(job: Job, waitMs: number): Promise<boolean> {
   } catch (err) {
     // getQueryResults answers a failed job with the job's error; the job's status says whether
     // the job failed (re-run it) or only this request did (retry the request).
-    const [meta] = await job.getMetadata();
+    const [meta] = (await job.getMetadata()) as [JobMetadata, unknown];
     const errorResult = meta.status?.errorResult;
     if (errorResult) throw new BigQueryJobFailure(job.id ?? "?", errorResult);
     if (meta.status?.state === "DONE") return true;
@@ -169,7 +169,7 @@ export async function runQueryJob(bigquery: BigQuery, req: QueryRequest, env: Qu
     return await withRetry(async () => {
       const job = await insertJob(bigquery, req, env);
       await waitForJob(job, req, env);
-      const [meta] = await withRetry(() => job.getMetadata(), callPolicy(env, "jobs.get"));
+      const [meta] = (await withRetry(() => job.getMetadata(), callPolicy(env, "jobs.get"))) as [JobMetadata, unknown];
       if (meta.status?.errorResult) throw new BigQueryJobFailure(job.id ?? "?", meta.status.errorResult);
       const destination = meta.configuration?.query?.destinationTable;
       if (!destination?.projectId || !destination.datasetId || !destination.tableId) {

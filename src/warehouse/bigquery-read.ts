@@ -6,7 +6,7 @@
 // dropped stream (UNAVAILABLE, INTERNAL/RST_STREAM, a stall) is reopened at the row offset
 // already received, so no row is read twice or lost.
 import { setTimeout as sleep } from "node:timers/promises";
-import type { BigQueryReadClient } from "@google-cloud/bigquery-storage";
+import type { BigQueryReadClient, protos } from "@google-cloud/bigquery-storage";
 import { JobError } from "../errors.ts";
 import { describeFault, isRetryableFault, toJobError, type FailureContext } from "../gcp/errors.ts";
 import { backoffDelayMs, withRetry } from "../gcp/retry.ts";
@@ -167,7 +167,7 @@ async function readFrom(client: BigQueryReadClient, name: string, state: { offse
   let ended = false;
   arm();
   try {
-    for await (const response of call) {
+    for await (const response of call as AsyncIterable<protos.google.cloud.bigquery.storage.v1.IReadRowsResponse>) {
       clearTimeout(idle);
       if (stop.failed) throw new SessionFailed(`another stream of the session of ${name} failed`);
       const batch = asBytes(response.arrowRecordBatch?.serializedRecordBatch);

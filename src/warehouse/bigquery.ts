@@ -3,7 +3,7 @@
 // (bigquery-extract.ts) and reads the tables through the Storage Read API (on the tables
 // themselves, or on a query's result with ROW_LIMIT). Errors leave as
 // JobErrors that name the dataset, the table or the missing role (../gcp/errors.ts).
-import type { BigQuery } from "@google-cloud/bigquery";
+import { BigQueryTimestamp, type BigQuery, type DatasetResource } from "@google-cloud/bigquery";
 import type { Logger } from "../log.ts";
 import { JobError } from "../errors.ts";
 import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts";
@@ -64,7 +64,7 @@ export class BigQueryWarehouse implements Warehouse {
       const ctx = this.context(`checking dataset ${this.project}:${dataset}`, dataset);
       let location: string | undefined;
       try {
-        const [meta] = await withRetry(() => this.bigquery.dataset(dataset).getMetadata(), retryPolicy(this.opts.retry, "bigquery", "datasets.get", this.onRetry));
+        const [meta] = (await withRetry(() => this.bigquery.dataset(dataset).getMetadata(), retryPolicy(this.opts.retry, "bigquery", "datasets.get", this.onRetry))) as [DatasetResource, unknown];
         location = meta.location ?? undefined;
       } catch (err) {
         throw toJobError(err, "bigquery", ctx);
@@ -115,9 +115,9 @@ export class BigQueryWarehouse implements Warehouse {
         const modified = row.last_modified_time;
         if (modified === null || modified === undefined) continue;
         // The client returns TIMESTAMP as a BigQueryTimestamp ({ value: ISO string }).
-        const iso = typeof modified === "object" && "value" in modified ? String((modified).value) : String(modified);
+        const iso = modified instanceof BigQueryTimestamp ? modified.value : String(modified);
         const bytes = Number(row.total_logical_bytes);
-        versions.set(String(row.table_name), { version: `modified=${iso}`, ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}) });
+        versions.set(row.table_name as string, { version: `modified=${iso}`, ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}) });
       }
     }
     return versions;

@@ -280,7 +280,7 @@ async function builtFrame(result: DuckDBResult, columns: readonly ReadColumn[]):
     const type = fields[i]!.type;
     const width = WIDTH[c.kind];
     if (width === undefined) {
-      return vectorFromArray(plain[i]!.map((v) => (v === null || v === undefined ? null : c.kind === "bool" ? Boolean(v) : String(v))), type as Utf8).data[0] as Data;
+      return vectorFromArray(plain[i]!.map((v) => (v === null || v === undefined ? null : c.kind === "bool" ? Boolean(v) : typeof v === "string" ? v : String(v as number | bigint | boolean))), type as Utf8).data[0] as Data;
     }
     const bytes = new Uint8Array(rows * width);
     const valid = new Uint8Array(Math.ceil(rows / 8));

@@ -121,7 +121,7 @@ export class DuckDBWarehouse implements Warehouse {
       "information_schema.tables (all datasets)",
       "SELECT table_schema, count(*) AS n FROM information_schema.tables GROUP BY table_schema",
     );
-    const counts = new Map(reader.getRowObjectsJS().map((r) => [String(r.table_schema), Number(r.n)]));
+    const counts = new Map(reader.getRowObjectsJS().map((r) => [text(r.table_schema), Number(r.n)]));
     const total = [...counts.values()].reduce((a, b) => a + b, 0);
     if (total === 0) {
       throw new JobError(`warehouse ${this.path} holds no tables`, {
@@ -155,11 +155,11 @@ export class DuckDBWarehouse implements Warehouse {
     );
     const byTable = new Map<string, TableInfo>();
     for (const row of tables.getRowObjectsJS()) {
-      const name = String(row.table_name);
+      const name = text(row.table_name);
       byTable.set(name, { dataset, name, columns: [], ...(row.row_count === null ? {} : { rows: Number(row.row_count) }) });
     }
     for (const row of columns.getRowObjectsJS()) {
-      byTable.get(String(row.table_name))?.columns.push({ name: String(row.column_name), type: String(row.data_type) });
+      byTable.get(text(row.table_name))?.columns.push({ name: text(row.column_name), type: text(row.data_type) });
     }
     return [...byTable.values()];
   }
@@ -180,7 +180,7 @@ export class DuckDBWarehouse implements Warehouse {
           // rate is 0.5, would fail most runs; the two listing queries exercise the retries.
           const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
           const [n, h] = reader.getRowsJS()[0] ?? [0, null];
-          versions.set(table, { version: `rows=${String(n)};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });
+          versions.set(table, { version: `rows=${BigInt(n as bigint | number).toString()};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });
         }
       } finally {
         connection.closeSync();
@@ -194,4 +194,10 @@ export class DuckDBWarehouse implements Warehouse {
     this.connection.closeSync();
     this.instance.closeSync();
   }
+}
+
+/** A name or type from information_schema: always text there. */
+function text(value: unknown): string {
+  if (typeof value !== "string") throw new Error(`information_schema gave ${typeof value} where a name or type was expected`);
+  return value;
 }
