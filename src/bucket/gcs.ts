@@ -23,14 +23,11 @@ import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { crc32c } from "@node-rs/crc32";
-import { IdempotencyStrategy, Storage, type Bucket as StorageBucket, type File } from "@google-cloud/storage";
-import type { AuthClient } from "google-auth-library";
 import { crc32cBase64 } from "../checksum.ts";
 import { JobError } from "../errors.ts";
-import { authClientForEndpoint } from "../gcp/auth.ts";
-import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
-import type { Logger } from "../log.ts";
-import { bucketMissing, describeGcsFailure, statusOf } from "./gcs-errors.ts";
+import { withRetry } from "../gcp/retry.ts";
+import { bucketMissing, statusOf } from "./gcs-errors.ts";
+import { GCS_MAX_COMPOSE_SOURCES, GcsObjects, PROBE_PREFIX, contentTypeOf, type GcsBucketOptions } from "./gcs-objects.ts";
 import {
   assertByteRange,
   assertSourceCount,
@@ -44,116 +41,32 @@ import {
   type SourceObject,
 } from "./port.ts";
 
-// Their home is gcs-errors.ts; still exported here for callers that import them from the adapter.
-export { describeGcsFailure, statusOf };
-
-/** Resumable chunks are buffered in memory (the library keeps one to resend after a fault). */
-export const DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024;
-const PROBE_PREFIX = ".bqx-write-probe-";
-/** Sources one compose may name (https://cloud.google.com/storage/docs/composite-objects). */
-export const GCS_MAX_COMPOSE_SOURCES = 32;
-
-export interface GcsRetryOptions {
-  /** Library retries per request, and per upload session in total (library default 3). */
-  requestRetries?: number;
-  /** Cap of the library's backoff; at least 1000 (below that its upload path throws). */
-  maxRequestDelayMs?: number;
-  /** The library's budget per request or upload session, counted from its start. */
-  totalTimeoutMs?: number;
-  /** Whole-operation tries (first included) for stat, list, get, readRange, delete. */
-  attempts?: number;
-  /** Whole-upload tries; each resumes the same upload session. Also the tries of one compose. */
-  uploadAttempts?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-}
-
-export interface GcsBucketOptions {
-  /** Cloud Storage JSON API endpoint (a local stand-in); Google's when omitted. */
-  apiEndpoint?: string;
-  projectId?: string;
-  /** Defaults to `authClientForEndpoint(apiEndpoint)`: a placeholder token for loopback, else ADC. */
-  authClient?: AuthClient;
-  /** Resumable upload chunk size, a multiple of 256 KiB. */
-  chunkSizeBytes?: number;
-  /** Objects per list request (Cloud Storage caps it at 1000). */
-  listPageSize?: number;
-  retry?: GcsRetryOptions;
-  log?: Pick<Logger, "debug" | "info" | "warn">;
-  signal?: AbortSignal;
-}
-
-/** `gs://bucket/optional/prefix` -> bucket and a prefix that is empty or ends in `/`. */
-export function parseGcsUri(uri: string): { bucket: string; prefix: string } {
-  const m = /^gs:\/\/([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:\/(.*))?$/.exec(uri);
-  if (!m) throw new JobError(`not a Cloud Storage URI: ${JSON.stringify(uri)}`, { reason: "bad-uri", fix: "use gs://<bucket>/<optional prefix>" });
-  const prefix = (m[2] ?? "").replace(/^\/+|\/+$/g, "");
-  return { bucket: m[1]!, prefix: prefix ? `${prefix}/` : "" };
-}
+export { parseGcsUri, type GcsBucketOptions, type GcsRetryOptions } from "./gcs-objects.ts";
 
 export class GcsBucket implements Bucket {
   readonly location: string;
   readonly maxComposeSources = GCS_MAX_COMPOSE_SOURCES;
   readonly bucketName: string;
   readonly prefix: string;
-  private readonly bucket: StorageBucket;
-  private readonly chunkSize: number;
-  private readonly listPageSize: number;
-  private readonly attempts: number;
-  private readonly uploadAttempts: number;
-  private readonly baseDelayMs: number;
-  private readonly maxDelayMs: number;
-  private readonly log: GcsBucketOptions["log"];
-  private readonly signal: AbortSignal | undefined;
+  private readonly o: GcsObjects;
 
   constructor(uri: string, opts: GcsBucketOptions = {}) {
-    const { bucket, prefix } = parseGcsUri(uri);
-    this.bucketName = bucket;
-    this.prefix = prefix;
-    this.location = `gs://${bucket}${prefix ? `/${prefix.slice(0, -1)}` : ""}`;
-    const r = opts.retry ?? {};
-    this.chunkSize = opts.chunkSizeBytes ?? DEFAULT_CHUNK_BYTES;
-    if (this.chunkSize <= 0 || this.chunkSize % (256 * 1024) !== 0) {
-      throw new JobError(`resumable chunk size ${this.chunkSize} is not a positive multiple of 256 KiB`, { reason: "bad-chunk-size" });
-    }
-    this.listPageSize = Math.min(1000, opts.listPageSize ?? 1000);
-    this.attempts = r.attempts ?? 3;
-    this.uploadAttempts = r.uploadAttempts ?? 6;
-    this.baseDelayMs = r.baseDelayMs ?? 1000;
-    this.maxDelayMs = r.maxDelayMs ?? 30_000;
-    this.log = opts.log;
-    this.signal = opts.signal;
-    const storage = new Storage({
-      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
-      ...(opts.projectId ? { projectId: opts.projectId } : {}),
-      authClient: opts.authClient ?? authClientForEndpoint(opts.apiEndpoint),
-      // Without this the library sends NO credentials to any custom endpoint, including a
-      // private googleapis.com endpoint in production.
-      useAuthWithCustomEndpoint: true,
-      retryOptions: {
-        autoRetry: true,
-        maxRetries: r.requestRetries ?? 6,
-        retryDelayMultiplier: 2,
-        maxRetryDelay: Math.max(1000, r.maxRequestDelayMs ?? 64_000) / 1000,
-        // The library counts an upload session's budget from its first byte; a 9 GiB upload
-        // takes minutes, so the 600 s default would turn a late fault into a failure.
-        totalTimeout: (r.totalTimeoutMs ?? 3_600_000) / 1000,
-        idempotencyStrategy: IdempotencyStrategy.RetryConditional,
-      },
-    });
-    this.bucket = storage.bucket(bucket);
+    this.o = new GcsObjects(uri, opts);
+    this.location = this.o.location;
+    this.bucketName = this.o.bucketName;
+    this.prefix = this.o.prefix;
   }
 
   async checkWritable(): Promise<void> {
     const name = `${PROBE_PREFIX}${randomBytes(6).toString("hex")}`;
-    const file = this.file(name);
+    const file = this.o.file(name);
     const body = Buffer.from("bqx-training-builder write probe\n");
-    await this.retrying("write a probe object to", name, () =>
+    await this.o.retrying("write a probe object to", name, () =>
       file.save(body, { resumable: false, validation: false, preconditionOpts: { ifGenerationMatch: 0 }, metadata: { crc32c: crc32cBase64(crc32c(body)) } }),
     );
     const probe = await this.stat(name);
-    await this.retrying("list", name, () => this.bucket.getFiles({ prefix: this.prefix + name, maxResults: 1, autoPaginate: false }));
-    await this.retrying("delete the probe object", name, async () => {
+    await this.o.retrying("list", name, () => this.o.bucket.getFiles({ prefix: this.prefix + name, maxResults: 1, autoPaginate: false }));
+    await this.o.retrying("delete the probe object", name, async () => {
       try {
         await file.delete(probe?.generation ? { ifGenerationMatch: probe.generation } : {});
       } catch (err) {
@@ -170,7 +83,7 @@ export class GcsBucket implements Bucket {
    * abandoned session leaves the previous generation in place.
    */
   async put(localPath: string, name: string, expected: Checksums, metadata: Record<string, string> = {}, range?: ByteRange): Promise<PutResult> {
-    const uri = this.uriOf(name);
+    const uri = this.o.uriOf(name);
     const { size: fileSize } = await stat(localPath);
     if (range) {
       assertByteRange(localPath, range.start, range.end);
@@ -185,7 +98,7 @@ export class GcsBucket implements Bucket {
     let sessionUri: string | undefined;
     const started = Date.now();
     const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
-    this.log?.info({ uri, bytes: size, ifGenerationMatch }, `uploading ${what} to ${uri}`);
+    this.o.log?.info({ uri, bytes: size, ifGenerationMatch }, `uploading ${what} to ${uri}`);
     await withRetry(
       async (attempt) => {
         if (attempt > 1) {
@@ -195,9 +108,9 @@ export class GcsBucket implements Bucket {
         }
         const resumed = sessionUri;
         try {
-          const stream = this.file(name).createWriteStream({
+          const stream = this.o.file(name).createWriteStream({
             resumable: true,
-            chunkSize: this.chunkSize,
+            chunkSize: this.o.chunkSize,
             // The server checks the declared crc32c before the object exists. The library's own
             // check runs after finalization and "repairs" a mismatch by deleting the object,
             // which would leave no object at all where a good one used to be.
@@ -207,7 +120,7 @@ export class GcsBucket implements Bucket {
             metadata: { contentType: contentTypeOf(name), contentLength: size, crc32c: expected.crc32c, metadata: { ...metadata, ...recorded } },
           });
           stream.on("uri", (u: string) => (sessionUri = u));
-          await pipeline(readLocal(localPath, range), stream, ...(this.signal ? [{ signal: this.signal }] : []));
+          await pipeline(readLocal(localPath, range), stream, ...(this.o.signal ? [{ signal: this.o.signal }] : []));
         } catch (err) {
           const status = statusOf(err);
           if (status === 412) {
@@ -218,22 +131,22 @@ export class GcsBucket implements Bucket {
           const sessionGone = resumed !== undefined && (status === 404 || status === 410);
           if (sessionGone || status === 400) sessionUri = undefined;
           if (sessionGone) throw new JobError(`the upload session for ${uri} expired`, { reason: "upload-session-expired", retryable: true, cause: err });
-          throw this.toJobError(err, "upload", name);
+          throw this.o.toJobError(err, "upload", name);
         }
       },
-      this.policy(this.uploadAttempts, "upload to", uri),
+      this.o.policy(this.o.uploadAttempts, "upload to", uri),
     );
     const stored = await this.stat(name);
     if (!stored || !sameContent(stored)) {
       // Unreachable against Cloud Storage (it verified the declared crc32c); a server that
       // ignores it must not leave an unverified object behind.
-      if (stored?.generation) await this.file(name).delete({ ifGenerationMatch: stored.generation }).catch(() => undefined);
+      if (stored?.generation) await this.o.file(name).delete({ ifGenerationMatch: stored.generation }).catch(() => undefined);
       throw new JobError(
         `${uri} does not match what was uploaded: expected ${size} bytes with crc32c ${expected.crc32c}, stored ${stored?.bytes ?? "nothing"} bytes with crc32c ${stored?.crc32c ?? "none"}`,
         { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, check that GCS_ENDPOINT points at Cloud Storage" },
       );
     }
-    this.log?.info({ uri, bytes: stored.bytes, generation: stored.generation, seconds: (Date.now() - started) / 1000 }, `uploaded ${uri} (crc32c verified)`);
+    this.o.log?.info({ uri, bytes: stored.bytes, generation: stored.generation, seconds: (Date.now() - started) / 1000 }, `uploaded ${uri} (crc32c verified)`);
     return { uri, bytes: stored.bytes, checksums: { crc32c: stored.crc32c, sha256: expected.sha256 }, generation: stored.generation };
   }
 
@@ -243,7 +156,7 @@ export class GcsBucket implements Bucket {
    * so a retry can never overwrite what another writer put there meanwhile.
    */
   async compose(sources: readonly SourceObject[], destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {
-    const uri = this.uriOf(destination);
+    const uri = this.o.uriOf(destination);
     // More than 32 is left to Cloud Storage to refuse (400), converted to the same reason the
     // local bucket uses; none at all is a caller's mistake caught here.
     assertSourceCount(sources.length, Number.POSITIVE_INFINITY, uri);
@@ -259,7 +172,7 @@ export class GcsBucket implements Bucket {
     let stored: ObjectInfo | undefined;
     await withRetry(async (attempt) => {
       try {
-        stored = this.infoOf(destination, await this.composeRequest(destination, request, ifGenerationMatch));
+        stored = this.o.infoOf(destination, await this.composeRequest(destination, request, ifGenerationMatch));
       } catch (err) {
         if (statusOf(err) === 412 && attempt > 1) {
           // An earlier attempt may have composed with its answer lost: then the object is ours.
@@ -269,13 +182,13 @@ export class GcsBucket implements Bucket {
             return;
           }
         }
-        throw this.toJobError(err, "compose", destination);
+        throw this.o.toJobError(err, "compose", destination);
       }
-    }, this.policy(this.uploadAttempts, "compose", uri));
+    }, this.o.policy(this.o.uploadAttempts, "compose", uri));
     const result = stored!;
     if (opts.expected && (result.bytes !== opts.expected.bytes || result.crc32c !== opts.expected.crc32c)) {
       // Deleted by its generation, so nothing another writer put there since is touched.
-      const removed = await this.file(destination)
+      const removed = await this.o.file(destination)
         .delete({ ifGenerationMatch: result.generation })
         .then(() => true, (err: unknown) => statusOf(err) === 404 || statusOf(err) === 412);
       throw new JobError(
@@ -283,7 +196,7 @@ export class GcsBucket implements Bucket {
         { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, the parts or their predicted crc32c are wrong: stage them again" },
       );
     }
-    this.log?.info(
+    this.o.log?.info(
       { uri, bytes: result.bytes, generation: result.generation, components: result.componentCount, sources: sources.length, seconds: (Date.now() - started) / 1000 },
       `composed ${uri} from ${sources.length} sources${opts.expected ? " (size and crc32c verified)" : ""}`,
     );
@@ -292,10 +205,10 @@ export class GcsBucket implements Bucket {
 
   /** A compose of the one pinned source into `destination`, then a DELETE of that source generation. */
   async move(source: SourceObject, destination: string, opts: ComposeOptions = {}): Promise<ObjectInfo> {
-    if (source.name === destination) throw new JobError(`cannot move ${this.uriOf(destination)} onto itself`, { reason: "bad-object-name" });
-    const from = await this.statGeneration(source, `move ${this.uriOf(source.name)} to ${this.uriOf(destination)}`);
+    if (source.name === destination) throw new JobError(`cannot move ${this.o.uriOf(destination)} onto itself`, { reason: "bad-object-name" });
+    const from = await this.o.statGeneration(source, `move ${this.o.uriOf(source.name)} to ${this.o.uriOf(destination)}`);
     if (opts.expected && (from.bytes !== opts.expected.bytes || from.crc32c !== opts.expected.crc32c)) {
-      throw new JobError(`cannot move ${this.uriOf(source.name)}: it has ${from.bytes} bytes with crc32c ${from.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`, {
+      throw new JobError(`cannot move ${this.o.uriOf(source.name)}: it has ${from.bytes} bytes with crc32c ${from.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`, {
         reason: "checksum-mismatch",
         retryable: true,
         fix: "stage the object again",
@@ -306,14 +219,14 @@ export class GcsBucket implements Bucket {
       metadata: opts.metadata ?? from.metadata,
       expected: opts.expected ?? { bytes: from.bytes, crc32c: from.crc32c },
     });
-    await this.retrying("delete the moved source", source.name, async () => {
+    await this.o.retrying("delete the moved source", source.name, async () => {
       try {
-        await this.file(source.name).delete({ ifGenerationMatch: source.generation });
+        await this.o.file(source.name).delete({ ifGenerationMatch: source.generation });
       } catch (err) {
         const status = statusOf(err);
         // 404: gone already (an earlier try's answer was lost). 412: another writer put a new
         // object under that name meanwhile; the generation we moved is no longer live, and theirs stays.
-        if (status === 412) this.log?.warn({ uri: this.uriOf(source.name), generation: source.generation }, `moved ${this.uriOf(source.name)}, which another writer replaced meanwhile; their object stays`);
+        if (status === 412) this.o.log?.warn({ uri: this.o.uriOf(source.name), generation: source.generation }, `moved ${this.o.uriOf(source.name)}, which another writer replaced meanwhile; their object stays`);
         if ((status === 404 && !bucketMissing(err)) || status === 412) return;
         throw err;
       }
@@ -321,24 +234,16 @@ export class GcsBucket implements Bucket {
     return moved;
   }
 
-  async stat(name: string): Promise<ObjectInfo | undefined> {
-    return this.retrying("read the metadata of", name, async () => {
-      try {
-        const [md] = await this.file(name).getMetadata();
-        return this.infoOf(name, md);
-      } catch (err) {
-        if (statusOf(err) === 404 && !bucketMissing(err)) return undefined;
-        throw err;
-      }
-    });
+  stat(name: string): Promise<ObjectInfo | undefined> {
+    return this.o.stat(name);
   }
 
   async get(name: string, localPath: string): Promise<GetResult> {
-    const uri = this.uriOf(name);
+    const uri = this.o.uriOf(name);
     const info = await this.stat(name);
     if (!info) throw new JobError(`cannot download ${uri}: no such object`, { reason: "object-not-found", fix: "check the object name; list the bucket to see what is there" });
     await mkdir(path.dirname(path.resolve(localPath)), { recursive: true });
-    return this.retrying("download", name, async () => {
+    return this.o.retrying("download", name, async () => {
       const staging = `${localPath}.download-${process.pid}-${randomBytes(4).toString("hex")}`;
       try {
         const sha = createHash("sha256");
@@ -354,8 +259,8 @@ export class GcsBucket implements Bucket {
         });
         // Pinned to the generation whose crc32c we compare against, so a concurrent replace
         // fails the download instead of mixing two objects' bytes.
-        const source = this.file(name, info.generation).createReadStream({ validation: false });
-        await pipeline(source, hasher, createWriteStream(staging), ...(this.signal ? [{ signal: this.signal }] : []));
+        const source = this.o.file(name, info.generation).createReadStream({ validation: false });
+        await pipeline(source, hasher, createWriteStream(staging), ...(this.o.signal ? [{ signal: this.o.signal }] : []));
         const got = { crc32c: crc32cBase64(crc), sha256: sha.digest("hex") };
         if (bytes !== info.bytes || got.crc32c !== info.crc32c || (info.metadata.sha256 && info.metadata.sha256 !== got.sha256)) {
           throw new JobError(`checksum mismatch downloading ${uri}: object has ${info.bytes} bytes with crc32c ${info.crc32c}, received ${bytes} bytes with crc32c ${got.crc32c}`, {
@@ -373,12 +278,12 @@ export class GcsBucket implements Bucket {
   }
 
   async readRange(name: string, start: number, end: number): Promise<Buffer> {
-    const uri = this.uriOf(name);
+    const uri = this.o.uriOf(name);
     assertByteRange(uri, start, end);
     if (start === end) return Buffer.alloc(0);
-    const buf = await this.retrying("read a byte range of", name, async () => {
+    const buf = await this.o.retrying("read a byte range of", name, async () => {
       const chunks: Buffer[] = [];
-      for await (const c of this.file(name).createReadStream({ start, end: end - 1, validation: false })) chunks.push(c as Buffer);
+      for await (const c of this.o.file(name).createReadStream({ start, end: end - 1, validation: false })) chunks.push(c as Buffer);
       return Buffer.concat(chunks);
     });
     if (buf.length !== end - start) {
@@ -391,8 +296,8 @@ export class GcsBucket implements Bucket {
     const names: string[] = [];
     let pageToken: string | undefined;
     do {
-      const query = { prefix: this.prefix + prefix, maxResults: this.listPageSize, autoPaginate: false, ...(pageToken ? { pageToken } : {}) };
-      const [files, next] = await this.retrying("list", prefix, () => this.bucket.getFiles(query));
+      const query = { prefix: this.prefix + prefix, maxResults: this.o.listPageSize, autoPaginate: false, ...(pageToken ? { pageToken } : {}) };
+      const [files, next] = await this.o.retrying("list", prefix, () => this.o.bucket.getFiles(query));
       for (const f of files) {
         const rel = f.name.slice(this.prefix.length);
         if (!rel.startsWith(PROBE_PREFIX)) names.push(rel);
@@ -403,9 +308,9 @@ export class GcsBucket implements Bucket {
   }
 
   async delete(name: string): Promise<void> {
-    await this.retrying("delete", name, async () => {
+    await this.o.retrying("delete", name, async () => {
       try {
-        await this.file(name).delete();
+        await this.o.file(name).delete();
       } catch (err) {
         if (statusOf(err) !== 404 || bucketMissing(err)) throw err;
       }
@@ -419,7 +324,7 @@ export class GcsBucket implements Bucket {
    * leaving a moment (or, after a crash, for good) where the composite exists without it.
    */
   private composeRequest(destination: string, json: object, ifGenerationMatch: string): Promise<Record<string, unknown>> {
-    const file = this.file(destination);
+    const file = this.o.file(destination);
     return new Promise((resolve, reject) => {
       file.request({ method: "POST", uri: "/compose", maxRetries: 0, json, qs: { ifGenerationMatch } }, (err, body) =>
         err ? reject(err) : resolve((body ?? {}) as Record<string, unknown>),
@@ -437,7 +342,7 @@ export class GcsBucket implements Bucket {
     let bytes = 0;
     let components = 0;
     for (const source of sources) {
-      const info = await this.statGeneration(source, "check a compose").catch(() => undefined);
+      const info = await this.o.statGeneration(source, "check a compose").catch(() => undefined);
       if (!info) return false;
       bytes += info.bytes;
       components += info.componentCount ?? 1;
@@ -445,76 +350,6 @@ export class GcsBucket implements Bucket {
     return now.bytes === bytes && now.componentCount === components;
   }
 
-  /** The metadata of exactly that generation; one no longer live fails with reason "source-changed". */
-  private statGeneration(source: SourceObject, what: string): Promise<ObjectInfo> {
-    return this.retrying("read the metadata of", source.name, async () => {
-      try {
-        const [md] = await this.file(source.name, source.generation).getMetadata();
-        return this.infoOf(source.name, md);
-      } catch (err) {
-        if (statusOf(err) !== 404 || bucketMissing(err)) throw err;
-        throw new JobError(`cannot ${what}: ${this.uriOf(source.name)} is no longer generation ${source.generation}; it was replaced or deleted after its generation was read`, {
-          reason: "source-changed",
-          fix: "stage that object again and use its new generation",
-          cause: err,
-        });
-      }
-    });
-  }
-
-  /** An object resource (metadata GET or compose answer) as the port describes it. */
-  private infoOf(name: string, md: { size?: unknown; crc32c?: unknown; generation?: unknown; metadata?: unknown; componentCount?: unknown }): ObjectInfo {
-    const custom = Object.fromEntries(
-      Object.entries((md.metadata ?? {}) as Record<string, unknown>).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]),
-    );
-    return {
-      name,
-      bytes: Number(md.size ?? 0),
-      crc32c: typeof md.crc32c === "string" ? md.crc32c : "",
-      generation: md.generation === undefined ? undefined : String(md.generation),
-      metadata: custom,
-      ...(md.componentCount !== undefined ? { componentCount: Number(md.componentCount) } : {}),
-    };
-  }
-
-  private file(name: string, generation?: string): File {
-    if (!name || name.startsWith("/") || name.split("/").some((part) => part === "." || part === "..")) {
-      throw new JobError(`object name ${JSON.stringify(name)} is not a plain relative name`, { reason: "bad-object-name" });
-    }
-    return this.bucket.file(this.prefix + name, generation ? { generation } : {});
-  }
-
-  private uriOf(name: string): string {
-    return `gs://${this.bucketName}/${this.prefix}${name}`;
-  }
-
-  private policy(attempts: number, op: string, target: string): RetryPolicy {
-    return {
-      attempts,
-      baseDelayMs: this.baseDelayMs,
-      maxDelayMs: this.maxDelayMs,
-      isRetryable: (err: unknown) => err instanceof JobError && err.retryable,
-      ...(this.signal ? { signal: this.signal } : {}),
-      onRetry: ({ attempt, delayMs, error }) =>
-        this.log?.warn({ op, target, attempt, delayMs, err: (error as Error).message }, `${op} ${target} failed; trying again in ${delayMs} ms (attempt ${attempt + 1} of ${attempts})`),
-    };
-  }
-
-  /** Runs `fn` under the whole-operation retry, converting failures to JobErrors. */
-  private retrying<T>(op: string, name: string, fn: () => Promise<T>): Promise<T> {
-    return withRetry(async () => {
-      try {
-        return await fn();
-      } catch (err) {
-        throw this.toJobError(err, op, name);
-      }
-    }, this.policy(this.attempts, op, this.uriOf(name)));
-  }
-
-  private toJobError(err: unknown, op: string, name: string): JobError {
-    if (err instanceof JobError) return err;
-    return describeGcsFailure(err, { op, bucket: this.bucketName, uri: this.uriOf(name) });
-  }
 }
 
 /** The local file, or bytes [start, end) of it. */
@@ -527,10 +362,4 @@ function readLocal(localPath: string, range: ByteRange | undefined): Readable {
 function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
-}
-
-function contentTypeOf(name: string): string {
-  if (name.endsWith(".json")) return "application/json";
-  if (name.endsWith(".parquet")) return "application/vnd.apache.parquet";
-  return "application/octet-stream";
 }
