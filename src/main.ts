@@ -12,8 +12,14 @@ import type { Warehouse } from "./warehouse/port.ts";
 /** Only the backend in use is loaded: DuckDB never starts on Cloud Run, the Google clients never locally. */
 async function openWarehouse(config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Warehouse> {
   if (config.backend === "local") {
-    const { DuckDBWarehouse } = await import("./warehouse/duckdb.ts");
-    return DuckDBWarehouse.open(config.warehouse, { faults: config.faults, log, signal });
+    const [{ DuckDBWarehouse }, { RetryingWarehouse }, { FaultyWarehouse }] = await Promise.all([
+      import("./warehouse/duckdb.ts"),
+      import("./warehouse/retrying.ts"),
+      import("./faults.ts"),
+    ]);
+    const duckdb = await DuckDBWarehouse.open(config.warehouse, { signal });
+    // The embedded file does not retry by itself (BigQuery's adapter does, so it is not wrapped).
+    return new RetryingWarehouse(config.faults ? new FaultyWarehouse(duckdb, config.faults) : duckdb, { log, signal });
   }
   const gcp = config.gcp!;
   const { BigQueryWarehouse } = await import("./warehouse/bigquery.ts");
@@ -22,10 +28,14 @@ async function openWarehouse(config: Readonly<Config>, log: Logger, signal: Abor
 
 async function openBucket(location: Location, config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Bucket> {
   if (location.kind === "local") {
-    const [{ LocalDirectoryBucket }, { RetryingBucket }] = await Promise.all([import("./bucket/local.ts"), import("./bucket/retrying.ts")]);
-    const local = new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads, faults: config.faults, signal });
+    const [{ LocalDirectoryBucket }, { RetryingBucket }, { FaultyBucket }] = await Promise.all([
+      import("./bucket/local.ts"),
+      import("./bucket/retrying.ts"),
+      import("./faults.ts"),
+    ]);
+    const local = new LocalDirectoryBucket(location.dir, { corruptCopies: config.corruptUploads, signal });
     // The local directory does not retry by itself (Cloud Storage's adapter does, so it is not wrapped).
-    return new RetryingBucket(local, { log, signal });
+    return new RetryingBucket(config.faults ? new FaultyBucket(local, config.faults) : local, { log, signal });
   }
   const { GcsBucket } = await import("./bucket/gcs.ts");
   return new GcsBucket(location.uri, { apiEndpoint: config.gcsEndpoint, projectId: config.gcp?.project, log, signal });

@@ -5,7 +5,7 @@
 //   and dropped connections, and resumable uploads (session start, chunk PUTs, status queries,
 //   resuming from the offset the server reports) - uploads only because every one carries
 //   `ifGenerationMatch`; without a precondition it treats a 5xx upload as final.
-// - `withRetry` (src/gcp/retry.ts) retries whole operations the library gives up on or never
+// - `withRetry` (src/retry.ts) retries whole operations the library gives up on or never
 //   retries: an upload whose library retries ran out (resuming the same session, so no byte is
 //   sent twice), a DELETE (no precondition, so the library does not retry it), a simple upload
 //   (the library never retries those), a download whose bytes failed their CRC32C.
@@ -25,7 +25,7 @@ import { pipeline } from "node:stream/promises";
 import { crc32c } from "@node-rs/crc32";
 import { crc32cBase64 } from "../checksum.ts";
 import { JobError } from "../errors.ts";
-import { withRetry } from "../gcp/retry.ts";
+import { withRetry } from "../retry.ts";
 import { bucketMissing, statusOf } from "./gcs-errors.ts";
 import { GCS_MAX_COMPOSE_SOURCES, GcsObjects, PROBE_PREFIX, contentTypeOf, type GcsBucketOptions } from "./gcs-objects.ts";
 import {

@@ -7,17 +7,14 @@
 // `compose` concatenates the sources into a temporary name and renames it into place, so the
 // pipeline that composes in Cloud Storage runs unchanged here; `move` is a rename. A generation
 // is the data file's mtime in microseconds: a replaced file has another one (a rename keeps it).
-// It does not retry: src/bucket/retrying.ts wraps it. With FAULT_RATE (testing only) its calls
-// fail now and then with an injected retryable fault; a failed `put`, `get` or `compose` fails
-// after its copy is staged, so the retry path also proves a failed attempt leaves nothing behind.
-import { createHash, randomBytes } from "node:crypto";
+// It does not retry: src/bucket/retrying.ts wraps it (and src/faults.ts, with FAULT_RATE).
+import { randomBytes } from "node:crypto";
 import { constants, type Stats } from "node:fs";
-import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, rmdir, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { access, copyFile, mkdir, open, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { crc32c } from "@node-rs/crc32";
 import { crc32cBase64, fileChecksums } from "../checksum.ts";
+import { assertRangeOfFile, checkGeneration, concatenate, copyInto, generationOf, pinnedStat, walkFiles, writerIsGone } from "./local-files.ts";
 import { JobError } from "../errors.ts";
-import { FaultInjector, isInjectedFault, type FaultSettings } from "./faults.ts";
 import {
   assertByteRange,
   assertSourceCount,
@@ -32,8 +29,6 @@ import {
 } from "./port.ts";
 
 const META_DIR = ".bqx-meta";
-/** `compose` copies through one buffer of this size, whatever the sources' sizes. */
-const COMPOSE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /** What the sidecar records; `bytes` + `mtimeMs` tell whether it still describes the data file. */
 interface Sidecar {
@@ -49,7 +44,6 @@ interface Sidecar {
 export interface LocalDirectoryBucketOptions {
   /** FAULT_CORRUPT_UPLOADS (testing only). */
   corruptCopies?: boolean;
-  faults?: FaultSettings | undefined;
   signal?: AbortSignal | undefined;
   /** Sources per `compose`: unlimited (one concatenation) unless a test mirrors Cloud Storage's 32. */
   maxComposeSources?: number;
@@ -61,8 +55,6 @@ export class LocalDirectoryBucket implements Bucket {
 
   /** FAULT_CORRUPT_UPLOADS (testing only): every copy gets one byte flipped, as a bad disk or transfer would. */
   private readonly corruptCopies: boolean;
-  /** FAULT_RATE (testing only): seeded transient faults in every call. */
-  readonly faults: FaultInjector | undefined;
   /** Once aborted (SIGTERM), `put` stops before renaming anything into place. */
   private readonly signal: AbortSignal | undefined;
 
@@ -72,7 +64,6 @@ export class LocalDirectoryBucket implements Bucket {
   constructor(directory: string, opts: LocalDirectoryBucketOptions = {}) {
     this.location = path.resolve(directory);
     this.corruptCopies = opts.corruptCopies ?? false;
-    this.faults = opts.faults ? new FaultInjector(opts.faults) : undefined;
     this.signal = opts.signal;
     this.maxComposeSources = opts.maxComposeSources ?? Number.POSITIVE_INFINITY;
   }
@@ -84,12 +75,10 @@ export class LocalDirectoryBucket implements Bucket {
       const probe = path.join(this.location, `.write-probe-${process.pid}-${randomBytes(4).toString("hex")}`);
       try {
         await writeFile(probe, "probe");
-        this.faults?.maybeFail("checkWritable", path.basename(this.location), this.location);
       } finally {
         await rm(probe, { force: true });
       }
     } catch (err) {
-      if (isInjectedFault(err)) throw err;
       throw new JobError(`output location ${this.location} cannot be written (${(err as Error).message})`, {
         reason: "output-not-writable",
         fix: "set OUTPUT_URI to a directory this user can create and write, or fix its permissions",
@@ -124,7 +113,6 @@ export class LocalDirectoryBucket implements Bucket {
       } finally {
         await out.close();
       }
-      this.faults?.maybeFail("put", name);
       if (stored.crc32c !== expected.crc32c || (expected.sha256 !== undefined && stored.sha256 !== expected.sha256)) {
         const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
         throw new JobError(
@@ -156,7 +144,6 @@ export class LocalDirectoryBucket implements Bucket {
 
   async stat(name: string): Promise<ObjectInfo | undefined> {
     const target = this.objectPath(name);
-    this.faults?.maybeFail("stat", name);
     let info;
     try {
       info = await stat(target);
@@ -176,7 +163,6 @@ export class LocalDirectoryBucket implements Bucket {
     const staging = `${localPath}.download-${process.pid}-${randomBytes(4).toString("hex")}`;
     try {
       await copyFile(source, staging);
-      this.faults?.maybeFail("get", name);
       const got = await fileChecksums(staging);
       if (got.crc32c !== info.crc32c || got.bytes !== info.bytes) {
         throw new JobError(`checksum mismatch downloading ${source}: object crc32c ${info.crc32c} (${info.bytes} bytes), received ${got.crc32c} (${got.bytes} bytes)`, {
@@ -195,7 +181,6 @@ export class LocalDirectoryBucket implements Bucket {
   async readRange(name: string, start: number, end: number): Promise<Buffer> {
     const source = this.objectPath(name);
     assertByteRange(source, start, end);
-    this.faults?.maybeFail("readRange", name);
     let handle;
     try {
       handle = await open(source, "r");
@@ -215,7 +200,6 @@ export class LocalDirectoryBucket implements Bucket {
   }
 
   async list(prefix = ""): Promise<string[]> {
-    this.faults?.maybeFail("list", prefix);
     const names: string[] = [];
     await walkFiles(this.location, (dir, name) => dir !== this.location || name !== META_DIR, (file) => {
       if (path.basename(file).includes(".uploading-")) return;
@@ -227,7 +211,6 @@ export class LocalDirectoryBucket implements Bucket {
 
   async delete(name: string): Promise<void> {
     const target = this.objectPath(name);
-    this.faults?.maybeFail("delete", name);
     await rm(target, { force: true });
     await rm(this.sidecarPath(name), { force: true });
     // Object stores have no directories: one left empty by the last object in it goes too.
@@ -275,8 +258,8 @@ export class LocalDirectoryBucket implements Bucket {
     assertSourceCount(sources.length, this.maxComposeSources, target);
     // Every source's generation before any byte is copied, so a stale last part fails at once.
     const pinned: Stats[] = [];
-    for (const source of sources) pinned.push(await this.pinnedStat(source, `compose ${target}`));
-    await this.checkGeneration(destination, opts.ifGenerationMatch);
+    for (const source of sources) pinned.push(await pinnedStat(this.objectPath(source.name), source.generation, `compose ${target}`));
+    await checkGeneration(this.objectPath(destination), opts.ifGenerationMatch);
     let componentCount = 0;
     for (const [i, source] of sources.entries()) componentCount += (await this.currentSidecar(source.name, pinned[i]!))?.componentCount ?? 1;
     const sidecarPath = this.sidecarPath(destination);
@@ -287,8 +270,9 @@ export class LocalDirectoryBucket implements Bucket {
     const sidecarStaging = `${sidecarPath}${suffix}`;
     try {
       const totalBytes = pinned.reduce((n, info) => n + info.size, 0);
-      const { bytes, crc } = await this.concatenate(sources, staging, target, this.corruptCopies && totalBytes > 0 ? Math.floor(totalBytes / 2) : undefined);
-      this.faults?.maybeFail("compose", destination);
+      const pinnedSources = sources.map((source) => ({ path: this.objectPath(source.name), generation: source.generation }));
+      const corruptAt = this.corruptCopies && totalBytes > 0 ? Math.floor(totalBytes / 2) : undefined;
+      const { bytes, crc } = await concatenate(pinnedSources, staging, `compose ${target}`, { corruptAt, signal: this.signal });
       const stored = crc32cBase64(crc);
       if (opts.expected && (bytes !== opts.expected.bytes || stored !== opts.expected.crc32c)) {
         throw new JobError(
@@ -303,7 +287,7 @@ export class LocalDirectoryBucket implements Bucket {
       // Interrupted (SIGTERM): the composite is dropped, never committed.
       this.signal?.throwIfAborted();
       // Checked again just before the rename: another writer may have come in during the copy.
-      await this.checkGeneration(destination, opts.ifGenerationMatch);
+      await checkGeneration(this.objectPath(destination), opts.ifGenerationMatch);
       // Sidecar first: the composite appears with its metadata (see put).
       await rename(sidecarStaging, sidecarPath);
       await rename(staging, target);
@@ -318,8 +302,8 @@ export class LocalDirectoryBucket implements Bucket {
     const from = this.objectPath(source.name);
     const to = this.objectPath(destination);
     if (from === to) throw new JobError(`cannot move ${from} onto itself`, { reason: "bad-object-name" });
-    const info = await this.pinnedStat(source, `move ${from} to ${to}`);
-    await this.checkGeneration(destination, opts.ifGenerationMatch);
+    const info = await pinnedStat(this.objectPath(source.name), source.generation, `move ${from} to ${to}`);
+    await checkGeneration(this.objectPath(destination), opts.ifGenerationMatch);
     const sidecar = await this.currentSidecar(source.name, info);
     const crc = sidecar?.crc32c ?? (opts.expected || opts.metadata ? (await fileChecksums(from)).crc32c : undefined);
     if (opts.expected && (info.size !== opts.expected.bytes || crc !== opts.expected.crc32c)) {
@@ -340,9 +324,8 @@ export class LocalDirectoryBucket implements Bucket {
         const next: Sidecar = { ...(sidecar ?? { bytes: info.size, mtimeMs: info.mtimeMs, crc32c: crc! }), metadata: opts.metadata };
         await writeFile(sidecarStaging, JSON.stringify(next));
       }
-      this.faults?.maybeFail("move", destination);
       this.signal?.throwIfAborted();
-      await this.checkGeneration(destination, opts.ifGenerationMatch);
+      await checkGeneration(this.objectPath(destination), opts.ifGenerationMatch);
       // New metadata goes first, so the destination appears with it (see put; the rename keeps
       // the mtime the sidecar records). The source's own sidecar follows its data, so the source
       // keeps describing itself until it is gone.
@@ -357,14 +340,6 @@ export class LocalDirectoryBucket implements Bucket {
       await rm(sidecarStaging, { force: true });
     }
     return this.describe(destination, await stat(to));
-  }
-
-  async size(name: string): Promise<number | undefined> {
-    try {
-      return (await stat(this.objectPath(name))).size;
-    } catch {
-      return undefined;
-    }
   }
 
   /** The object whose data file has `info`, from its sidecar when that still describes it. */
@@ -393,65 +368,6 @@ export class LocalDirectoryBucket implements Bucket {
     }
   }
 
-  /**
-   * Concatenates the sources into `staging`, computing the CRC32C of exactly the bytes written.
-   * Each source is opened and its generation checked before it is read, and checked again after:
-   * a source replaced or rewritten meanwhile fails the compose.
-   */
-  private async concatenate(sources: readonly SourceObject[], staging: string, target: string, corruptAt: number | undefined): Promise<{ bytes: number; crc: number }> {
-    const pieces: CopyPiece[] = [];
-    for (const source of sources) {
-      const sourcePath = this.objectPath(source.name);
-      const changed = (now?: Stats) => sourceChanged(`compose ${target}`, sourcePath, source.generation, now ? generationOf(now.mtimeMs) : undefined);
-      let before: Stats | undefined;
-      pieces.push({
-        path: sourcePath,
-        start: 0,
-        end: undefined,
-        opened: async (input) => {
-          const opened = await input.stat();
-          before = opened;
-          if (generationOf(opened.mtimeMs) !== source.generation) throw changed(opened);
-          return opened.size;
-        },
-        done: async (input) => {
-          const after = await input.stat();
-          const now = await stat(sourcePath).catch(() => undefined);
-          if (after.mtimeMs !== before!.mtimeMs || now?.ino !== before!.ino || now.mtimeMs !== before!.mtimeMs) throw changed(now);
-        },
-        missing: () => changed(undefined),
-      });
-    }
-    const out = await open(staging, "w");
-    try {
-      return await copyInto(out, 0, pieces, { corruptAt, sha256: false, signal: this.signal });
-    } finally {
-      await out.close();
-    }
-  }
-
-  /** The data file of a pinned source, refused when it is gone or another generation. */
-  private async pinnedStat(source: SourceObject, what: string): Promise<Stats> {
-    const sourcePath = this.objectPath(source.name);
-    const info = await stat(sourcePath).catch(() => undefined);
-    if (!info || generationOf(info.mtimeMs) !== source.generation) throw sourceChanged(what, sourcePath, source.generation, info ? generationOf(info.mtimeMs) : undefined);
-    return info;
-  }
-
-  /** `ifGenerationMatch` on `name` ("0": must not exist). Not atomic with the rename after it: one writer per directory. */
-  private async checkGeneration(name: string, ifGenerationMatch: string | undefined): Promise<void> {
-    if (ifGenerationMatch === undefined) return;
-    const target = this.objectPath(name);
-    const info = await stat(target).catch(() => undefined);
-    const current = info ? generationOf(info.mtimeMs) : "0";
-    if (current !== ifGenerationMatch) {
-      throw new JobError(`cannot write ${target}: another writer changed it meanwhile (generation ${current === "0" ? "none" : current}, expected ${ifGenerationMatch === "0" ? "none" : ifGenerationMatch})`, {
-        reason: "precondition-failed",
-        fix: "make sure only one execution writes this pair's objects at a time, then run again",
-      });
-    }
-  }
-
   private sidecarPath(name: string): string {
     return path.join(this.location, META_DIR, `${path.relative(this.location, this.objectPath(name))}.json`);
   }
@@ -463,122 +379,4 @@ export class LocalDirectoryBucket implements Bucket {
     }
     return target;
   }
-}
-
-/** Calls `visit` with every file below `dir`, descending into the directories `descend` allows; a missing `dir` has none. */
-async function walkFiles(dir: string, descend: (dir: string, name: string) => boolean, visit: (file: string) => void): Promise<void> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) {
-      if (descend(dir, entry.name)) await walkFiles(full, descend, visit);
-    } else {
-      visit(full);
-    }
-  }
-}
-
-/**
- * Whether the process that named a temporary copy is gone: a copy with this process's pid that it
- * did not make is from an earlier container (pids repeat there); a live process of another pid on
- * this host may still rename its copy into place.
- */
-function writerIsGone(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH";
-  }
-}
-
-function sourceChanged(what: string, sourcePath: string, pinned: string, now: string | undefined): JobError {
-  return new JobError(`cannot ${what}: source ${sourcePath} is no longer generation ${pinned} (${now ? `now ${now}` : "deleted"}); it was replaced or deleted after its generation was read`, {
-    reason: "source-changed",
-    fix: "stage that object again and use its new generation",
-  });
-}
-
-/** Refuses a range past the end of the local file before anything is copied. */
-async function assertRangeOfFile(localPath: string, range: ByteRange): Promise<void> {
-  assertByteRange(localPath, range.start, range.end);
-  const { size } = await stat(localPath);
-  if (range.end > size) throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${size} bytes)`, { reason: "range-out-of-bounds" });
-}
-
-/** A byte range of a file to copy; `end` undefined: to the end of the file (its size, which `opened` may return). */
-interface CopyPiece {
-  path: string;
-  start: number;
-  end: number | undefined;
-  /** Checks the file once open; returns its size. */
-  opened?: (input: FileHandle) => Promise<number>;
-  /** Checks the file once read, before it is closed. */
-  done?: (input: FileHandle) => Promise<void>;
-  /** The error for a file that cannot be opened. */
-  missing?: () => Error;
-}
-
-/**
- * Copies the pieces, in order, to `out` from `at`, with the reads of the next block overlapping
- * the write of the current one (two buffers), and returns the CRC32C (and SHA-256 when asked) of
- * the bytes written. `corruptAt` (FAULT_CORRUPT_UPLOADS) flips the byte at that output offset on
- * the way, as a bad disk or transfer would, so the checksums show it.
- */
-async function copyInto(
-  out: FileHandle,
-  at: number,
-  pieces: readonly CopyPiece[],
-  opts: { corruptAt: number | undefined; sha256: boolean; signal: AbortSignal | undefined },
-): Promise<{ bytes: number; crc: number; sha256?: string }> {
-  const buffers = [Buffer.allocUnsafe(COMPOSE_BUFFER_BYTES), Buffer.allocUnsafe(COMPOSE_BUFFER_BYTES)];
-  const sha = opts.sha256 ? createHash("sha256") : undefined;
-  let crc = 0;
-  let bytes = 0;
-  let turn = 0;
-  let writing: Promise<void> = Promise.resolve();
-  const write = async (chunk: Buffer, position: number) => {
-    for (let done = 0; done < chunk.length; ) done += (await out.write(chunk, done, chunk.length - done, position + done)).bytesWritten;
-  };
-  for (const piece of pieces) {
-    const input = await open(piece.path, "r").catch((err: unknown) => {
-      throw piece.missing?.() ?? err;
-    });
-    try {
-      const size = (await piece.opened?.(input)) ?? (await input.stat()).size;
-      const end = piece.end ?? size;
-      for (let position = piece.start; position < end; ) {
-        opts.signal?.throwIfAborted();
-        const buffer = buffers[turn]!;
-        turn ^= 1;
-        const { bytesRead } = await input.read(buffer, 0, Math.min(buffer.length, end - position), position);
-        if (bytesRead === 0) throw new Error(`${piece.path}: unexpected end of file at ${position} (expected ${end} bytes)`);
-        // The other buffer's write must be done before this one is filled again, two turns on.
-        await writing;
-        const chunk = buffer.subarray(0, bytesRead);
-        if (opts.corruptAt !== undefined && opts.corruptAt >= bytes && opts.corruptAt < bytes + bytesRead) chunk[opts.corruptAt - bytes]! ^= 0xff;
-        crc = crc32c(chunk, crc);
-        sha?.update(chunk);
-        writing = write(chunk, at + bytes);
-        position += bytesRead;
-        bytes += bytesRead;
-      }
-      await piece.done?.(input);
-    } finally {
-      await input.close();
-    }
-  }
-  await writing;
-  return { bytes, crc, ...(sha ? { sha256: sha.digest("hex") } : {}) };
-}
-
-/** A stand-in for Cloud Storage's generation: changes whenever the object is replaced. */
-function generationOf(mtimeMs: number): string {
-  return String(Math.round(mtimeMs * 1000));
 }

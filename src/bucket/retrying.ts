@@ -6,7 +6,7 @@
 // attempt stages its own copy and removes it when it fails, so a failed attempt leaves nothing
 // behind; a `move` fails (when it fails) before its rename, so the source is still there to retry.
 import type { Logger } from "../log.ts";
-import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
+import { withRetry, type RetryPolicy } from "../retry.ts";
 import { JobError } from "../errors.ts";
 import type { Bucket, ByteRange, Checksums, ComposeOptions, GetResult, ObjectInfo, PutResult, SourceObject } from "./port.ts";
 

@@ -8,7 +8,7 @@
 // the ones in flight get ABORT_GRACE_MS to finish, then the pool is torn down.
 import { setTimeout as sleep } from "node:timers/promises";
 import { Piscina } from "piscina";
-import { backoffDelayMs } from "../gcp/retry.ts";
+import { backoffDelayMs } from "../retry.ts";
 import type { ExtractResult, ExtractTask, FaultDraw, WorkerFailure } from "./task.ts";
 
 const WORKER_FILE = new URL("./worker.ts", import.meta.url).href;

@@ -7,9 +7,11 @@ import { performance } from "node:perf_hooks";
 import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
+import { faultDrawn } from "../faults.ts";
+import { retriesSpent } from "../retry.ts";
 import { planRowGroups } from "../parts/plan.ts";
 import { alignToKeys, checkedKeyFrame, writePart } from "./part-writer.ts";
-import type { ExtractResult, ExtractTask, FaultDraw, PartTask, ReadFigures, SourceSettings, TableQuery, TargetTask } from "./task.ts";
+import type { ExtractResult, ExtractTask, PartTask, ReadFigures, SourceSettings, TableQuery, TargetTask } from "./task.ts";
 
 /** What a reader hands back: the rows, and for BACKEND=gcp how the read went. */
 interface ReadRows {
@@ -22,13 +24,6 @@ async function readGcp(source: Extract<SourceSettings, { backend: "gcp" }>, quer
   const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
   const got = await readBigQueryRows(source.gcp, query, slice);
   return { frame: got.frame, retries: got.retries, read: { route: got.route, bytesScanned: got.bytesScanned, streams: got.streams } };
-}
-
-/** FAULT_RATE's draw for one attempt of one task: reproducible from the seed, whatever thread runs it. */
-function injectedFault(fault: FaultDraw | undefined, key: string): boolean {
-  if (!fault) return false;
-  const digest = createHash("sha256").update(`${fault.seed}:${key}:${fault.attempt}`).digest();
-  return digest.readUInt32BE(0) / 2 ** 32 < fault.rate;
 }
 
 /** The target's rows in key order. */
@@ -86,11 +81,11 @@ export default async function extract(task: ExtractTask): Promise<ExtractResult>
   const started = performance.now();
   const table = task.query.table;
   const drawKey = `${task.query.dataset}.${table}${task.kind === "part" ? `#${task.slice.firstRowGroup}` : ""}`;
-  if (injectedFault(task.fault, drawKey)) {
+  if (task.fault && faultDrawn(task.fault, drawKey, task.fault.attempt)) {
     return {
       failed: true,
       table,
-      message: `injected transient fault (FAULT_RATE=${task.fault!.rate}) querying ${task.query.dataset}.${table}`,
+      message: `injected transient fault (FAULT_RATE=${task.fault.rate}) querying ${task.query.dataset}.${table}`,
       reason: "injected-fault",
       fix: "unset FAULT_RATE",
       retryable: true,
@@ -100,6 +95,6 @@ export default async function extract(task: ExtractTask): Promise<ExtractResult>
     return task.kind === "target" ? await runTarget(task, started) : await runPart(task, started);
   } catch (err) {
     const job = err instanceof JobError ? err : undefined;
-    return { failed: true, table, message: (err as Error).message, reason: job?.reason ?? "extract-failed", fix: job?.fix, retryable: job?.retryable ?? true };
+    return { failed: true, table, message: (err as Error).message, reason: job?.reason ?? "extract-failed", fix: job?.fix, retryable: (job?.retryable ?? true) && !retriesSpent(err) };
   }
 }

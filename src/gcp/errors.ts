@@ -5,6 +5,7 @@
 // code, and a plain network error with a string code. A finished query job reports its failure
 // as `status.errorResult`, which `jobFailure` wraps in the same shape.
 import { JobError } from "../errors.ts";
+import { markRetriesSpent, retriesSpent } from "../retry.ts";
 
 export type GoogleApi = "bigquery" | "storage";
 
@@ -128,9 +129,17 @@ function notFoundFix(ctx: FailureContext): string {
   );
 }
 
-/** The JobError for a failed BigQuery or Storage Read call; JobErrors pass through unchanged. */
+/**
+ * The JobError for a failed BigQuery or Storage Read call; JobErrors pass through unchanged. An
+ * error a retry layer gave up on stays spent (src/retry.ts), so no outer layer retries it again.
+ */
 export function toJobError(err: unknown, api: GoogleApi, ctx: FailureContext): JobError {
   if (err instanceof JobError) return err;
+  const job = classify(err, api, ctx);
+  return retriesSpent(err) ? markRetriesSpent(job) : job;
+}
+
+function classify(err: unknown, api: GoogleApi, ctx: FailureContext): JobError {
   const f = describeFault(err, api);
   const head = `${ctx.action} failed (${statusLabel(f)}): ${f.message}`;
   const opts = { cause: err };

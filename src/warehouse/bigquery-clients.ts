@@ -13,13 +13,13 @@
 //   arrives before the first response, twice. Both are switched off per call (`retry: null`,
 //   `retryRequestOptions: { retries: 0, noResponseRetries: 0 }`); the adapter retries
 //   CreateReadSession and resumes ReadRows from its row offset itself.
-// - The extract stage retries a table whose JobError is retryable (3 attempts), so the worst case
-//   for one request is attempts x 3; the defaults keep that within a few minutes.
+// - The worker pool retries a table whose JobError is retryable, but never one a request's retries
+//   were used up on (src/retry.ts marks it spent): each fault is retried by one layer only.
 import { BigQuery } from "@google-cloud/bigquery";
 import type { BigQueryReadClient } from "@google-cloud/bigquery-storage";
 import { authClientForEndpoint } from "../gcp/auth.ts";
 import { isRetryableGoogleError, type GoogleApi } from "../gcp/errors.ts";
-import type { RetryPolicy } from "../gcp/retry.ts";
+import type { RetryPolicy } from "../retry.ts";
 import type { GcpRetrySettings, GcpTaskSettings } from "./port.ts";
 
 export const DEFAULT_GCP_RETRY: Readonly<GcpRetrySettings> = Object.freeze({ attempts: 6, baseDelayMs: 1_000, maxDelayMs: 32_000 });

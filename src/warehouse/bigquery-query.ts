@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import type { BigQuery, DatasetResource, Job, JobMetadata } from "@google-cloud/bigquery";
 import { JobError } from "../errors.ts";
 import { BigQueryJobFailure, describeFault, isRetryableGoogleError, toJobError, type FailureContext } from "../gcp/errors.ts";
-import { withRetry, type RetryPolicy } from "../gcp/retry.ts";
+import { withRetry, type RetryPolicy } from "../retry.ts";
 import { retryPolicy, type RetryNotice } from "./bigquery-clients.ts";
 import type { GcpRetrySettings } from "./port.ts";
 

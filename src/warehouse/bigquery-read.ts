@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { BigQueryReadClient, protos } from "@google-cloud/bigquery-storage";
 import { JobError } from "../errors.ts";
 import { describeFault, isRetryableFault, toJobError, type FailureContext } from "../gcp/errors.ts";
-import { backoffDelayMs, withRetry } from "../gcp/retry.ts";
+import { backoffDelayMs, markRetriesSpent, withRetry } from "../retry.ts";
 import { DEFAULT_GCP_RETRY, DEFAULT_READ_IDLE_TIMEOUT_MS, retryPolicy, type RetryNotice } from "./bigquery-clients.ts";
 import type { TableRef } from "./bigquery-query.ts";
 import type { GcpRetrySettings } from "./port.ts";
@@ -140,7 +140,8 @@ async function readStream(client: BigQueryReadClient, name: string, sink: ReadSi
       if (err instanceof SinkFailure || err instanceof SessionFailed) throw err;
       // Only failures without progress count against the budget: a long read may drop many times.
       failuresInARow = state.offset > before ? 1 : failuresInARow + 1;
-      if (!isRetryableFault(describeFault(err, "storage")) || failuresInARow >= retry.attempts) throw err;
+      if (!isRetryableFault(describeFault(err, "storage"))) throw err;
+      if (failuresInARow >= retry.attempts) throw markRetriesSpent(err);
       const delayMs = backoffDelayMs(failuresInARow, retry.baseDelayMs, retry.maxDelayMs);
       env.onRetry?.({ api: "storage", what: `ReadRows ${name} from offset ${state.offset}`, attempt: failuresInARow, delayMs, error: err });
       await sleep(delayMs);

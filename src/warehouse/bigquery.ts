@@ -7,7 +7,7 @@ import { BigQueryTimestamp, type BigQuery, type DatasetResource } from "@google-
 import type { Logger } from "../log.ts";
 import { JobError } from "../errors.ts";
 import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts";
-import { withRetry } from "../gcp/retry.ts";
+import { withRetry } from "../retry.ts";
 import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
 import { fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
 import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
@@ -115,7 +115,7 @@ export class BigQueryWarehouse implements Warehouse {
         const modified = row.last_modified_time;
         if (modified === null || modified === undefined) continue;
         // The client returns TIMESTAMP as a BigQueryTimestamp ({ value: ISO string }).
-        const iso = modified instanceof BigQueryTimestamp ? modified.value : String(modified);
+        const iso = modified instanceof BigQueryTimestamp ? modified.value : typeof modified === "string" || typeof modified === "number" ? String(modified) : JSON.stringify(modified);
         const bytes = Number(row.total_logical_bytes);
         versions.set(row.table_name as string, { version: `modified=${iso}`, ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}) });
       }

@@ -2,10 +2,7 @@
 // datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
 import { existsSync, statSync } from "node:fs";
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
-import { FaultInjector, type FaultSettings } from "../bucket/faults.ts";
 import { JobError } from "../errors.ts";
-import { withRetry } from "../gcp/retry.ts";
-import type { Logger } from "../log.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
 import { DUCKDB_KEY_TYPES, type DateRange, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
@@ -45,9 +42,6 @@ async function openReadOnly(path: string): Promise<{ instance: DuckDBInstance; c
   return { instance, connection };
 }
 
-/** Discovery queries against a local file fail only when FAULT_RATE says so; a few short tries suffice. */
-export const DISCOVERY_RETRY = { attempts: 5, baseDelayMs: 20, maxDelayMs: 200 } as const;
-
 /**
  * Signature queries at once, each on its own connection: a table's signature reads every value in
  * the date range, so two at a time use both cores of the development machine (682 tables of 20,000
@@ -67,10 +61,7 @@ export function signatureSql(dataset: string, table: string, range: DateRange): 
 }
 
 export interface DuckDBWarehouseOptions {
-  /** FAULT_RATE (testing only): discovery queries fail now and then with an injected transient fault, and are retried. */
-  faults?: FaultSettings | undefined;
-  /** Where retries are logged (`retrying query <what>: <message>` at warn). */
-  log?: Pick<Logger, "warn"> | undefined;
+  /** Once aborted (SIGTERM), table versions stop between two tables. */
   signal?: AbortSignal | undefined;
 }
 
@@ -79,8 +70,6 @@ export class DuckDBWarehouse implements Warehouse {
   private readonly instance: DuckDBInstance;
   private readonly connection: DuckDBConnection;
   readonly path: string;
-  /** FAULT_RATE's draws for the discovery queries (undefined when unset). */
-  readonly faults: FaultInjector | undefined;
   private readonly opts: DuckDBWarehouseOptions;
 
   private constructor(instance: DuckDBInstance, connection: DuckDBConnection, path: string, opts: DuckDBWarehouseOptions) {
@@ -88,7 +77,6 @@ export class DuckDBWarehouse implements Warehouse {
     this.connection = connection;
     this.path = path;
     this.opts = opts;
-    this.faults = opts.faults ? new FaultInjector(opts.faults) : undefined;
   }
 
   static async open(path: string, opts: DuckDBWarehouseOptions = {}): Promise<DuckDBWarehouse> {
@@ -96,24 +84,9 @@ export class DuckDBWarehouse implements Warehouse {
     return new DuckDBWarehouse(instance, connection, path, opts);
   }
 
-  /**
-   * One information_schema query, retried like a BigQuery request would be. Only injected faults
-   * are retryable: a real error from an embedded file (missing schema, bad SQL) will not go away.
-   */
-  private discoveryQuery(label: string, sql: string, params?: Record<string, string>): Promise<DuckDBResultReader> {
-    return withRetry(
-      async () => {
-        this.faults?.maybeFail("query", label);
-        return this.connection.runAndReadAll(sql, params);
-      },
-      {
-        ...DISCOVERY_RETRY,
-        isRetryable: (err) => err instanceof JobError && err.retryable,
-        signal: this.opts.signal,
-        onRetry: ({ attempt, delayMs, error }) =>
-          this.opts.log?.warn({ query: label, attempt, delayMs, reason: (error as JobError).reason }, `retrying query ${label}: ${(error as Error).message}`),
-      },
-    );
+  /** One information_schema query. Not retried here: src/warehouse/retrying.ts wraps the warehouse. */
+  private discoveryQuery(_label: string, sql: string, params?: Record<string, string>): Promise<DuckDBResultReader> {
+    return this.connection.runAndReadAll(sql, params);
   }
 
   async preflight(datasets: readonly string[]): Promise<void> {
@@ -176,8 +149,6 @@ export class DuckDBWarehouse implements Warehouse {
           const table = tables[i]!;
           // A SIGTERM during discovery stops between two tables, not after all of them.
           if (this.opts.signal?.aborted) throw this.opts.signal.reason;
-          // No FAULT_RATE draw here: hundreds of these, each failing its 5 tries at 1/32 when the
-          // rate is 0.5, would fail most runs; the two listing queries exercise the retries.
           const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
           const [n, h] = reader.getRowsJS()[0] ?? [0, null];
           versions.set(table, { version: `rows=${BigInt(n as bigint | number).toString()};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });

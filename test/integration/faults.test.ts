@@ -43,7 +43,7 @@ describe("transient faults", () => {
     expect(messages[1]).toBe(`FAULT_RATE=0.2: about 20% of warehouse and bucket calls will fail with an injected transient fault (seed ${seed}); for testing the retry paths only`);
     const injected = (pattern: RegExp) => messages.filter((m) => pattern.test(m) && / injected transient fault \(FAULT_RATE=0\.2\) /.test(m));
     const tables = injected(/^retrying \w+: /);
-    const discovery = injected(/^retrying query \S+( \(all datasets\))?: /);
+    const discovery = injected(/^retrying (preflight|listTables) \S+: /);
     const bucket = injected(/^retrying (checkWritable|put|stat|get|readRange|list|compose|move|delete) /);
     const byOperation = new Map<string, number>();
     for (const m of bucket) byOperation.set(m.split(" ")[1]!, (byOperation.get(m.split(" ")[1]!) ?? 0) + 1);

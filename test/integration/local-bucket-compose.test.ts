@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalDirectoryBucket, type LocalDirectoryBucketOptions } from "../../src/bucket/local.ts";
 import { isPreconditionFailure, type SourceObject } from "../../src/bucket/port.ts";
 import { RetryingBucket } from "../../src/bucket/retrying.ts";
+import { FaultyBucket } from "../../src/faults.ts";
 import { crc32cBase64 } from "../../src/checksum.ts";
 import { JobError } from "../../src/errors.ts";
 import type { Logger } from "../../src/log.ts";
@@ -263,7 +264,7 @@ describe("FAULT_RATE on compose and move", () => {
   it("a compose or move that fails leaves no staging copy and changes nothing", async () => {
     const { bucket: honest, root } = bucketAt();
     const { sources } = await stageParts(honest, "faults/", 3);
-    const faulty = new LocalDirectoryBucket(root, { faults: { rate: 0.5, seed: 5 } });
+    const faulty = new FaultyBucket(new LocalDirectoryBucket(root), { rate: 0.5, seed: 5 });
     const before = await filesIn(root);
     const errors: JobError[] = [];
     for (let i = 0; i < 12; i++) {
@@ -291,7 +292,7 @@ describe("FAULT_RATE on compose and move", () => {
     const warnings: string[] = [];
     const log = { warn: (_fields: object, message: string) => warnings.push(message) } as unknown as Pick<Logger, "warn">;
     const root = path.join(dir, `bucket-${++counter}`);
-    const bucket = new RetryingBucket(new LocalDirectoryBucket(root, { faults: { rate: 0.2, seed: 2026 }, maxComposeSources: 4 }), { log, baseDelayMs: 1, maxDelayMs: 2 });
+    const bucket = new RetryingBucket(new FaultyBucket(new LocalDirectoryBucket(root, { maxComposeSources: 4 }), { rate: 0.2, seed: 2026 }), { log, baseDelayMs: 1, maxDelayMs: 2 });
     expect(bucket.maxComposeSources).toBe(4);
     const table = await localTable(64 * 125);
     let level: SourceObject[] = [];

@@ -1,11 +1,13 @@
-// FAULT_RATE on the local bucket, and the retries around it: injected faults are retryable
-// JobErrors saying what they are, drawn the same way every run for a seed; a put that fails
-// leaves neither a staging copy nor a changed object; the retrying wrapper gets through them.
+// FAULT_RATE around the local bucket (src/faults.ts), and the retries around that: injected faults
+// are retryable JobErrors saying what they are, drawn the same way every run for a seed; a put that
+// fails leaves neither a staging copy nor a changed object; the retrying wrapper gets through them.
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalDirectoryBucket } from "../../src/bucket/local.ts";
+import { FaultyBucket } from "../../src/faults.ts";
+import type { Bucket } from "../../src/bucket/port.ts";
 import { RetryingBucket } from "../../src/bucket/retrying.ts";
 import { fileChecksums } from "../../src/checksum.ts";
 import { JobError } from "../../src/errors.ts";
@@ -30,7 +32,7 @@ async function filesIn(root: string): Promise<string[]> {
 }
 
 /** Puts `count` objects, returning which of them failed (by index). */
-async function failedPuts(bucket: LocalDirectoryBucket, count: number): Promise<number[]> {
+async function failedPuts(bucket: Bucket, count: number): Promise<number[]> {
   const sums = await fileChecksums(source);
   const failed: number[] = [];
   for (let i = 0; i < count; i++) {
@@ -41,9 +43,9 @@ async function failedPuts(bucket: LocalDirectoryBucket, count: number): Promise<
 
 describe("FAULT_RATE on the local bucket", () => {
   it("fails the same calls for the same seed, and other calls for another seed", async () => {
-    const a = await failedPuts(new LocalDirectoryBucket(path.join(dir, "seed-a1"), { faults: { rate: 0.5, seed: 7 } }), 20);
-    const b = await failedPuts(new LocalDirectoryBucket(path.join(dir, "seed-a2"), { faults: { rate: 0.5, seed: 7 } }), 20);
-    const c = await failedPuts(new LocalDirectoryBucket(path.join(dir, "seed-b"), { faults: { rate: 0.5, seed: 8 } }), 20);
+    const a = await failedPuts(new FaultyBucket(new LocalDirectoryBucket(path.join(dir, "seed-a1")), { rate: 0.5, seed: 7 }), 20);
+    const b = await failedPuts(new FaultyBucket(new LocalDirectoryBucket(path.join(dir, "seed-a2")), { rate: 0.5, seed: 7 }), 20);
+    const c = await failedPuts(new FaultyBucket(new LocalDirectoryBucket(path.join(dir, "seed-b")), { rate: 0.5, seed: 8 }), 20);
     expect(a.length).toBeGreaterThan(0);
     expect(b).toEqual(a);
     expect(c).not.toEqual(a);
@@ -59,7 +61,7 @@ describe("FAULT_RATE on the local bucket", () => {
     const beforeBytes = await readFile(path.join(root, "training.bin"));
     const beforeInfo = await honest.stat("training.bin");
 
-    const faulty = new LocalDirectoryBucket(root, { faults: { rate: 0.5, seed: 3 } });
+    const faulty = new FaultyBucket(new LocalDirectoryBucket(root), { rate: 0.5, seed: 3 });
     let error: unknown;
     for (let i = 0; i < 20 && error === undefined; i++) {
       error = await faulty.put(source, "training.bin", await fileChecksums(source), { run: "later" }).then(() => undefined, (err: unknown) => err);
@@ -75,7 +77,7 @@ describe("FAULT_RATE on the local bucket", () => {
   });
 
   it("an injected fault in the write probe stays a retryable fault, not an unwritable location", async () => {
-    const bucket = new LocalDirectoryBucket(path.join(dir, "probe"), { faults: { rate: 0.5, seed: 1 } });
+    const bucket = new FaultyBucket(new LocalDirectoryBucket(path.join(dir, "probe")), { rate: 0.5, seed: 1 });
     const errors: unknown[] = [];
     for (let i = 0; i < 20; i++) await bucket.checkWritable().catch((err: unknown) => errors.push(err));
     expect(errors.length).toBeGreaterThan(0);
@@ -89,7 +91,7 @@ describe("RetryingBucket", () => {
     const warnings: string[] = [];
     const log = { warn: (_fields: object, message: string) => warnings.push(message) } as unknown as Pick<Logger, "warn">;
     const root = path.join(dir, "retried");
-    const bucket = new RetryingBucket(new LocalDirectoryBucket(root, { faults: { rate: 0.2, seed: 2026 } }), { log, baseDelayMs: 1, maxDelayMs: 2 });
+    const bucket = new RetryingBucket(new FaultyBucket(new LocalDirectoryBucket(root), { rate: 0.2, seed: 2026 }), { log, baseDelayMs: 1, maxDelayMs: 2 });
     const sums = await fileChecksums(source);
     await bucket.checkWritable();
     for (let i = 0; i < 30; i++) await bucket.put(source, `obj-${i}.bin`, sums);

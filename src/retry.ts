@@ -1,7 +1,8 @@
-// Exponential backoff with full jitter for whole operations against Google APIs. The client
-// libraries retry single requests; this layer retries what they give up on or never retry
-// (a resumable upload that ran out of library retries, a DELETE without a precondition, a
-// download whose bytes failed their checksum). Generic on purpose: BigQuery uses it too.
+// The one retry policy of the job: exponential backoff with full jitter, for every layer that
+// retries (a Google API request, a query job, a bucket call, a table in the worker pool, a
+// dropped read stream resumed). Each fault is retried by one layer only: a layer that uses up its
+// attempts marks the error spent, and no layer around it tries that error again, so attempts
+// never multiply (6 request tries x 3 job tries x 5 table tries would be 90 for one request).
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface RetryPolicy {
@@ -28,6 +29,19 @@ export function backoffDelayMs(retry: number, baseDelayMs: number, maxDelayMs: n
   return Math.floor(random() * ceiling);
 }
 
+const spent = new WeakSet<object>();
+
+/** Whether a retry layer has already used up its attempts on `err`: no layer around it tries again. */
+export function retriesSpent(err: unknown): boolean {
+  return typeof err === "object" && err !== null && spent.has(err);
+}
+
+/** Marks `err` as retried to the end by the layer that throws it (for loops that are not `withRetry`). */
+export function markRetriesSpent<E>(err: E): E {
+  if (typeof err === "object" && err !== null) spent.add(err);
+  return err;
+}
+
 /** Runs `fn` until it resolves, throws a non-retryable error, or the attempts are used up. */
 export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy): Promise<T> {
   const attempts = Math.max(1, Math.floor(policy.attempts));
@@ -36,7 +50,8 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: 
     try {
       return await fn(attempt);
     } catch (err) {
-      if (attempt >= attempts || !policy.isRetryable(err) || policy.signal?.aborted) throw err;
+      if (retriesSpent(err) || !policy.isRetryable(err) || policy.signal?.aborted) throw err;
+      if (attempt >= attempts) throw markRetriesSpent(err);
       const delayMs = backoffDelayMs(attempt, policy.baseDelayMs, policy.maxDelayMs, policy.random);
       policy.onRetry?.({ attempt, delayMs, error: err });
       try {

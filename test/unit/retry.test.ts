@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { backoffDelayMs, withRetry } from "../../src/gcp/retry.ts";
+import { JobError } from "../../src/errors.ts";
+import { toJobError } from "../../src/gcp/errors.ts";
+import { backoffDelayMs, retriesSpent, withRetry } from "../../src/retry.ts";
 
 class Transient extends Error {}
 
@@ -81,5 +83,52 @@ describe("backoffDelayMs (full jitter)", () => {
         expect(d).toBeLessThan(Math.min(2_000, 50 * 2 ** (retry - 1)));
       }
     }
+  });
+});
+
+describe("retries do not multiply across layers", () => {
+  it("an error the inner layer retried to the end is not retried by the layer around it", async () => {
+    let requests = 0;
+    const request = () =>
+      withRetry(async () => {
+        requests++;
+        throw new Transient("HTTP 503");
+      }, { ...fast, attempts: 4 });
+    let outerTries = 0;
+    const error = await withRetry(async () => {
+      outerTries++;
+      return request();
+    }, { ...fast, attempts: 3 }).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(Transient);
+    expect(retriesSpent(error)).toBe(true);
+    expect(requests).toBe(4);
+    expect(outerTries).toBe(1);
+  });
+
+  it("an error the inner layer did not retry is still retried by the layer around it", async () => {
+    let outerTries = 0;
+    const result = await withRetry(async () => {
+      outerTries++;
+      // The inner layer does not take this kind of error: it is the outer layer's to retry.
+      return withRetry(async () => {
+        if (outerTries < 3) throw new Transient("job backendError");
+        return "done";
+      }, { ...fast, attempts: 4, isRetryable: () => false });
+    }, { ...fast, attempts: 3 });
+    expect(result).toBe("done");
+    expect(outerTries).toBe(3);
+  });
+
+  it("a Google error given up on stays spent when it becomes a JobError, so the worker pool does not run the table again", async () => {
+    const apiError = Object.assign(new Error("Service Unavailable"), { code: 503 });
+    const spent = await withRetry(async () => {
+      throw apiError;
+    }, { ...fast, attempts: 2, isRetryable: () => true }).catch((err: unknown) => err);
+    const job = toJobError(spent, "bigquery", { action: "querying p.d.t", project: "p" });
+    expect(job).toBeInstanceOf(JobError);
+    expect(job.retryable).toBe(true);
+    expect(retriesSpent(job)).toBe(true);
+    const fresh = toJobError(Object.assign(new Error("Service Unavailable"), { code: 503 }), "bigquery", { action: "querying p.d.t", project: "p" });
+    expect(retriesSpent(fresh)).toBe(false);
   });
 });
