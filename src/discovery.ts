@@ -103,7 +103,42 @@ export function planTables(
 ): Discovery {
   const skipped: SkippedTable[] = [];
   const problems: string[] = [];
+  const target = planTarget(pair, targets, keyTypes, problems);
 
+  const selected = features.tables
+    .filter((t) => isPairTable(t.name, pair) || sharedFamilyOf(t.name) !== undefined)
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const planned: PlannedTable[] = [];
+  const owners = new Map<string, string>(TARGET_COLUMNS.map((c) => [c.toLowerCase(), target.table]));
+  owners.set(KEY_COLUMN, target.table);
+  for (const info of selected) {
+    const outcome = planFeature(info, pair, features.dataset, keyTypes);
+    if ("problem" in outcome) problems.push(outcome.problem);
+    else if ("skip" in outcome) skipped.push({ dataset: features.dataset, table: info.name, reason: outcome.skip });
+    else {
+      claimColumns(outcome.table, owners, problems);
+      planned.push(outcome.table);
+    }
+  }
+
+  if (planned.length === 0) {
+    problems.push(
+      `no feature tables for ${pair} in ${features.dataset} (looked for names containing "${pair}" and the ${SHARED_FAMILIES.map((f) => `${f}_*`).join("/")} families)`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new JobError(`discovery found ${problems.length} problem(s):\n  ${problems.join("\n  ")}`, {
+      reason: "discovery",
+      fix: "fix the tables named above in the warehouse, or check TARGET_PAIR, FEATURES_DATASET and TARGETS_DATASET",
+    });
+  }
+  const columnCount = 1 + target.columns.length + planned.reduce((n, t) => n + t.columns.length, 0);
+  const zonelessKeys = [target, ...planned].filter((t) => t.zonelessKey).map((t) => `${t.dataset}.${t.table}`);
+  return { target, features: planned, skipped, columnCount, zonelessKeys };
+}
+
+/** The target table: missing is thrown at once; its other problems join the list. */
+function planTarget(pair: string, targets: { dataset: string; tables: TableInfo[] }, keyTypes: KeyTypes, problems: string[]): PlannedTable {
   const targetName = targetTableName(pair);
   const targetInfo = targets.tables.find((t) => t.name === targetName);
   if (!targetInfo) {
@@ -122,7 +157,7 @@ export function planTables(
   for (const c of targetInfo.columns.filter((c) => TARGET_COLUMNS.includes(c.name) && columnKind(c.type) === undefined)) {
     problems.push(`${targets.dataset}.${targetName}.${c.name} has type ${c.type}; store targets as ${SUPPORTED_TYPES}`);
   }
-  const target: PlannedTable = {
+  return {
     dataset: targets.dataset,
     table: targetName,
     role: "target",
@@ -130,79 +165,48 @@ export function planTables(
     columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({ source: c, target: c, type: targetInfo.columns.find((t) => t.name === c)!.type })),
     ...(targetKey.zoneless ? { zonelessKey: true as const } : {}),
   };
+}
 
-  const selected = features.tables
-    .filter((t) => isPairTable(t.name, pair) || sharedFamilyOf(t.name) !== undefined)
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+/** One selected feature table: planned, skipped with a reason, or a problem that stops the run. */
+function planFeature(info: TableInfo, pair: string, dataset: string, keyTypes: KeyTypes): { table: PlannedTable } | { skip: string } | { problem: string } {
+  const tableProblem = nameProblem(info.name);
+  if (tableProblem !== undefined) return { problem: `table ${shownName(`${info.dataset}.${info.name}`)}: its name ${tableProblem}; ${RENAME_FIX}` };
+  const badColumns = info.columns.flatMap((c) => {
+    const problem = nameProblem(c.name);
+    return problem === undefined ? [] : [`${shownName(c.name)} ${problem}`];
+  });
+  if (badColumns.length > 0) return { problem: `table ${shownName(`${info.dataset}.${info.name}`)}: column ${badColumns.join(", column ")}; ${RENAME_FIX}` };
+  if (!info.columns.some((c) => c.name === KEY_COLUMN)) return { skip: `no ${KEY_COLUMN} column, so it cannot be joined` };
+  const key = checkKey(info, keyTypes);
+  if (key.problem) return { problem: key.problem };
+  const prefix = columnPrefix(info.name, pair);
+  const columns = info.columns
+    .filter((c) => !NON_FEATURE_COLUMNS.includes(c.name))
+    .map((c) => ({ source: c.name, target: featureColumnName(prefix, c.name), type: c.type }));
+  const unsupported = columns.filter((c) => columnKind(c.type) === undefined);
+  if (unsupported.length > 0) {
+    return {
+      problem: `${info.dataset}.${info.name} has ${unsupported.length} column(s) of types the training file cannot hold: ${unsupported.slice(0, 5).map((c) => `${c.source} (${c.type})`).join(", ")}${unsupported.length > 5 ? ", ..." : ""}; store features as ${SUPPORTED_TYPES}`,
+    };
+  }
+  if (columns.length === 0) return { skip: "no feature columns besides the key" };
+  return { table: { dataset, table: info.name, role: "feature", prefix, columns, ...(key.zoneless ? { zonelessKey: true as const } : {}) } };
+}
 
-  const planned: PlannedTable[] = [];
-  const owners = new Map<string, string>(TARGET_COLUMNS.map((c) => [c.toLowerCase(), targetName]));
-  owners.set(KEY_COLUMN, targetName);
-  for (const info of selected) {
-    const tableProblem = nameProblem(info.name);
-    if (tableProblem !== undefined) {
-      problems.push(`table ${shownName(`${info.dataset}.${info.name}`)}: its name ${tableProblem}; ${RENAME_FIX}`);
-      continue;
+/** Records the table's output names; a name taken already (ignoring case) or too long is a problem. */
+function claimColumns(table: PlannedTable, owners: Map<string, string>, problems: string[]): void {
+  for (const column of table.columns) {
+    // Names equal but for case collide too: BigQuery, Spark and Hive compare column names ignoring case.
+    const owner = owners.get(column.target.toLowerCase());
+    const tooLong = outputNameProblem(column.target);
+    if (owner !== undefined) {
+      problems.push(`column ${shownName(column.target)} from ${shownName(`${table.table}.${column.source}`)} collides with a column of ${shownName(owner)} after prefixing (names must differ in more than case); rename one of the two columns in the warehouse`);
+    } else if (tooLong !== undefined) {
+      problems.push(`column ${shownName(column.target)} from ${shownName(`${table.table}.${column.source}`)} ${tooLong}; shorten the table's or the column's name in the warehouse`);
+    } else {
+      owners.set(column.target.toLowerCase(), table.table);
     }
-    const badColumns = info.columns.flatMap((c) => {
-      const problem = nameProblem(c.name);
-      return problem === undefined ? [] : [`${shownName(c.name)} ${problem}`];
-    });
-    if (badColumns.length > 0) {
-      problems.push(`table ${shownName(`${info.dataset}.${info.name}`)}: column ${badColumns.join(", column ")}; ${RENAME_FIX}`);
-      continue;
-    }
-    if (!info.columns.some((c) => c.name === KEY_COLUMN)) {
-      skipped.push({ dataset: features.dataset, table: info.name, reason: `no ${KEY_COLUMN} column, so it cannot be joined` });
-      continue;
-    }
-    const key = checkKey(info, keyTypes);
-    if (key.problem) {
-      problems.push(key.problem);
-      continue;
-    }
-    const prefix = columnPrefix(info.name, pair);
-    const columns = info.columns
-      .filter((c) => !NON_FEATURE_COLUMNS.includes(c.name))
-      .map((c) => ({ source: c.name, target: featureColumnName(prefix, c.name), type: c.type }));
-    const unsupported = columns.filter((c) => columnKind(c.type) === undefined);
-    if (unsupported.length > 0) {
-      problems.push(`${info.dataset}.${info.name} has ${unsupported.length} column(s) of types the training file cannot hold: ${unsupported.slice(0, 5).map((c) => `${c.source} (${c.type})`).join(", ")}${unsupported.length > 5 ? ", ..." : ""}; store features as ${SUPPORTED_TYPES}`);
-      continue;
-    }
-    if (columns.length === 0) {
-      skipped.push({ dataset: features.dataset, table: info.name, reason: "no feature columns besides the key" });
-      continue;
-    }
-    for (const column of columns) {
-      // Names equal but for case collide too: BigQuery, Spark and Hive compare column names ignoring case.
-      const owner = owners.get(column.target.toLowerCase());
-      const tooLong = outputNameProblem(column.target);
-      if (owner !== undefined) {
-        problems.push(`column ${shownName(column.target)} from ${shownName(`${info.name}.${column.source}`)} collides with a column of ${shownName(owner)} after prefixing (names must differ in more than case); rename one of the two columns in the warehouse`);
-      } else if (tooLong !== undefined) {
-        problems.push(`column ${shownName(column.target)} from ${shownName(`${info.name}.${column.source}`)} ${tooLong}; shorten the table's or the column's name in the warehouse`);
-      } else {
-        owners.set(column.target.toLowerCase(), info.name);
-      }
-    }
-    planned.push({ dataset: features.dataset, table: info.name, role: "feature", prefix, columns, ...(key.zoneless ? { zonelessKey: true as const } : {}) });
   }
-
-  if (planned.length === 0) {
-    problems.push(
-      `no feature tables for ${pair} in ${features.dataset} (looked for names containing "${pair}" and the ${SHARED_FAMILIES.map((f) => `${f}_*`).join("/")} families)`,
-    );
-  }
-  if (problems.length > 0) {
-    throw new JobError(`discovery found ${problems.length} problem(s):\n  ${problems.join("\n  ")}`, {
-      reason: "discovery",
-      fix: "fix the tables named above in the warehouse, or check TARGET_PAIR, FEATURES_DATASET and TARGETS_DATASET",
-    });
-  }
-  const columnCount = 1 + target.columns.length + planned.reduce((n, t) => n + t.columns.length, 0);
-  const zonelessKeys = [target, ...planned].filter((t) => t.zonelessKey).map((t) => `${t.dataset}.${t.table}`);
-  return { target, features: planned, skipped, columnCount, zonelessKeys };
 }
 
 function checkKey(info: TableInfo, keyTypes: KeyTypes): { problem?: string; zoneless?: boolean } {

@@ -8,7 +8,8 @@ import path from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { isAlive } from "../resources.ts";
 import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN, PAIRS } from "../constants.ts";
-import { nameHash, sampleTables, summaryRows, tableCoverage, targetNullTailRows, valueSeed, type SampleTable } from "./spec.ts";
+import { summaryRows, tableCoverage, targetNullTailRows } from "./coverage.ts";
+import { nameHash, sampleTables, valueSeed, type SampleTable } from "./spec.ts";
 
 export interface BuildSampleOptions {
   /** Where the DuckDB file ends up (replaced atomically if it exists). */
