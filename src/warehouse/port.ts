@@ -39,6 +39,8 @@ export interface TableVersion {
   version: string;
   /** The table's logical bytes where the warehouse tells (BigQuery: INFORMATION_SCHEMA.PARTITIONS), at most what reading all of it scans. */
   bytes?: number;
+  /** The table's rows where the same metadata tells (BigQuery: INFORMATION_SCHEMA.PARTITIONS total_rows). */
+  rows?: number;
 }
 
 export interface Warehouse {
