@@ -42,6 +42,8 @@ export interface Config {
   /** How many pairs PAIRS listed for the whole execution (1 with TARGET_PAIR). */
   pairsListed: number;
   // --- end fan-out ---
+  /** PLAN_ONLY: plan every selected pair (discovery, permissions, memory, disk, bytes and cost) and read no table. */
+  planOnly: boolean;
   backend: Backend;
   /** DuckDB database file (BACKEND=local). */
   warehouse: string;
@@ -145,6 +147,14 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   problems.push(...selection.problems);
   const pair = selection.pairs[0] ?? "";
   // --- end fan-out ---
+
+  // A plan covers every pair listed, in one task: several tasks would each print the same plan.
+  const planRaw = raw("PLAN_ONLY");
+  if (planRaw !== undefined && !["true", "false"].includes(planRaw.toLowerCase())) problem("PLAN_ONLY", "true or false (true: print the plan of each pair and exit, reading no table)", planRaw);
+  const planOnly = planRaw?.toLowerCase() === "true";
+  if (planOnly && /^\d+$/.test(raw("CLOUD_RUN_TASK_COUNT") ?? "1") && Number(raw("CLOUD_RUN_TASK_COUNT") ?? "1") > 1) {
+    problem("CLOUD_RUN_TASK_COUNT", "1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1)", raw("CLOUD_RUN_TASK_COUNT"));
+  }
 
   const backendRaw = raw("BACKEND") ?? "local";
   if (backendRaw !== "local" && backendRaw !== "gcp") {
@@ -340,6 +350,7 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
     pairs: Object.freeze(selection.pairs),
     pairSource: selection.source,
     pairsListed: selection.listed,
+    planOnly,
     backend,
     warehouse,
     gcp: gcp ? Object.freeze(gcp) : undefined,
@@ -376,6 +387,7 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
 export function effectiveConfig(config: Config): Record<string, unknown> {
   return {
     TARGET_PAIR: config.pair,
+    ...(config.planOnly ? { PLAN_ONLY: true } : {}),
     BACKEND: config.backend,
     ...(config.backend === "local" ? { WAREHOUSE: config.warehouse } : {}),
     ...(config.gcp

@@ -8,7 +8,8 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import type { Bucket, ByteRange, Checksums, ComposeOptions, GetResult, ObjectInfo, PutResult, SourceObject } from "./bucket/port.ts";
 import { JobError } from "./errors.ts";
-import type { DateRange, KeyTypes, TableInfo, TableVersion, Warehouse } from "./warehouse/port.ts";
+import type { TableQuery } from "./extract/task.ts";
+import type { DateRange, KeyTypes, ReadEstimate, TableInfo, TableVersion, Warehouse } from "./warehouse/port.ts";
 
 export interface FaultSettings {
   /** Share of calls that fail, in (0, 0.5]. */
@@ -150,6 +151,15 @@ export class FaultyWarehouse implements Warehouse {
 
   tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
     return this.inner.tableVersions(dataset, tables, range);
+  }
+
+  async estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
+    this.faults.maybeFail("estimateReads", reads.map((r) => r.table).join(","));
+    return this.inner.estimateReads(reads);
+  }
+
+  checkReadAccess(read: TableQuery): Promise<void> {
+    return this.inner.checkReadAccess(read);
   }
 
   close(): Promise<void> {

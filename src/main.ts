@@ -1,4 +1,5 @@
 // Entrypoint: config -> logger -> backends -> stages -> exit code.
+import { performance } from "node:perf_hooks";
 import { STAGES } from "../stages/index.ts";
 import type { Bucket } from "./bucket/port.ts";
 import { parseConfig, realHostFacts, type Config, type Location } from "./config.ts";
@@ -23,7 +24,7 @@ async function openWarehouse(config: Readonly<Config>, log: Logger, signal: Abor
   }
   const gcp = config.gcp!;
   const { BigQueryWarehouse } = await import("./warehouse/bigquery.ts");
-  return new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
+  return new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, storageReadEndpoint: gcp.storageReadEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
 }
 
 async function openBucket(location: Location, config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Bucket> {
@@ -46,6 +47,7 @@ function describeBackends(config: Readonly<Config>): string {
     config.backend === "gcp"
       ? `BACKEND=gcp: BigQuery project ${config.gcp?.project}${config.gcp?.location ? ` in ${config.gcp.location}` : ""}${config.gcp?.bigqueryEndpoint ? ` at ${config.gcp.bigqueryEndpoint}` : ""}`
       : `BACKEND=local: warehouse ${config.warehouse}`;
+  if (config.planOnly) return `PLAN_ONLY=true: planning ${config.pairs.join(", ")} (nothing is read or written) with ${source}; output ${config.output.uri}; work dir ${config.workDir}`;
   return `building ${config.pairs.map((p) => `training_${p}.parquet`).join(", ")} with ${source}; output ${config.output.uri} (parts staged under its _staging/ prefix, the file assembled there); work dir ${config.workDir}`;
 }
 
@@ -100,6 +102,15 @@ async function main(): Promise<number> {
     warehouse = logFirstWarehouseRequest(await openWarehouse(config, log, controller.signal), log);
     // Staging logs one line per upload at info; only its warnings matter unless debugging.
     const bucket = await openBucket(config.output, config, log.child({ bucket: "output" }, { level: log.level === "info" ? "warn" : log.level }), controller.signal);
+    if (config.planOnly) {
+      // The plan checks the output as the run does, and still plans every pair when it fails.
+      const output = await bucket.checkWritable().then(
+        () => ({ result: "ok" as const }),
+        (error: unknown) => ({ result: "failed" as const, error }),
+      );
+      const { planPairs } = await import("../stages/plan.ts");
+      return await planPairs({ config, log, warehouse, signal: controller.signal, now: () => performance.now(), output });
+    }
     // Checked before any extraction, so a long run never ends on a permission error.
     await bucket.checkWritable();
     // --- fan-out (src/fanout.ts): one pipeline run per pair this task builds ---

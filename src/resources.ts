@@ -5,8 +5,9 @@
 // limit sits in a child cgroup such as /sys/fs/cgroup/memory/<path>. Reading the root's files
 // instead once made the job plan for the host's 24 GiB inside a 12 GiB task. Read the job's own
 // cgroup (v2, else v1), then fall back to the host's figures, and always say which source won.
-import { readFileSync, statfsSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync } from "node:fs";
 import os from "node:os";
+import path from "node:path";
 
 export interface Detected {
   value: number;
@@ -98,10 +99,20 @@ export function defaultMemoryBudget(limitBytes: number): number {
   return Math.max(256 * 1024 ** 2, Math.floor(limitBytes / 4));
 }
 
-/** Bytes an unprivileged user may still write on the filesystem holding `dir`, or undefined when it cannot be read. */
+/**
+ * `dir`, or its nearest ancestor that exists: the filesystem a directory not made yet will be on
+ * (WORK_DIR is created when the first part is written, after the memory plan looked at it).
+ */
+export function existingAncestor(dir: string): string {
+  let at = path.resolve(dir);
+  while (!existsSync(at) && path.dirname(at) !== at) at = path.dirname(at);
+  return at;
+}
+
+/** Bytes an unprivileged user may still write on the filesystem holding `dir` (or where it will be), or undefined when it cannot be read. */
 export function freeBytes(dir: string): number | undefined {
   try {
-    const { bavail, bsize } = statfsSync(dir);
+    const { bavail, bsize } = statfsSync(existingAncestor(dir));
     return bavail * bsize;
   } catch {
     return undefined;
@@ -118,12 +129,12 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** True when `path` lives on an in-memory filesystem (tmpfs/ramfs), as Cloud Run's built-in one does. */
-export function isInMemoryFilesystem(path: string): boolean {
+/** True when `dir` lives (or will live) on an in-memory filesystem (tmpfs/ramfs), as Cloud Run's built-in one does. */
+export function isInMemoryFilesystem(dir: string): boolean {
   const TMPFS_MAGIC = 0x01021994;
   const RAMFS_MAGIC = 0x858458f6;
   try {
-    const { type } = statfsSync(path);
+    const { type } = statfsSync(existingAncestor(dir));
     return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
   } catch {
     return false;

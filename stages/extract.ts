@@ -4,77 +4,20 @@
 // staged is reused when its fingerprint and CRC32C still hold; nothing else is written anywhere.
 import { rm } from "node:fs/promises";
 import path from "node:path";
-import { KEY_COLUMN } from "../src/constants.ts";
-import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery, type PlannedTable } from "../src/discovery.ts";
 import { JobError, describeError } from "../src/errors.ts";
 import { ExtractionPool, isFailure } from "../src/extract/pool.ts";
 import { progressFigures, progressMessage } from "../src/extract/progress.ts";
 import { rowGroupSizes } from "../src/extract/part-writer.ts";
-import type { PartTask, PartWriting, ReadFigures, SourceSettings, TableQuery, TargetResult, WorkerFailure } from "../src/extract/task.ts";
+import type { PartTask, PartWriting, ReadFigures, SourceSettings, TargetResult, WorkerFailure } from "../src/extract/task.ts";
 import { partFingerprint } from "../src/parts/fingerprint.ts";
-import { footerBytesPerRowGroup, planRowGroups, planSlices, sliceWorkingBytes, type RowGroupPlan } from "../src/parts/plan.ts";
+import { planRowGroups, planSlices, sliceWorkingBytes, type RowGroupPlan } from "../src/parts/plan.ts";
 import { PartStore, type PartSpec, type StagedPart } from "../src/parts/store.ts";
-import { planMemory } from "../src/preflight.ts";
-import { freeBytes, isInMemoryFilesystem } from "../src/resources.ts";
 import { formatBytes } from "../src/units.ts";
+import { discover, enforceMemoryPlan, planExtraction, queryFor } from "./discover.ts";
 import type { BigQueryReads, Stage, StageContext, TableOutcome } from "./types.ts";
 
 const PROGRESS_EVERY_MS = 5_000;
 const FEATURE_WRITING: Omit<PartWriting, "rowsPerGroup"> = { minMax: false };
-
-function queryFor(ctx: StageContext, table: PlannedTable): TableQuery {
-  return {
-    dataset: table.dataset,
-    table: table.table,
-    columns: table.columns,
-    dateFrom: ctx.config.dateFrom,
-    dateTo: ctx.config.dateTo,
-    rowLimit: ctx.config.rowLimit,
-    notNullColumn: table.role === "target" ? TARGET_NOT_NULL_COLUMN : undefined,
-    ...(table.zonelessKey ? { zonelessKey: true as const } : {}),
-  };
-}
-
-async function discover(ctx: StageContext): Promise<{ discovery: Discovery; rowsByTable: Map<string, number | undefined> }> {
-  const { config, log, warehouse } = ctx;
-  await warehouse.preflight([config.featuresDataset, config.targetsDataset]);
-  const features = await warehouse.listTables(config.featuresDataset);
-  const targets = await warehouse.listTables(config.targetsDataset);
-  const discovery = planTables(config.pair, { dataset: config.featuresDataset, tables: features }, { dataset: config.targetsDataset, tables: targets }, warehouse.keyTypes);
-  const zoneless = discovery.zonelessKeys;
-  if (zoneless.length > 0) {
-    const { utc, zoneless: names } = warehouse.keyTypes;
-    log.warn(
-      { zonelessKeys: zoneless.length, tables: zoneless.slice(0, 20) },
-      `${KEY_COLUMN} has no time zone (${names[0]}) in ${zoneless.length} of ${discovery.features.length + 1} tables (${zoneless.slice(0, 3).join(", ")}${zoneless.length > 3 ? ", ..." : ""}): its values are read as UTC; store it as ${utc[0]} to make that explicit`,
-    );
-  }
-  // Versions only for the tables the file is made of: a features dataset holds every pair's tables.
-  const range = { dateFrom: config.dateFrom, dateTo: config.dateTo };
-  const started = ctx.now();
-  const [featureVersions, targetVersions] = await Promise.all([
-    warehouse.tableVersions(config.featuresDataset, discovery.features.map((t) => t.table), range),
-    warehouse.tableVersions(config.targetsDataset, [discovery.target.table], range),
-  ]);
-  discovery.target.version = targetVersions.get(discovery.target.table)?.version;
-  for (const t of discovery.features) t.version = featureVersions.get(t.table)?.version;
-  log.info({ tables: discovery.features.length + 1, seconds: (ctx.now() - started) / 1000 }, `read the versions of ${discovery.features.length + 1} tables in ${((ctx.now() - started) / 1000).toFixed(1)} s`);
-  // What the reads will scan, before any is made, where the warehouse tells (BigQuery).
-  const sizes = [...featureVersions.values(), ...targetVersions.values()].map((v) => v.bytes);
-  if (sizes.length > 0 && sizes.every((b) => b !== undefined)) {
-    const bytes = sizes.reduce((n: number, b) => n + b, 0);
-    log.info(
-      { bytesToScanAtMost: bytes },
-      `the reads will scan at most ${formatBytes(bytes)} (the ${sizes.length} tables' logical bytes in INFORMATION_SCHEMA.PARTITIONS; each read session reports its own estimate, summed when extraction ends)`,
-    );
-  }
-  for (const skip of discovery.skipped) log.warn({ table: `${skip.dataset}.${skip.table}`, reason: skip.reason }, `skipping ${skip.table}: ${skip.reason}`);
-  log.info(
-    { featureTables: discovery.features.length, skipped: discovery.skipped.length, columns: discovery.columnCount },
-    `discovered ${discovery.features.length} feature tables + 1 target table (${discovery.columnCount} columns) for ${config.pair}`,
-  );
-  return { discovery, rowsByTable: new Map([...features, ...targets].map((t) => [`${t.dataset}.${t.name}`, t.rows])) };
-}
 
 function sourceSettings(ctx: StageContext, duckdbBytesPerWorker: number): SourceSettings {
   const { config } = ctx;
@@ -98,32 +41,12 @@ export const extractStage: Stage = {
   name: "extract",
   async run(ctx) {
     const { config, log } = ctx;
-    const { discovery, rowsByTable } = await discover(ctx);
+    const found = await discover(ctx);
+    const { discovery } = found;
     ctx.state.discovery = discovery;
     const tables = [discovery.target, ...discovery.features];
-    const widths = tables.map((t) => t.columns.length + (t.role === "target" ? 1 : 0));
-    const estimatedRows = (t: PlannedTable) => Math.min(rowsByTable.get(`${t.dataset}.${t.table}`) ?? 0, config.rowLimit ?? Number.POSITIVE_INFINITY);
-    const targetRowsGuess = estimatedRows(discovery.target);
-    const outputNames = [KEY_COLUMN, ...tables.flatMap((t) => t.columns.map((c) => c.target))];
-    const rowGroupInputs = { columns: discovery.columnCount, footerBytesPerRowGroup: footerBytesPerRowGroup(outputNames, 1 + discovery.target.columns.length), rowsPerGroup: config.rowGroupRows };
-    const guessPlan = targetRowsGuess > 0 ? planRowGroups(targetRowsGuess, rowGroupInputs) : undefined;
-    const memory = planMemory({
-      backend: config.backend,
-      workers: config.maxWorkers,
-      budgetBytes: config.memoryBudgetBytes,
-      memoryLimitBytes: config.memoryLimitBytes,
-      memoryLimitSource: config.memoryLimitSource,
-      widestRowGroupBytes: guessPlan ? sliceWorkingBytes(guessPlan.rowsPerGroup, Math.max(...widths)) : 0,
-      workDir: config.workDir,
-      workDirInMemory: isInMemoryFilesystem(config.workDir),
-      workDirFreeBytes: freeBytes(config.workDir),
-    });
-    log.info(
-      { plan: memory },
-      `memory plan: tables in flight ~${formatBytes(memory.extractionBytes)} (MEMORY_BUDGET), runtime ~${formatBytes(memory.runtimeBytes)}${memory.warehouseBytes ? `, DuckDB and read buffers ~${formatBytes(memory.warehouseBytes)}` : ""}, footers ~${formatBytes(memory.assemblyBytes)}; needs ~${formatBytes(memory.memoryNeededBytes)} of ${formatBytes(config.memoryLimitBytes)} (${config.memoryLimitSource}); the file itself is assembled in the bucket`,
-    );
-    for (const w of memory.warnings) log.warn({ plan: "memory" }, w);
-    if (!memory.fits) throw new JobError(memory.problems.join("\n  "), { reason: "memory-plan", fix: "see the numbers above; nothing was extracted" });
+    const { widths, targetRowsGuess, rowGroupInputs, guessPlan, memory } = planExtraction(config, found);
+    enforceMemoryPlan(ctx, memory);
 
     await rm(ctx.layout.parts, { recursive: true, force: true });
     const store = new PartStore(ctx.bucket, config.pair);
@@ -150,7 +73,7 @@ export const extractStage: Stage = {
     );
     try {
       // --- the target first: its keys are the rows, its row count the row-group plan ---
-      const targetQuery = queryFor(ctx, discovery.target);
+      const targetQuery = queryFor(ctx.config, discovery.target);
       const targetEstimate = guessPlan ? sliceWorkingBytes(targetRowsGuess, widths[0]!) : config.memoryBudgetBytes;
       await pool.reserve(targetEstimate);
       const got = await pool.run({ kind: "target", source, query: targetQuery, rowGroupInputs, outDir: ctx.layout.parts }, targetEstimate);
@@ -185,7 +108,7 @@ export const extractStage: Stage = {
       const writing: PartWriting = { ...FEATURE_WRITING, rowsPerGroup: plan.rowsPerGroup };
       const share = config.memoryBudgetBytes / config.maxWorkers;
       const featureWork = discovery.features.flatMap((t, i) => {
-        const query = queryFor(ctx, t);
+        const query = queryFor(ctx.config, t);
         return planSlices(plan, widths[i + 1]!, share).map((slice) => {
           const spec: PartSpec = {
             fingerprint: partFingerprint({ ...identity, query, tableVersion: t.version, firstRowGroup: slice.firstRowGroup, endRowGroup: slice.endRowGroup, writing }),

@@ -202,3 +202,26 @@ export async function fetchAllRows(job: Job, env: QueryEnv): Promise<Record<stri
   }
   return rows;
 }
+
+/**
+ * The bytes `req` would process, from a dry run: jobs.insert with configuration.dryRun, which
+ * validates the query as a real one would be (permissions, tables, columns, types) and answers at
+ * once with statistics.totalBytesProcessed. BigQuery stores no job for it and bills nothing; a
+ * query it would refuse is refused here, as an HTTP error.
+ */
+export async function dryRunQuery(bigquery: BigQuery, req: Omit<QueryRequest, "timeoutMs">, env: QueryEnv): Promise<number> {
+  try {
+    const [, response] = await withRetry(
+      () => bigquery.createQueryJob({ query: req.sql, useLegacySql: false, ...(req.params ? { params: req.params } : {}), dryRun: true, jobPrefix: `${req.jobPrefix.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 200)}_` }),
+      callPolicy(env, "jobs.insert (dry run)"),
+    );
+    const stats = (response ?? {}) as { statistics?: { totalBytesProcessed?: string; query?: { totalBytesProcessed?: string } } };
+    const bytes = Number(stats.statistics?.query?.totalBytesProcessed ?? stats.statistics?.totalBytesProcessed);
+    if (!Number.isFinite(bytes)) {
+      throw new JobError(`${env.ctx.action}: the dry run answered without statistics.totalBytesProcessed`, { reason: "bigquery-dry-run", fix: "report this with the query; BigQuery's dry runs always carry it" });
+    }
+    return bytes;
+  } catch (err) {
+    throw toJobError(err, "bigquery", env.ctx);
+  }
+}

@@ -71,6 +71,36 @@ export function tablePath(t: TableRef): string {
 }
 
 /**
+ * Creates the read session a read of `table` would, and reads none of its streams: the check that
+ * the caller may create read sessions (bigquery.readsessions.create) and read the table, before a
+ * run depends on it. Creating a session reads no row and is not billed (the Storage Read API bills
+ * the bytes ReadRows scans); it expires by itself (6 hours). Returns the session's own estimate.
+ */
+export async function probeReadSession(client: BigQueryReadClient, table: TableRef, env: ReadEnv, options: ReadOptions): Promise<{ estimatedBytesScanned: number; streams: number }> {
+  try {
+    const [session] = await withRetry(
+      () =>
+        client.createReadSession(
+          {
+            parent: `projects/${env.project}`,
+            readSession: {
+              table: tablePath(table),
+              dataFormat: "ARROW",
+              readOptions: { ...(options.selectedFields ? { selectedFields: [...options.selectedFields] } : {}), ...(options.rowRestriction ? { rowRestriction: options.rowRestriction } : {}) },
+            },
+            maxStreamCount: options.maxStreamCount,
+          },
+          { retry: null, timeout: CREATE_SESSION_TIMEOUT_MS },
+        ),
+      retryPolicy(env.retry, "storage", "CreateReadSession", env.onRetry),
+    );
+    return { estimatedBytesScanned: Number(session.estimatedTotalBytesScanned ?? 0), streams: session.streams?.length ?? 0 };
+  } catch (err) {
+    throw toJobError(err, "storage", env.ctx);
+  }
+}
+
+/**
  * Reads `table` (the selected fields of the rows the restriction keeps, or everything) into `sink`.
  * With one stream the rows keep the table's order (a query result's ORDER BY); with several, the
  * streams are read at once and their batches interleave. Every failure leaves as a JobError naming `env.ctx`.

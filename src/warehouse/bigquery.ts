@@ -3,17 +3,25 @@
 // (bigquery-extract.ts) and reads the tables through the Storage Read API (on the tables
 // themselves, or on a query's result with ROW_LIMIT). Errors leave as
 // JobErrors that name the dataset, the table or the missing role (../gcp/errors.ts).
-import { BigQueryTimestamp, type BigQuery, type DatasetResource } from "@google-cloud/bigquery";
+import { BigQuery, BigQueryTimestamp, type DatasetResource } from "@google-cloud/bigquery";
 import type { Logger } from "../log.ts";
 import { JobError } from "../errors.ts";
 import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts";
 import { withRetry } from "../retry.ts";
 import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
-import { fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
-import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
+import type { TableQuery } from "../extract/task.ts";
+import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
+import { MAX_READ_STREAMS, bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
+import { KEY_COLUMN } from "../constants.ts";
+import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;
+/**
+ * Dry runs in flight at once. Each answers in well under a second and is free, but jobs.insert
+ * counts against the per-user API request rate (about 100 a second), which 16 stays under.
+ */
+export const DRY_RUN_CONCURRENCY = 16;
 
 export { closeWorkerClients } from "./bigquery-clients.ts";
 
@@ -24,6 +32,8 @@ export interface BigQueryWarehouseOptions {
   apiEndpoint?: string | undefined;
   /** Defaults to a placeholder-token client for loopback http endpoints, else ADC. */
   authClient?: BigQueryClientOptions["authClient"];
+  /** Storage Read API endpoint override (a stand-in), for checkReadAccess; undefined means Google's. */
+  storageReadEndpoint?: string | undefined;
   queryTimeoutMs: number;
   retry?: GcpRetrySettings | undefined;
   log?: Pick<Logger, "warn"> | undefined;
@@ -105,7 +115,7 @@ export class BigQueryWarehouse implements Warehouse {
    */
   async tableVersions(dataset: string, tables: readonly string[], _range: DateRange): Promise<Map<string, TableVersion>> {
     const ds = quoteBigQueryIdent(`${this.project}.${dataset}`);
-    const sql = `SELECT table_name, MAX(last_modified_time) AS last_modified_time, SUM(total_logical_bytes) AS total_logical_bytes FROM ${ds}.INFORMATION_SCHEMA.PARTITIONS WHERE table_name IN UNNEST(@tables) GROUP BY table_name`;
+    const sql = `SELECT table_name, MAX(last_modified_time) AS last_modified_time, SUM(total_logical_bytes) AS total_logical_bytes, SUM(total_rows) AS total_rows FROM ${ds}.INFORMATION_SCHEMA.PARTITIONS WHERE table_name IN UNNEST(@tables) GROUP BY table_name`;
     const versions = new Map<string, TableVersion>();
     // (An empty list would also be refused by the client: it cannot infer an empty array's type.)
     for (let i = 0; i < tables.length; i += PARTITIONS_TABLES_PER_QUERY) {
@@ -117,10 +127,61 @@ export class BigQueryWarehouse implements Warehouse {
         // The client returns TIMESTAMP as a BigQueryTimestamp ({ value: ISO string }).
         const iso = modified instanceof BigQueryTimestamp ? modified.value : typeof modified === "string" || typeof modified === "number" ? String(modified) : JSON.stringify(modified);
         const bytes = Number(row.total_logical_bytes);
-        versions.set(row.table_name as string, { version: `modified=${iso}`, ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}) });
+        const rows = Number(row.total_rows);
+        versions.set(row.table_name as string, {
+          version: `modified=${iso}`,
+          ...(Number.isFinite(bytes) && row.total_logical_bytes !== null ? { bytes } : {}),
+          ...(Number.isFinite(rows) && row.total_rows !== null ? { rows } : {}),
+        });
       }
     }
     return versions;
+  }
+
+  /**
+   * A dry run of each table's extraction query (the query route's SQL; the table route's read
+   * session selects the same columns of the same rows, so it scans the same bytes), at most
+   * DRY_RUN_CONCURRENCY at once. One dry run per table rather than one for many: the tables'
+   * column lists differ (no UNION ALL), and a wrapper that joins them (SELECT COUNT(*) FROM
+   * (...), (...)) lets BigQuery prune the columns the outer query does not use, reporting
+   * less than the reads scan. Per table, each figure is exact for its read.
+   */
+  async estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
+    const bytes = new Array<number>(reads.length).fill(0);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      for (let i = next++; i < reads.length; i = next++) {
+        const read = reads[i]!;
+        const env = { retry: this.opts.retry, ctx: { ...this.context(`dry-running the read of ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table }, onRetry: this.onRetry };
+        bytes[i] = await dryRunQuery(
+          this.bigquery,
+          { sql: bigQueryExtractionSql(read, this.project), params: { date_from: BigQuery.date(read.dateFrom), date_to: BigQuery.date(read.dateTo) }, jobPrefix: `bqx_plan_${read.table}` },
+          env,
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DRY_RUN_CONCURRENCY, reads.length) }, lane));
+    return { bytes, method: "BigQuery dry runs of the extraction queries (statistics.totalBytesProcessed)", measured: true, dryRuns: reads.length };
+  }
+
+  /**
+   * Creates the read session the run's first read creates (the target table, its columns, its row
+   * restriction) and reads none of it: the run's read-session check, made before anything else
+   * depends on it. Without bigquery.readsessions.create this fails naming roles/bigquery.readSessionUser.
+   */
+  async checkReadAccess(read: TableQuery): Promise<void> {
+    const [{ createReadClient }, { probeReadSession }] = await Promise.all([import("./bigquery-clients.ts"), import("./bigquery-read.ts")]);
+    const client = await createReadClient(this.project, this.opts.storageReadEndpoint);
+    try {
+      await probeReadSession(
+        client,
+        { projectId: this.project, datasetId: read.dataset, tableId: read.table },
+        { project: this.project, retry: this.opts.retry, onRetry: this.onRetry, ctx: { ...this.context(`creating a read session on ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table } },
+        { selectedFields: [KEY_COLUMN, ...read.columns.map((c) => c.source)], rowRestriction: tableRowRestriction(read), maxStreamCount: MAX_READ_STREAMS },
+      );
+    } finally {
+      await client.close();
+    }
   }
 
   private async rows(sql: string, ctx: FailureContext, params?: Record<string, unknown>): Promise<Record<string, unknown>[]> {

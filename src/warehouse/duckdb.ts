@@ -5,7 +5,9 @@ import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "
 import { JobError } from "../errors.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import { DUCKDB_KEY_TYPES, type DateRange, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
+import type { TableQuery } from "../extract/task.ts";
+import { BYTES_PER_VALUE } from "../parts/plan.ts";
+import { DUCKDB_KEY_TYPES, type DateRange, type ReadEstimate, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -160,6 +162,21 @@ export class DuckDBWarehouse implements Warehouse {
     await Promise.all(Array.from({ length: Math.min(SIGNATURE_CONNECTIONS, tables.length) }, lane));
     return versions;
   }
+
+  /**
+   * An estimate, not a measurement: each table's rows (DuckDB's own estimated_size, the whole
+   * table, capped by ROW_LIMIT) x the columns read (the key included) x 8 bytes a value. It reads
+   * no row: the catalogue only, one query, whatever the table count. Nothing is billed locally.
+   */
+  async estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
+    const reader = await this.discoveryQuery("duckdb_tables() (row estimates)", "SELECT schema_name, table_name, estimated_size FROM duckdb_tables()");
+    const rows = new Map(reader.getRowObjectsJS().map((r) => [`${text(r.schema_name)}.${text(r.table_name)}`, Number(r.estimated_size ?? 0)]));
+    const bytes = reads.map((r) => Math.min(rows.get(`${r.dataset}.${r.table}`) ?? 0, r.rowLimit ?? Number.POSITIVE_INFINITY) * (r.columns.length + 1) * BYTES_PER_VALUE);
+    return { bytes, method: `estimate: rows (DuckDB's estimated_size) x columns read x ${BYTES_PER_VALUE} bytes`, measured: false, dryRuns: 0 };
+  }
+
+  /** Nothing beyond discovery's: the file is open read-only, and every table it lists can be read. */
+  async checkReadAccess(_read: TableQuery): Promise<void> {}
 
   async close(): Promise<void> {
     this.connection.closeSync();

@@ -1,6 +1,7 @@
 // The warehouse port: what the stages need from BigQuery (production) or DuckDB (embedded).
 // Discovery runs in the main thread; reads run in pool workers, so they are described by a small
 // serialisable task (src/extract/task.ts) that each worker executes against its own connection.
+import type { TableQuery } from "../extract/task.ts";
 
 export interface ColumnInfo {
   name: string;
@@ -39,6 +40,20 @@ export interface TableVersion {
   version: string;
   /** The table's logical bytes where the warehouse tells (BigQuery: INFORMATION_SCHEMA.PARTITIONS), at most what reading all of it scans. */
   bytes?: number;
+  /** The table's rows where the same metadata tells (BigQuery: INFORMATION_SCHEMA.PARTITIONS total_rows). */
+  rows?: number;
+}
+
+/** What reading some tables will scan, found before any is read (PLAN_ONLY). */
+export interface ReadEstimate {
+  /** Bytes each read scans, in the order asked. */
+  bytes: number[];
+  /** How the figures were found, for a person ("dry runs of ...", "estimate: ..."). */
+  method: string;
+  /** True when the warehouse itself answered (BigQuery dry runs); false for an estimate of ours. */
+  measured: boolean;
+  /** Dry-run query jobs sent: BigQuery stores none and bills none. */
+  dryRuns: number;
 }
 
 export interface Warehouse {
@@ -55,6 +70,14 @@ export interface Warehouse {
    * A table the warehouse cannot version (an empty partitioned table) is absent from the map.
    */
   tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>>;
+  /** What the reads of these tables will scan, without reading a row: BigQuery dry runs, DuckDB an estimate. */
+  estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate>;
+  /**
+   * The permission a read needs beyond discovery's, checked the way the run's first read meets it
+   * (BigQuery: a Storage Read session created on the table, none of its rows read; DuckDB: none).
+   * Throws a JobError naming the role to grant.
+   */
+  checkReadAccess(read: TableQuery): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -5,7 +5,8 @@
 import { JobError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { withRetry, type RetryPolicy } from "../retry.ts";
-import type { DateRange, KeyTypes, TableInfo, TableVersion, Warehouse } from "./port.ts";
+import type { TableQuery } from "../extract/task.ts";
+import type { DateRange, KeyTypes, ReadEstimate, TableInfo, TableVersion, Warehouse } from "./port.ts";
 
 /** An embedded warehouse's faults clear at once: short backoffs. */
 export const LOCAL_WAREHOUSE_RETRY = { attempts: 5, baseDelayMs: 20, maxDelayMs: 200 } as const;
@@ -33,6 +34,14 @@ export class RetryingWarehouse implements Warehouse {
 
   tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
     return this.retrying("tableVersions", dataset, () => this.inner.tableVersions(dataset, tables, range));
+  }
+
+  estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
+    return this.retrying("estimateReads", `${reads.length} tables`, () => this.inner.estimateReads(reads));
+  }
+
+  checkReadAccess(read: TableQuery): Promise<void> {
+    return this.retrying("checkReadAccess", `${read.dataset}.${read.table}`, () => this.inner.checkReadAccess(read));
   }
 
   close(): Promise<void> {

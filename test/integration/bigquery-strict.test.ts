@@ -11,6 +11,9 @@ import { DEFAULT_FEATURES_DATASET as F, DEFAULT_TARGETS_DATASET as T } from "../
 import { JobError } from "../../src/errors.ts";
 import { authClientForEndpoint } from "../../src/gcp/auth.ts";
 import { BigQueryWarehouse } from "../../src/warehouse/bigquery.ts";
+import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
+import { probeReadSession } from "../../src/warehouse/bigquery-read.ts";
+import { tableRowRestriction } from "../../src/warehouse/bigquery-sql.ts";
 import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { runJob } from "../support/run-job.ts";
@@ -221,4 +224,66 @@ describe("the job against the strict stand-in", () => {
     expect(String(failure?.fix)).toContain(`roles/bigquery.jobUser on project ${us.project} to the job's service account`);
     expect(us.requests.slice(seen).filter((r) => r.method === "jobs.insert").map((r) => r.status)).toEqual([403, 403]);
   }, 60_000);
+});
+
+describe("dry runs (PLAN_ONLY)", () => {
+  const targetSql = (s: StandIns) => `SELECT \`interval_time\`, \`target_bqx45_h15\` FROM \`${s.project}.${T}.targets_${PAIR}\` WHERE DATE(\`interval_time\`) BETWEEN @date_from AND @date_to`;
+  const params = { date_from: BigQuery.date("2020-01-01"), date_to: BigQuery.date("2024-12-31") };
+
+  it("answers a DONE job with totalBytesProcessed as strings, reads no row and stores no job: jobs.get on its id is a 404", async () => {
+    const served = { ...us.served };
+    const before = us.requests.length;
+    const [job, response] = await client(us).createQueryJob({ query: targetSql(us), params, useLegacySql: false, dryRun: true, jobId: "bqx_plan_probe" });
+    const body = response as unknown as { status: { state: string }; statistics: { totalBytesProcessed: unknown; query: { totalBytesProcessed: unknown } }; configuration: { dryRun: boolean } };
+    expect(body.status.state).toBe("DONE");
+    expect(body.configuration.dryRun).toBe(true);
+    // Every row of the two columns named, 8 bytes a value, whatever the WHERE keeps.
+    const rows = (await client(us).query({ query: `SELECT COUNT(*) AS n FROM \`${us.project}.${T}.targets_${PAIR}\``, useLegacySql: false }))[0][0].n as number;
+    expect(body.statistics.totalBytesProcessed).toBe(String(rows * 2 * 8));
+    expect(body.statistics.query.totalBytesProcessed).toBe(String(rows * 2 * 8));
+    expect((await rest(us, "GET", `jobs/${job.id}`)).status).toBe(404);
+    expect(us.requests.slice(before).find((r) => r.dryRun)).toMatchObject({ method: "jobs.insert", status: 200, bytesProcessed: rows * 16 });
+    // The COUNT(*) above read a table (one row); the dry run read none.
+    expect(us.served.tableRows - served.tableRows).toBe(1);
+  });
+
+  it("refuses what a real query would refuse, as the insert's own HTTP error: an unknown column, legacy SQL, no bigquery.jobs.create", async () => {
+    const bq = client(us);
+    const unknown = await rejection(bq.createQueryJob({ query: targetSql(us).replace("`target_bqx45_h15`", "`no_such_column`"), params, useLegacySql: false, dryRun: true }));
+    expect(unknown.code).toBe(400);
+    expect(unknown.message).toMatch(/no_such_column/);
+    const legacy = await rejection(rest(us, "POST", "jobs", { configuration: { dryRun: true, query: { query: targetSql(us) } } }).then((r) => (r.status === 200 ? r : Promise.reject(Object.assign(new Error(r.body.error?.message), { code: r.status })))));
+    expect(legacy.code).toBe(400);
+    expect(legacy.message).toMatch(/Invalid table name/);
+    us.faults.jobsCreateDenied = true;
+    const denied = await rejection(bq.createQueryJob({ query: targetSql(us), params, useLegacySql: false, dryRun: true }));
+    expect(denied.code).toBe(403);
+    expect(denied.message).toMatch(/bigquery\.jobs\.create/);
+  });
+
+  it("gives the adapter's estimateReads one dry run per table, each equal to the bytes a read session on the same columns estimates", async () => {
+    const bq = new BigQueryWarehouse({ project: us.project, apiEndpoint: us.bigqueryEndpoint, storageReadEndpoint: us.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY });
+    const columns = [{ source: "target_bqx45_h15", target: "target_bqx45_h15", type: "DOUBLE" }];
+    const read = { dataset: T, table: `targets_${PAIR}`, columns, dateFrom: "2020-01-01", dateTo: "2024-12-31", rowLimit: undefined, notNullColumn: "target_bqx45_h15" };
+    const before = us.requests.length;
+    const estimate = await bq.estimateReads([read, { ...read, dataset: F, table: `agg_${PAIR}`, columns: [{ source: "x", target: "agg_x", type: "BIGINT" }], notNullColumn: undefined }]);
+    expect(estimate).toMatchObject({ measured: true, dryRuns: 2 });
+    await bq.checkReadAccess(read);
+    expect(us.requests.slice(before).filter((r) => r.method === "CreateReadSession").map((r) => r.status)).toEqual(["OK"]);
+    const readClient = await createReadClient(us.project, us.storageEndpoint);
+    try {
+      const session = await probeReadSession(readClient, { projectId: us.project, datasetId: T, tableId: `targets_${PAIR}` }, { project: us.project, ctx: { action: "test", project: us.project } }, {
+        selectedFields: ["interval_time", "target_bqx45_h15"],
+        rowRestriction: tableRowRestriction(read),
+        maxStreamCount: 1,
+      });
+      expect(session.estimatedBytesScanned).toBe(estimate.bytes[0]);
+    } finally {
+      await readClient.close();
+    }
+    expect(us.requests.slice(before).filter((r) => r.method === "ReadRows")).toEqual([]);
+    const dryRuns = us.requests.slice(before).filter((r) => r.dryRun);
+    expect(dryRuns.map((r) => r.bytesProcessed)).toEqual(estimate.bytes);
+    expect(estimate.bytes[0]).toBe(estimate.bytes[1]); // two 8-byte columns of 40 rows each
+  });
 });

@@ -19,6 +19,13 @@
 //   multi-region; otherwise 404 `Not found: Job <project>:<jobId>` (see `findJob`).
 // - `useLegacySql` absent means legacy SQL, the REST API's default (see `legacySqlProblem`).
 // - `faults.jobsCreateDenied`: jobs.insert and jobs.query answer 403 for bigquery.jobs.create.
+// - A dry run (jobs.insert with configuration.dryRun) is checked like a query that runs (dialect,
+//   permissions, tables, columns, types) and refused the way BigQuery refuses one, as the HTTP
+//   error of jobs.insert itself; otherwise it answers a DONE job with statistics.totalBytesProcessed
+//   and statistics.query.totalBytesProcessed (strings), reads no row and stores no job (jobs.get
+//   on its id is a 404).
+// `served` counts the table data handed out (getQueryResults rows of queries that read tables,
+// ReadRows batches), apart from INFORMATION_SCHEMA rows: a plan must leave it at 0.
 // No vitest imports: `npm run standins` loads this from a plain Node process.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -78,6 +85,19 @@ export interface StandInRequest {
   rows?: number;
   /** CreateReadSession: the streams the session got. */
   streams?: number;
+  /** jobs.insert: a dry run (no job stored), and the bytes it reported. */
+  dryRun?: boolean;
+  bytesProcessed?: number;
+}
+
+/** What the stand-ins handed out. */
+export interface Served {
+  /** Rows of warehouse tables: getQueryResults / jobs.query pages of queries that read tables, and ReadRows. */
+  tableRows: number;
+  /** Their bytes: the REST rows' JSON, the ReadRows Arrow batches. */
+  tableBytes: number;
+  /** Rows of INFORMATION_SCHEMA listings (discovery), not table data. */
+  metadataRows: number;
 }
 
 export interface StandInOptions {
@@ -112,6 +132,8 @@ export interface StandIns {
   faults: StandInFaults;
   /** Every request served, in order. */
   requests: StandInRequest[];
+  /** Table data handed out so far (mutable counters). */
+  served: Served;
   /** Gives a table a new last modification time (now), as rebuilding it in BigQuery would. */
   touchTable(dataset: string, table: string, atMs?: number): void;
   close(): Promise<void>;
@@ -122,6 +144,7 @@ export interface StandInContext {
   warehouse: StandInWarehouse;
   faults: StandInFaults;
   requests: StandInRequest[];
+  served: Served;
   random: () => number;
   batchRows: number;
   /** Rows per read stream: a session gets ceil(rows / streamRows) streams, up to what it asks for. */
@@ -141,6 +164,8 @@ interface Job {
   table: string;
   columns: ResultColumn[];
   rows: number;
+  /** The query reads warehouse tables (not only INFORMATION_SCHEMA): its rows are table data. */
+  readsTables: boolean;
   done: Promise<void>;
   finish: () => void;
 }
@@ -274,7 +299,7 @@ class RestStandIn {
     if (existing) throw new StandInError(409, "duplicate", `Already Exists: Job ${this.wh.project}:${existing.location}.${id}`);
     let finish = () => {};
     const done = new Promise<void>((resolve) => (finish = resolve));
-    const job: Job = { id, location, query, legacySql: isLegacySql(query, useLegacySql), created: Date.now(), state: "RUNNING", errorResult: undefined, table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`, columns: [], rows: 0, done, finish };
+    const job: Job = { id, location, query, legacySql: isLegacySql(query, useLegacySql), created: Date.now(), state: "RUNNING", errorResult: undefined, table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`, columns: [], rows: 0, readsTables: false, done, finish };
     const complete = (errorResult?: { reason: string; message: string }) => {
       if (job.state === "DONE") return;
       job.state = "DONE";
@@ -288,6 +313,7 @@ class RestStandIn {
       if (legacy) throw legacy;
       translated = this.wh.translate(query.replace(DIALECT_PREFIX, ""), params);
       this.checkAccess(translated.datasets, translated.tables, location);
+      job.readsTables = translated.tables.length > 0;
     } catch (err) {
       if (err instanceof StandInError && err.status === 403) {
         this.jobs.delete(id);
@@ -310,6 +336,38 @@ class RestStandIn {
       (err: Error) => complete({ reason: "invalidQuery", message: err.message.split("\n")[0] ?? err.message }),
     );
     return job;
+  }
+
+  /**
+   * jobs.insert with configuration.dryRun: the query is checked as if it ran (dialect, access,
+   * tables, binding, types) and refused as the insert's own HTTP error; no job is stored and no
+   * row is read. The answer is what BigQuery returns for a dry run: a DONE job without an id,
+   * its statistics carrying the bytes the query would process, as strings.
+   */
+  private async dryRun(location: string, query: string, params: QueryParameter[], useLegacySql: boolean | undefined): Promise<{ resource: unknown; bytes: number }> {
+    const legacy = legacySqlProblem(query, params, useLegacySql);
+    if (legacy) throw legacy;
+    const text = query.replace(DIALECT_PREFIX, "");
+    const translated = this.wh.translate(text, params);
+    this.checkAccess(translated.datasets, translated.tables, location);
+    await this.wh.validate(translated);
+    const bytes = await this.wh.bytesProcessed(translated, text);
+    const p = this.wh.project;
+    const now = String(Date.now());
+    return {
+      bytes,
+      resource: {
+        kind: "bigquery#job",
+        jobReference: { projectId: p, location },
+        configuration: { jobType: "QUERY", dryRun: true, query: { query, useLegacySql: isLegacySql(query, useLegacySql) } },
+        status: { state: "DONE" },
+        statistics: {
+          creationTime: now,
+          totalBytesProcessed: String(bytes),
+          query: { totalBytesProcessed: String(bytes), totalBytesProcessedAccuracy: "PRECISE", cacheHit: false, statementType: "SELECT", referencedTables: translated.tables.map((t) => ({ projectId: p, datasetId: t.dataset, tableId: t.table })) },
+        },
+      },
+    };
   }
 
   private resource(job: Job): unknown {
@@ -358,13 +416,18 @@ class RestStandIn {
     const count = Math.min(opts.maxResults ?? this.pageRows, this.pageRows);
     const page = count > 0 && opts.start < job.rows ? await this.wh.page(job.table, opts.start, count) : [];
     const next = opts.start + page.length;
+    const rows = page.map((r) => ({ f: r.map((v) => ({ v: restValue(v, opts.int64Timestamps) })) }));
+    if (job.readsTables) {
+      this.ctx.served.tableRows += rows.length;
+      this.ctx.served.tableBytes += rows.length > 0 ? Buffer.byteLength(JSON.stringify(rows)) : 0;
+    } else this.ctx.served.metadataRows += rows.length;
     return {
       kind,
       jobReference,
       jobComplete: true,
       schema,
       totalRows: String(job.rows),
-      ...(page.length > 0 ? { rows: page.map((r) => ({ f: r.map((v) => ({ v: restValue(v, opts.int64Timestamps) })) })) } : {}),
+      ...(rows.length > 0 ? { rows } : {}),
       ...(page.length > 0 && next < job.rows ? { pageToken: String(next) } : {}),
       totalBytesProcessed: "0",
       cacheHit: false,
@@ -415,8 +478,15 @@ class RestStandIn {
         case "jobs.insert": {
           this.checkJobsCreate();
           const ref = (body.jobReference ?? {}) as { jobId?: string; location?: string };
-          const query = ((body.configuration ?? {}) as { query?: { query?: string; queryParameters?: QueryParameter[]; useLegacySql?: boolean } }).query;
+          const configuration = (body.configuration ?? {}) as { dryRun?: boolean; query?: { query?: string; queryParameters?: QueryParameter[]; useLegacySql?: boolean } };
+          const query = configuration.query;
           if (!query?.query) throw new StandInError(400, "invalid", "Only query jobs are supported by the stand-in");
+          if (configuration.dryRun === true) {
+            Object.assign(entry, { query: query.query, dryRun: true }, typeof query.useLegacySql === "boolean" ? { useLegacySql: query.useLegacySql } : {});
+            const { resource, bytes } = await this.dryRun(ref.location || this.wh.location, query.query, query.queryParameters ?? [], query.useLegacySql);
+            entry.bytesProcessed = bytes;
+            return send(200, resource);
+          }
           const id = ref.jobId ?? `job_${Math.floor(this.ctx.random() * 2 ** 48).toString(36)}`;
           Object.assign(entry, { jobId: id, query: query.query }, typeof query.useLegacySql === "boolean" ? { useLegacySql: query.useLegacySql } : {});
           // Without a location BigQuery runs the job where the datasets it reads are.
@@ -508,10 +578,12 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
   };
   const retentionMs = opts.resultRetentionMs ?? 30_000;
   const requests: StandInRequest[] = [];
+  const served: Served = { tableRows: 0, tableBytes: 0, metadataRows: 0 };
   const ctx: StandInContext = {
     warehouse,
     faults,
     requests,
+    served,
     random: seeded(opts.seed ?? 1),
     batchRows: opts.batchRows ?? 2048,
     streamRows: opts.streamRows ?? 10_000,
@@ -534,6 +606,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
     location,
     faults,
     requests,
+    served,
     touchTable: (dataset, table, atMs) => warehouse.touch(dataset, table, atMs),
     async close() {
       await storage.close();

@@ -72,6 +72,14 @@ export function bigQueryType(duckType: string): [string, string] {
   return [t, t];
 }
 
+/** Bytes a value of a column counts for in the stand-ins' scan figures (BigQuery: 8 for numbers and timestamps, 1 for BOOL, strings by length: 16 here). */
+export function valueBytes(duckType: string): number {
+  const t = duckType.toUpperCase();
+  if (t === "BOOLEAN") return 1;
+  if (t === "VARCHAR") return 16;
+  return 8;
+}
+
 const INFO_TYPE_CASE = `CASE upper(data_type)
   WHEN 'TIMESTAMP WITH TIME ZONE' THEN 'TIMESTAMP' WHEN 'TIMESTAMP' THEN 'DATETIME'
   WHEN 'DOUBLE' THEN 'FLOAT64' WHEN 'FLOAT' THEN 'FLOAT64' WHEN 'REAL' THEN 'FLOAT64'
@@ -175,7 +183,7 @@ export class StandInWarehouse {
         // total_logical_bytes: the rows times the columns' widths (what the Storage Read stand-in estimates for all columns).
         const rows = `(SELECT d.estimated_size FROM duckdb_tables() d WHERE d.database_name = ${lit(WAREHOUSE_CATALOG)} AND d.schema_name = t.table_schema AND d.table_name = t.table_name)`;
         const width = `(SELECT sum(CASE c.data_type WHEN 'BOOLEAN' THEN 1 WHEN 'VARCHAR' THEN 16 ELSE 8 END) FROM information_schema.columns c WHERE c.table_catalog = ${lit(WAREHOUSE_CATALOG)} AND c.table_schema = t.table_schema AND c.table_name = t.table_name)`;
-        return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, NULL::VARCHAR AS partition_id, ${this.modifiedCase(dataset ?? "")} AS last_modified_time, (${rows} * ${width})::BIGINT AS total_logical_bytes FROM information_schema.tables t WHERE ${where} AND table_type = 'BASE TABLE')`;
+        return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, NULL::VARCHAR AS partition_id, ${this.modifiedCase(dataset ?? "")} AS last_modified_time, ${rows}::BIGINT AS total_rows, (${rows} * ${width})::BIGINT AS total_logical_bytes FROM information_schema.tables t WHERE ${where} AND table_type = 'BASE TABLE')`;
       }
       if (view.toUpperCase() === "TABLES") {
         return `(SELECT ${lit(this.project)} AS table_catalog, table_schema, table_name, table_type FROM information_schema.tables WHERE ${where})`;
@@ -218,22 +226,61 @@ export class StandInWarehouse {
     return { sql: out, values, datasets: [...datasets], tables, comparisons };
   }
 
+  /**
+   * What BigQuery refuses in a query before running it, beyond what `translate` finds: a TIMESTAMP
+   * compared with a DATETIME (BigQuery has no implicit conversion: "No matching signature", where
+   * DuckDB would convert silently), and anything DuckDB cannot bind (unknown columns, functions,
+   * types). Binds the query without running it.
+   */
+  async validate(query: TranslatedQuery): Promise<void> {
+    await this.withConnection(async (c) => {
+      await this.checkComparisons(c, query);
+      try {
+        (await c.prepare(query.sql)).destroySync();
+      } catch (err) {
+        throw new StandInError(400, "invalidQuery", (err as Error).message.split("\n")[0] ?? "invalid query");
+      }
+    });
+  }
+
+  /**
+   * The bytes BigQuery would process for `query`, as an unpartitioned table is billed: for each
+   * table it reads, every row of the columns the query names (a backtick-quoted name, or all of
+   * them for SELECT * straight from the table) x the columns' value widths; WHERE and LIMIT
+   * change nothing. The same figure the Storage Read stand-in reports for a session selecting
+   * those columns.
+   */
+  async bytesProcessed(query: TranslatedQuery, text: string): Promise<number> {
+    const named = new Set([...text.matchAll(QUOTED)].map((m) => (m[1] ?? "").replace(/\\(.)/g, "$1").toLowerCase()));
+    const everything = /SELECT\s+\*\s+FROM\s+`/i.test(text);
+    let bytes = 0;
+    for (const source of query.tables) {
+      const duckName = this.duckName(source.dataset, source.table);
+      const columns = await this.withConnection((c) => this.columnsOf(c, duckName));
+      const read = everything ? columns : columns.filter((col) => named.has(col.name.toLowerCase()));
+      bytes += (await this.rowCount(duckName)) * read.reduce((n, col) => n + valueBytes(col.duckType), 0);
+    }
+    return bytes;
+  }
+
+  private async checkComparisons(c: DuckDBConnection, query: TranslatedQuery): Promise<void> {
+    for (const source of query.tables) {
+      const columns = await this.columnsOf(c, this.duckName(source.dataset, source.table));
+      for (const cmp of query.comparisons) {
+        const column = columns.find((col) => col.name === cmp.column);
+        if (!column) continue;
+        const [type] = bigQueryType(column.duckType);
+        if ((type === "DATETIME" && cmp.paramType === "TIMESTAMP") || (type === "TIMESTAMP" && cmp.paramType === "DATETIME")) {
+          throw new StandInError(400, "invalidQuery", `No matching signature for operator ${cmp.op} for argument types: ${type}, ${cmp.paramType}. Supported signature: ANY ${cmp.op} ANY`);
+        }
+      }
+    }
+  }
+
   /** Runs a translated query into a new result table; returns its columns and row count. */
   async materialize(table: string, query: TranslatedQuery): Promise<{ columns: ResultColumn[]; rows: number }> {
     return this.withConnection(async (c) => {
-      // BigQuery has no implicit DATETIME/TIMESTAMP conversion: comparing one with the other is
-      // "No matching signature", where DuckDB would convert silently.
-      for (const source of query.tables) {
-        const columns = await this.columnsOf(c, this.duckName(source.dataset, source.table));
-        for (const cmp of query.comparisons) {
-          const column = columns.find((col) => col.name === cmp.column);
-          if (!column) continue;
-          const [type] = bigQueryType(column.duckType);
-          if ((type === "DATETIME" && cmp.paramType === "TIMESTAMP") || (type === "TIMESTAMP" && cmp.paramType === "DATETIME")) {
-            throw new StandInError(400, "invalidQuery", `No matching signature for operator ${cmp.op} for argument types: ${type}, ${cmp.paramType}. Supported signature: ANY ${cmp.op} ANY`);
-          }
-        }
-      }
+      await this.checkComparisons(c, query);
       const name = this.duckName(RESULTS_DATASET, table);
       await c.run(`CREATE TABLE ${name} AS ${query.sql}`, query.values);
       this.results.add(table);

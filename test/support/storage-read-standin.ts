@@ -23,7 +23,7 @@ import { DuckDBDateValue, DuckDBTimestampTZValue, DuckDBTimestampValue, type Duc
 import type { StandInContext, StandInRequest } from "./bigquery-standin.ts";
 import { takeFault } from "./bigquery-standin.ts";
 import { RestrictionError, translateRowRestriction } from "./row-restriction.ts";
-import { RESULTS_DATASET, bigQueryType, type ResultColumn } from "./standin-warehouse.ts";
+import { RESULTS_DATASET, bigQueryType, type ResultColumn, valueBytes } from "./standin-warehouse.ts";
 
 const require = createRequire(import.meta.url);
 const PROTOS = require("@google-cloud/bigquery-storage/build/protos/protos.json") as Parameters<typeof protoLoader.fromJSON>[0];
@@ -47,12 +47,6 @@ interface Session {
 const DEFAULT_MAX_STREAMS = 16;
 
 /** Bytes a value of a DuckDB type costs in BigQuery's storage (what a read is billed on); strings guessed. */
-function valueBytes(duckType: string): number {
-  const t = duckType.toUpperCase();
-  if (t === "BOOLEAN") return 1;
-  if (t === "VARCHAR") return 16;
-  return 8;
-}
 
 function arrowType(duckType: string): DataType {
   switch (duckType.toUpperCase()) {
@@ -315,6 +309,8 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
           sent += n;
           batches++;
           entry.rows = sent;
+          ctx.served.tableRows += n;
+          ctx.served.tableBytes += batch.byteLength;
           if (!more) await Promise.race([new Promise((resolve) => call.once("drain", resolve)), cancelled]);
         }
       }

@@ -21,6 +21,19 @@ function problemsFor(env: Record<string, string>): string[] {
 }
 
 describe("parseConfig", () => {
+  it("reads PLAN_ONLY (true or false, off by default) and keeps the whole PAIRS list for one task", () => {
+    expect(parseConfig({ TARGET_PAIR: "eurusd" }, host).planOnly).toBe(false);
+    expect(parseConfig({ TARGET_PAIR: "eurusd", PLAN_ONLY: "false" }, host).planOnly).toBe(false);
+    const c = parseConfig({ PAIRS: "all", PLAN_ONLY: "TRUE" }, host);
+    expect(c.planOnly).toBe(true);
+    expect(c.pairs).toHaveLength(28);
+    expect(effectiveConfig(c)).toMatchObject({ PLAN_ONLY: true });
+    expect(problemsFor({ TARGET_PAIR: "eurusd", PLAN_ONLY: "yes" })).toEqual(['PLAN_ONLY: expected true or false (true: print the plan of each pair and exit, reading no table) (got "yes")']);
+    expect(problemsFor({ PAIRS: "all", PLAN_ONLY: "true", CLOUD_RUN_TASK_COUNT: "7", CLOUD_RUN_TASK_INDEX: "2" })).toEqual([
+      'CLOUD_RUN_TASK_COUNT: expected 1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1) (got "7")',
+    ]);
+  });
+
   it("reads a minimal environment with production defaults", () => {
     const c = parseConfig({ TARGET_PAIR: "eurusd" }, host);
     expect(c.pair).toBe("eurusd");
