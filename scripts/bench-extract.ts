@@ -182,8 +182,33 @@ function runStageChild(env: Record<string, string>): Promise<StageFigures & { pr
   });
 }
 
+/** What one route's run measured (written to the results file as is). */
+interface RouteFigures {
+  wall_s: number;
+  tables_per_min: number;
+  cpu_s_per_table: number;
+  query_jobs: number | null;
+  discovery_query_jobs: number | null;
+  read_sessions: number | null;
+  read_streams: number;
+  estimated_bytes_scanned: number;
+  cpu_user_s: number;
+  cpu_system_s: number;
+  peak_rss_bytes: number;
+  process_wall_s: number;
+  parts: number;
+  staged_bytes: number;
+  retries: number;
+  standin_cpu_s_per_table: number | null;
+  standin_peak_rss_bytes: number | null;
+  workers: number;
+  workers_source: string;
+  extract_concurrency: number;
+  tables: number;
+}
+
 /** One route's Stage 1 on fresh stand-ins: its figures, and what the stand-ins counted. */
-async function benchRoute(route: "read" | "query", warehouse: string): Promise<Record<string, unknown>> {
+async function benchRoute(route: "read" | "query", warehouse: string): Promise<RouteFigures> {
   const work = path.join(dir, `extract-work-${route}`);
   await rm(work, { recursive: true, force: true });
   say(`[${route}] starting the stand-ins over ${path.relative(ROOT, warehouse)} with ${latency} ms of query latency, ${sessionLatency} ms per read session`);

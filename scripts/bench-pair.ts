@@ -88,9 +88,10 @@ const code = await new Promise<number | null>((resolve, reject) => {
   const child = spawn(command!, argv, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   createInterface({ input: child.stdout }).on("line", (line) => {
     if (!line.startsWith("{")) return;
-    const rec = JSON.parse(line) as Record<string, unknown>;
+    // The job's log lines (pino): a string message, the rest varies by line.
+    const rec = JSON.parse(line) as { message?: string; [field: string]: unknown };
     lines.push(rec);
-    const msg = String(rec.message ?? "");
+    const msg = rec.message ?? "";
     if (/^stage \w+: done|^extracted \d+\/\d+|^\d+ training rows|^memory plan|^composed|^published|^done:/.test(msg) || rec.severity === "ERROR") say(`  ${msg}`);
   });
   createInterface({ input: child.stderr }).on("line", (line) => {

@@ -14,6 +14,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { DEFAULTS } from "../src/config.ts";
 import { DEFAULT_TARGETS_DATASET, TARGET_ROW_FILTER_COLUMN } from "../src/constants.ts";
 import { startBigQueryStandIns, type StandIns } from "../test/support/bigquery-standin.ts";
+import { varchar } from "../test/support/duckdb-text.ts";
 import { startGcsStandIn, type GcsStandIn } from "../test/support/gcs-standin.ts";
 
 const OUTPUT_BUCKET = "bqx-standin-output";
@@ -82,7 +83,7 @@ async function smallestTargetRows(file: string): Promise<number | undefined> {
     const tables = (await c.runAndReadAll(`SELECT table_name FROM information_schema.tables WHERE table_schema = '${DEFAULT_TARGETS_DATASET}' AND table_name LIKE 'targets\\_%' ESCAPE '\\'`)).getRowsJS();
     let fewest: number | undefined;
     for (const [name] of tables) {
-      const reader = await c.runAndReadAll(`SELECT count(*) FROM "${DEFAULT_TARGETS_DATASET}"."${String(name)}" WHERE "${TARGET_ROW_FILTER_COLUMN}" IS NOT NULL`);
+      const reader = await c.runAndReadAll(`SELECT count(*) FROM "${DEFAULT_TARGETS_DATASET}"."${varchar(name)}" WHERE "${TARGET_ROW_FILTER_COLUMN}" IS NOT NULL`);
       const n = Number(reader.getRowsJS()[0]?.[0] ?? 0);
       fewest = fewest === undefined ? n : Math.min(fewest, n);
     }

@@ -3,7 +3,7 @@
 // target table defines) and polars (the same cells), cells sampled from the first, a middle and the
 // last row group compared with the warehouse's own left join, and chunk offsets beyond 4 GiB.
 // Used by `npm run bench:pair -- --check`.
-import { DuckDBInstance } from "@duckdb/node-api";
+import { DuckDBInstance, type JS } from "@duckdb/node-api";
 import pl from "nodejs-polars";
 import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN } from "../../src/constants.ts";
 import { planTables } from "../../src/discovery.ts";
@@ -13,6 +13,13 @@ import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const SAMPLED_COLUMNS = 40;
 const ROWS_PER_GROUP_SAMPLED = 3;
+
+/** A cell selected as CAST(... AS VARCHAR): its text, or null. */
+function varchar(v: JS | undefined): string | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "string") throw new Error(`expected a VARCHAR cell, got ${typeof v}`);
+  return v;
+}
 
 export interface FileCheck {
   rows: number;
@@ -77,11 +84,12 @@ export async function checkTrainingFile(opts: { file: string; warehouse: string;
     for (const row of fromDuck) {
       const r = Number(row.file_row_number);
       const fromPolars = (await lazy.slice(r, 1).select(KEY_COLUMN, ...columns).collect()).toRecords()[0]!;
-      const key = String(row[KEY_COLUMN]);
+      const key = varchar(row[KEY_COLUMN]);
+      if (key === null) throw new Error(`row ${r} of ${opts.file} has no ${KEY_COLUMN}`);
       for (const name of columns) {
         const s = source.get(name)!;
-        const expected = (await c.runAndReadAll(`SELECT CAST(${q(s.column)} AS VARCHAR) AS v FROM wh.${q(s.dataset)}.${q(s.table)} WHERE ${q(KEY_COLUMN)} = CAST('${key}' AS TIMESTAMPTZ)`)).getRowObjectsJS()[0]?.v ?? null;
-        const inFile = row[name] ?? null;
+        const expected = varchar((await c.runAndReadAll(`SELECT CAST(${q(s.column)} AS VARCHAR) AS v FROM wh.${q(s.dataset)}.${q(s.table)} WHERE ${q(KEY_COLUMN)} = CAST('${key}' AS TIMESTAMPTZ)`)).getRowObjectsJS()[0]?.v);
+        const inFile = varchar(row[name]);
         const polarsValue = fromPolars[name];
         sampledCells += 1;
         if (String(inFile) !== String(expected)) mismatches.push(`${name} at row ${r}: file ${inFile}, warehouse ${expected}`);

@@ -219,7 +219,7 @@ describe("the job against the strict stand-in", () => {
     const run = await runJob(env(us), { timeoutMs: 60_000 });
     expect(run.code, run.stdout + run.stderr).toBe(1);
     expect(Date.now() - started).toBeLessThan(15_000);
-    const failure = run.lines.find((l) => l.severity === "ERROR" && String(l.fix ?? "").includes("roles/bigquery.jobUser"));
+    const failure = run.lines.find((l) => l.severity === "ERROR" && (l.fix ?? "").includes("roles/bigquery.jobUser"));
     expect(failure, run.stdout).toBeDefined();
     expect(String(failure?.fix)).toContain(`roles/bigquery.jobUser on project ${us.project} to the job's service account`);
     expect(us.requests.slice(seen).filter((r) => r.method === "jobs.insert").map((r) => r.status)).toEqual([403, 403]);

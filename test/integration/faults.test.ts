@@ -18,7 +18,6 @@ const PAIR = "eurusd";
 const FEATURES = 60;
 const TRAINING = `training_${PAIR}.parquet`;
 let dir: string;
-let warehouse: string;
 let referenceSha: string;
 let reference: ReferenceRun;
 
@@ -28,7 +27,7 @@ function env(name: string, extra: Record<string, string> = {}): Record<string, s
 
 beforeAll(async () => {
   reference = await referenceRun("faults-test-", PAIR, FEATURES);
-  ({ dir, warehouse, sha: referenceSha } = reference);
+  ({ dir, sha: referenceSha } = reference);
 }, 120_000);
 
 afterAll(async () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TARGET_COLUMNS } from "../../src/constants.ts";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { sampleTables } from "../../src/sample/spec.ts";
+import { varchar } from "../support/duckdb-text.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 
 const PAIR = "eurusd";
@@ -148,7 +149,7 @@ describe("the five-stage pipeline on the embedded backend", () => {
       expect(count).toBeGreaterThan(ROWS * 0.9);
       expect(count).toBeLessThan(ROWS);
 
-      const outColumns = (await c.runAndReadAll(`SELECT name FROM parquet_schema('${file}') WHERE num_children IS NULL OR num_children = 0`)).getRowObjectsJS().map((r) => String(r.name));
+      const outColumns = (await c.runAndReadAll(`SELECT name FROM parquet_schema('${file}') WHERE num_children IS NULL OR num_children = 0`)).getRowObjectsJS().map((r) => varchar(r.name));
       const expected = new Map<string, string>(); // output column -> source expression
       for (const t of TARGET_COLUMNS) expected.set(t, `targets_${PAIR}.${t}`);
       for (const t of features) for (const col of t.columns) expected.set(`${expectedPrefix(t.name)}_${col.name}`, `${t.name}.${col.name}`);

@@ -28,8 +28,9 @@ const progress: Array<[number, number]> = [];
 let instance: DuckDBInstance;
 let c: DuckDBConnection;
 
-async function rowsOf(sql: string): Promise<Record<string, unknown>[]> {
-  return (await c.runAndReadAll(sql)).getRowObjectsJS();
+/** The rows `sql` selects; `Row` names the JS types its SELECT list gives (INTEGER a number, VARCHAR a string, ...). */
+async function rowsOf<Row extends Record<string, unknown> = Record<string, unknown>>(sql: string): Promise<Row[]> {
+  return (await c.runAndReadAll(sql)).getRowObjectsJS() as Row[];
 }
 async function one(sql: string): Promise<Record<string, unknown>> {
   const rows = await rowsOf(sql);
@@ -98,7 +99,7 @@ describe("buildSampleWarehouse", () => {
   });
 
   it("gives every table the spec's columns, in order, with the right types", async () => {
-    const listed = await rowsOf(
+    const listed = await rowsOf<{ s: string; t: string; cols: string[]; types: string[] }>(
       `SELECT table_schema AS s, table_name AS t, list(column_name ORDER BY ordinal_position) AS cols, list(data_type ORDER BY ordinal_position) AS types
        FROM information_schema.columns WHERE table_catalog = 'a' GROUP BY 1, 2`,
     );
@@ -110,8 +111,7 @@ describe("buildSampleWarehouse", () => {
         wrong.push(`${t.name}: missing`);
         continue;
       }
-      const cols = r.cols as string[];
-      const types = r.types as string[];
+      const { cols, types } = r;
       const typeOf = new Map(cols.map((col, i) => [col, types[i]]));
       const features = cols.filter((col) => col !== "interval_time" && col !== "pair");
       if (JSON.stringify(features) !== JSON.stringify(t.columns.map((col) => col.name))) wrong.push(`${t.name}: columns`);
@@ -159,17 +159,17 @@ describe("buildSampleWarehouse", () => {
            FROM a.${q(t.dataset === "features" ? F : T)}.${q(t.name)}`,
       )
       .join(" UNION ALL ");
-    const results = await rowsOf(sql);
+    const results = await rowsOf<{ i: number; n: number; d: number; span: number }>(sql);
     expect(results).toHaveLength(keyed.length);
     const wrong: string[] = [];
     let partial = 0;
     for (const r of results) {
-      const t = keyed[r.i as number]!;
+      const t = keyed[r.i]!;
       const expected = coveredRows(tableCoverage(t), ROWS);
       if (r.n !== expected) wrong.push(`${t.name}: ${r.n} rows, expected ${expected}`);
-      if (r.d !== r.n) wrong.push(`${t.name}: ${(r.n as number) - (r.d as number)} duplicate keys`);
-      if ((r.span as number) >= ROWS) wrong.push(`${t.name}: spans ${r.span} minutes`);
-      if ((r.n as number) < ROWS) partial++;
+      if (r.d !== r.n) wrong.push(`${t.name}: ${r.n - r.d} duplicate keys`);
+      if (r.span >= ROWS) wrong.push(`${t.name}: spans ${r.span} minutes`);
+      if (r.n < ROWS) partial++;
     }
     expect(wrong).toEqual([]);
     // Enough tables start late or miss minutes that a left join produces nulls.

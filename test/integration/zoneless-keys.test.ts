@@ -14,6 +14,7 @@ import { closeWorkerClients } from "../../src/warehouse/bigquery.ts";
 import { readBigQueryRows } from "../../src/warehouse/bigquery-extract.ts";
 import type { GcpTaskSettings } from "../../src/warehouse/port.ts";
 import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { varchar } from "../support/duckdb-text.ts";
 import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
 import { buildSmallSample, sha256 } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
@@ -48,7 +49,7 @@ beforeAll(async () => {
     // With the session in UTC, the zone-less values are the same instants written without a zone.
     await c.run("SET TimeZone = 'UTC'");
     const keyed = (await c.runAndReadAll("SELECT table_schema, table_name FROM information_schema.columns WHERE column_name = 'interval_time' ORDER BY table_schema, table_name")).getRowsJS();
-    const names = keyed.map(([schema, table]) => `${String(schema)}.${String(table)}`);
+    const names = keyed.map(([schema, table]) => `${varchar(schema)}.${varchar(table)}`);
     zoneless = names.slice(0, names.length - 2);
     for (const name of zoneless) {
       const [schema, table] = name.split(".");

@@ -508,11 +508,13 @@ class RestStandIn {
         }
         case "jobs.query": {
           this.checkJobsCreate();
-          const text = String(body.query ?? "");
+          // BigQuery's QueryRequest: the query text and the job's location are strings.
+          const request = body as { query?: string; location?: string };
+          const text = request.query ?? "";
           const id = `query_${Math.floor(this.ctx.random() * 2 ** 48).toString(36)}`;
           const useLegacySql = typeof body.useLegacySql === "boolean" ? body.useLegacySql : undefined;
           Object.assign(entry, { jobId: id, query: text }, useLegacySql === undefined ? {} : { useLegacySql });
-          const job = this.startJob(id, String(body.location || this.wh.location), text, (body.queryParameters as QueryParameter[] | undefined) ?? [], useLegacySql);
+          const job = this.startJob(id, request.location || this.wh.location, text, (body.queryParameters as QueryParameter[] | undefined) ?? [], useLegacySql);
           await this.waitFor(job, Number(body.timeoutMs ?? 10_000));
           const int64 = ((body.formatOptions ?? {}) as { useInt64Timestamp?: boolean }).useInt64Timestamp === true;
           const maxResults = body.maxResults === undefined ? undefined : Number(body.maxResults);

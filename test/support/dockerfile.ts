@@ -165,7 +165,7 @@ function globToRegExp(pattern: string): RegExp {
 
 /** Every file of the build context, as relative POSIX paths, after .dockerignore. */
 export async function buildContextFiles(contextDir: string): Promise<string[]> {
-  let ignore = "";
+  let ignore: string;
   try {
     ignore = await readFile(path.join(contextDir, ".dockerignore"), "utf8");
   } catch {

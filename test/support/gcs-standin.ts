@@ -456,14 +456,14 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       const sources = sourceObjects.map((s) => {
         const sourceName = stringField(s.name);
         if (!sourceName) throw new HttpError(400, "Required.");
-        const generation = s.generation === undefined || s.generation === null ? undefined : String(s.generation);
+        const generation = s.generation === undefined || s.generation === null ? undefined : int64Text(s.generation);
         const obj = objects.get(sourceName);
         if (!obj || (generation !== undefined && generation !== obj.generation)) {
           throw new HttpError(404, `Object ${sourceName} (generation: ${generation ?? 0}) not found.`);
         }
         const pre = (s.objectPreconditions as { ifGenerationMatch?: unknown } | undefined)?.ifGenerationMatch;
-        if (pre !== undefined && String(pre) !== obj.generation) {
-          throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (source ${sourceName}: ifGenerationMatch=${String(pre)}, current generation ${obj.generation})`);
+        if (pre !== undefined && int64Text(pre) !== obj.generation) {
+          throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (source ${sourceName}: ifGenerationMatch=${int64Text(pre)}, current generation ${obj.generation})`);
         }
         return obj;
       });
@@ -540,7 +540,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       const data = /^bytes (\d+)-(-?\d+|\*)\/(\*|\d+)$/.exec(cr);
       if (!status && !data) throw new HttpError(400, `Failed to parse Content-Range header: ${JSON.stringify(cr)}`);
       const total = (status?.[1] ?? data![3]) === "*" ? undefined : Number(status?.[1] ?? data![3]);
-      let reachedEnd = false;
+      let reachedEnd: boolean;
       if (data) {
         const start = Number(data[1]);
         if (start > session.persisted) {
@@ -749,6 +749,11 @@ function header(req: IncomingMessage, name: string): string | undefined {
 
 function stringField(v: unknown): string | undefined {
   return typeof v === "string" ? v : undefined;
+}
+
+/** An int64 of a JSON request (a generation), which JSON carries as a string or a number, as text; anything else as its JSON. */
+function int64Text(v: unknown): string {
+  return typeof v === "string" ? v : JSON.stringify(v);
 }
 
 /** The custom `metadata` of an object resource, every value a string as Cloud Storage stores it. */

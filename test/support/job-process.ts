@@ -2,7 +2,7 @@
 // sent at a point chosen by watching the job's files and log lines (polled every few ms).
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -10,12 +10,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { sampleTables } from "../../src/sample/spec.ts";
-import { ROOT, runJob, type JobRun } from "./run-job.ts";
+import { ROOT, runJob, type JobLogLine, type JobRun } from "./run-job.ts";
 
 export interface JobProcess {
   child: ChildProcess;
-  /** Everything written to stdout so far. */
-  stdout(): string;
+  /** Everything written to stdout so far (a function property, not a method: passed around unbound). */
+  stdout: () => string;
   /** Resolves when the process has exited. */
   done: Promise<JobRun>;
   exited(): boolean;
@@ -41,7 +41,7 @@ export function startJob(env: Record<string, string>, opts: { timeoutMs?: number
       const lines = stdout
         .split("\n")
         .filter((l) => l.startsWith("{"))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
+        .map((l) => JSON.parse(l) as JobLogLine);
       resolve({ code, signal, stdout, stderr, lines });
     });
   });

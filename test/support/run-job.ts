@@ -5,13 +5,21 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
+/** One JSON log line of the job (pino): a message and a severity on every line, a fix on a failure's; other fields vary by line. */
+export interface JobLogLine {
+  message?: string;
+  severity?: string;
+  fix?: string;
+  [field: string]: unknown;
+}
+
 export interface JobRun {
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
   /** Parsed JSON log lines from stdout. */
-  lines: Array<Record<string, unknown>>;
+  lines: JobLogLine[];
 }
 
 export function runJob(env: Record<string, string>, opts: { script?: string; timeoutMs?: number } = {}): Promise<JobRun> {
@@ -33,7 +41,7 @@ export function runJob(env: Record<string, string>, opts: { script?: string; tim
       const lines = stdout
         .split("\n")
         .filter((l) => l.startsWith("{"))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
+        .map((l) => JSON.parse(l) as JobLogLine);
       resolve({ code, signal, stdout, stderr, lines });
     });
   });

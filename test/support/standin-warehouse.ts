@@ -13,6 +13,7 @@
 // DATE(x), BETWEEN, IS NOT NULL, ORDER BY and LIMIT mean the same in both dialects.
 // No vitest imports: `npm run standins` loads this from a plain Node process.
 import { DuckDBInstance, DuckDBTimestampTZValue, DuckDBTimestampValue, DuckDBDateValue, type DuckDBConnection, type DuckDBValue } from "@duckdb/node-api";
+import { varchar } from "./duckdb-text.ts";
 
 export const RESULTS_DATASET = "_job_results";
 /** What INFORMATION_SCHEMA.PARTITIONS reports for a table nobody touched: 2025-01-01T00:00:00Z. */
@@ -115,10 +116,11 @@ export class StandInWarehouse {
       await c.run(`CREATE SCHEMA memory.${q(RESULTS_DATASET)}`);
       const reader = await c.runAndReadAll(`SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ${lit(WAREHOUSE_CATALOG)}`);
       const catalog = new Map<string, Set<string>>();
-      for (const [schema, table] of reader.getRowsJS()) {
-        const set = catalog.get(String(schema)) ?? new Set<string>();
-        set.add(String(table));
-        catalog.set(String(schema), set);
+      for (const [schemaCell, tableCell] of reader.getRowsJS()) {
+        const schema = varchar(schemaCell);
+        const set = catalog.get(schema) ?? new Set<string>();
+        set.add(varchar(tableCell));
+        catalog.set(schema, set);
       }
       return new StandInWarehouse(instance, catalog, project, location);
     } finally {

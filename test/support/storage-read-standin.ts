@@ -178,7 +178,6 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
   const wh = ctx.warehouse;
   const sessions = new Map<string, Session>();
   let sessionCount = 0;
-  let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
 
   const log = (entry: Omit<StandInRequest, "api" | "at">): StandInRequest => {
     const e: StandInRequest = { api: "storage", at: Date.now(), ...entry };
@@ -295,7 +294,8 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
               await cancelled;
             } else if (drop.mode === "disconnect") {
               entry.status = "DISCONNECTED";
-              proxy?.cut(call.getPeer());
+              // Set before any call: clients reach the server only through the proxy.
+              proxy.cut(call.getPeer());
             } else {
               fail(drop.mode === "internal" ? grpc.status.INTERNAL : grpc.status.UNAVAILABLE, drop.mode === "internal" ? "Received RST_STREAM with code 2 (Internal server error)" : "Connection reset by the stand-in (injected)");
             }
@@ -345,12 +345,12 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
-  proxy = await startProxy(port);
+  const proxy = await startProxy(port);
   return {
     endpoint: `http://127.0.0.1:${proxy.port}`,
     async close() {
       server.forceShutdown();
-      await proxy?.close();
+      await proxy.close();
     },
   };
 }

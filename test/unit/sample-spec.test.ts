@@ -59,9 +59,15 @@ describe("sampleTables for eurusd", () => {
     expect([columns(fam("base")), columns(fam("cyc")), columns(fam("ext")), columns(fam("tmp"))]).toEqual([19, 4, 16, 23]);
     expect(fam("lag")).toHaveLength(8);
     expect(fam("lag").map((t) => t.name)).toEqual(expect.arrayContaining([`lag_${P}_45`, `lag_bqx_${P}_w90`]));
-    for (const t of fam("lag")) expect(t.columns.length).toBeGreaterThanOrEqual(10), expect(t.columns.length).toBeLessThanOrEqual(11);
+    for (const t of fam("lag")) {
+      expect(t.columns.length).toBeGreaterThanOrEqual(10);
+      expect(t.columns.length).toBeLessThanOrEqual(11);
+    }
     expect(fam("regime")).toHaveLength(4);
-    for (const t of fam("regime")) expect(t.columns.length).toBeGreaterThanOrEqual(13), expect(t.columns.length).toBeLessThanOrEqual(19);
+    for (const t of fam("regime")) {
+      expect(t.columns.length).toBeGreaterThanOrEqual(13);
+      expect(t.columns.length).toBeLessThanOrEqual(19);
+    }
     expect(fam("corr")).toHaveLength(32);
     for (const asset of ["ewa", "ewg", "ewj", "ewu", "gld", "spy", "uup", "vix"]) expect(count(fam("corr"), (t) => t.name.endsWith(`_${asset}`))).toBe(4);
     for (const t of fam("corr")) expect([7, 8]).toContain(t.columns.length);

@@ -132,7 +132,7 @@ function newExecution(job: Job, names: Names, cmd: GcloudCommand, tasks: number)
     namespace: PROJECT_NUMBER,
     selfLink: `/apis/run.googleapis.com/v1/namespaces/${PROJECT_NUMBER}/executions/${names.execution}`,
     creationTimestamp: new Date().toISOString(),
-    labels: { ...execution.metadata.labels, [LOCATION_LABEL]: names.region!, "run.googleapis.com/job": names.job!, "run.googleapis.com/jobUid": String(job.metadata.uid ?? "") },
+    labels: { ...execution.metadata.labels, [LOCATION_LABEL]: names.region!, "run.googleapis.com/job": names.job!, "run.googleapis.com/jobUid": job.metadata.uid ?? "" },
   };
   execution.spec = { ...(job.spec.template.spec.parallelism ? { parallelism: job.spec.template.spec.parallelism } : {}), taskCount: tasks, template: { spec: task } };
   execution.status = { observedGeneration: 1 };

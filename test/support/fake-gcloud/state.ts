@@ -48,6 +48,8 @@ export interface ExecutionSpec {
 export interface Meta {
   name: string;
   namespace: string;
+  /** Kubernetes' object UID (the recorded resources carry one). */
+  uid?: string;
   selfLink?: string;
   generation?: number;
   creationTimestamp?: string;
