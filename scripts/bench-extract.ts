@@ -48,7 +48,8 @@ async function runStage(): Promise<void> {
   const config = parseConfig(process.env, realHostFacts());
   // stdout carries only the result line.
   const log = createLogger({ level: config.logLevel, format: "json", destination: pino.destination({ dest: 2, sync: true }) });
-  const gcp = config.gcp!;
+  if (config.backend !== "gcp") throw new Error("bench-extract measures BACKEND=gcp against the stand-ins; set BACKEND=gcp");
+  const { gcp } = config;
   const warehouse = new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
   const bucket = new GcsBucket(config.output.uri, { apiEndpoint: config.gcsEndpoint, projectId: gcp.project });
   const state = { durations: {} };

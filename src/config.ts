@@ -1,25 +1,19 @@
-// The only reader of process.env. Parses every variable once, collects every problem into one
-// error (one line per variable: what was expected and what was given), and returns a frozen,
-// typed Config. TARGET_PAIR is validated here, long before it can reach any SQL.
+// The only reader of process.env. Every variable is declared once in src/config/variables.ts
+// (name, default, what is accepted, parser) and the pairs this task builds are selected in
+// src/config/pairs.ts; this file ties the variables together, collects every problem into one
+// error (one line per problem: what was expected and what was given), and returns a frozen,
+// typed Config, a union on the backend. TARGET_PAIR is validated here, long before it reaches SQL.
 import os from "node:os";
-import path from "node:path";
-import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET } from "./constants.ts";
 import { ConfigError } from "./errors.ts";
-import { selectTaskPairs } from "./fanout.ts";
-import { isLoopbackHost } from "./loopback.ts";
-import { SCHEMA_CHANGE_POLICIES, type SchemaChangePolicy } from "./schema-change.ts";
+import { selectTaskPairs } from "./config/pairs.ts";
+import { readAll, rawValue, shownValue, type Env, type Location, type LogLevel, type ParseContext, type Values } from "./config/variables.ts";
+import type { SchemaChangePolicy } from "./schema-change.ts";
 import { defaultMemoryBudget, detectCpus, detectMemoryLimit, type Detected } from "./resources.ts";
-import { formatBytes, parseDuration, parseSize } from "./units.ts";
+import { formatBytes } from "./units.ts";
 
+export { DEFAULTS, LOG_LEVELS, type Location, type LogLevel } from "./config/variables.ts";
 export type Backend = "local" | "gcp";
 export type LogFormat = "json" | "pretty";
-export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
-/** Where objects go: a local directory or a Cloud Storage bucket and prefix. */
-export type Location =
-  | { kind: "local"; uri: string; dir: string }
-  | { kind: "gcs"; uri: string; bucket: string; prefix: string };
 
 export interface GcpConfig {
   project: string;
@@ -33,21 +27,16 @@ export interface GcpConfig {
   readRoute: "table" | "query";
 }
 
-export interface Config {
+/** Settings every backend shares. */
+export interface CommonConfig {
   pair: string;
-  // --- fan-out (src/fanout.ts) ---
   /** The pairs this process builds, in order: [TARGET_PAIR], or its share of PAIRS. `pair` is the first. */
   pairs: readonly string[];
   pairSource: "TARGET_PAIR" | "PAIRS";
   /** How many pairs PAIRS listed for the whole execution (1 with TARGET_PAIR). */
   pairsListed: number;
-  // --- end fan-out ---
   /** PLAN_ONLY: plan every selected pair (discovery, permissions, memory, disk, bytes and cost) and read no table. */
   planOnly: boolean;
-  backend: Backend;
-  /** DuckDB database file (BACKEND=local). */
-  warehouse: string;
-  gcp: GcpConfig | undefined;
   /** OUTPUT_URI as given (resolved for local paths). */
   outputUri: string;
   output: Location;
@@ -80,8 +69,24 @@ export interface Config {
   corruptUploads: boolean;
   logLevel: LogLevel;
   logFormat: LogFormat;
-  cloudRun: { job?: string; execution?: string; taskIndex: number; taskCount: number; attempt: number };
+  cloudRun: { job?: string | undefined; execution?: string | undefined; taskIndex: number; taskCount: number; attempt: number };
 }
+
+/** BACKEND=local: the embedded DuckDB warehouse file. */
+export interface LocalBackendConfig extends CommonConfig {
+  backend: "local";
+  warehouse: string;
+  gcp?: undefined;
+}
+
+/** BACKEND=gcp: BigQuery. */
+export interface GcpBackendConfig extends CommonConfig {
+  backend: "gcp";
+  gcp: GcpConfig;
+  warehouse?: undefined;
+}
+
+export type Config = LocalBackendConfig | GcpBackendConfig;
 
 export interface HostFacts {
   cpus: Detected;
@@ -101,26 +106,8 @@ export function realHostFacts(): HostFacts {
   };
 }
 
-export const DEFAULTS = Object.freeze({
-  WAREHOUSE: "data/warehouse.duckdb",
-  OUTPUT_URI: "data/bucket",
-  DATE_FROM: "2020-01-01",
-  DATE_TO: "2024-12-31",
-  MIN_ROWS: 100_000,
-  MIN_COLUMNS: 10_000,
-  SCHEMA_CHANGE: "warn",
-});
-
-const PROJECT_ID = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
-const BQ_LOCATION = /^[A-Za-z][A-Za-z0-9-]{1,40}$/;
-const GCS_URI = /^gs:\/\/([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:\/(.*))?$/;
 /** Tables in flight for BACKEND=gcp: enough that a few seconds per query still gives hundreds of tables a minute. */
 const DEFAULT_GCP_EXTRACT_CONCURRENCY = 32;
-const DEFAULT_QUERY_TIMEOUT = "10m";
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,1023}$/;
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
-
-type Env = Readonly<Record<string, string | undefined>>;
 
 /** Variables an earlier version read, and why they are gone. */
 const RETIRED: ReadonlyArray<readonly [string, string]> = [
@@ -131,256 +118,99 @@ const RETIRED: ReadonlyArray<readonly [string, string]> = [
 /** Parse the environment. Throws ConfigError listing every problem at once. */
 export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   const problems: string[] = [];
-  // What was given is echoed back, except a URL's user:password@ (a credential in the wrong place).
-  const shown = (got: string) => JSON.stringify(got.replace(/\/\/[^/@\s]*@/g, "//[redacted]@"));
-  const problem = (name: string, expected: string, got: string | undefined) =>
-    problems.push(`${name}: expected ${expected} (got ${got === undefined ? "nothing" : shown(got)})`);
-  const raw = (name: string): string | undefined => {
-    const v = env[name];
-    return v === undefined || v.trim() === "" ? undefined : v.trim();
-  };
-
-  // --- fan-out (src/fanout.ts) ---
-  // TARGET_PAIR (one pair), or PAIRS split across the execution's tasks: required, never
-  // defaulted (a default once made a job silently build the wrong pair).
-  const selection = selectTaskPairs(env);
-  problems.push(...selection.problems);
-  const pair = selection.pairs[0] ?? "";
-  // --- end fan-out ---
-
-  // A plan covers every pair listed, in one task: several tasks would each print the same plan.
-  const planRaw = raw("PLAN_ONLY");
-  if (planRaw !== undefined && !["true", "false"].includes(planRaw.toLowerCase())) problem("PLAN_ONLY", "true or false (true: print the plan of each pair and exit, reading no table)", planRaw);
-  const planOnly = planRaw?.toLowerCase() === "true";
-  if (planOnly && /^\d+$/.test(raw("CLOUD_RUN_TASK_COUNT") ?? "1") && Number(raw("CLOUD_RUN_TASK_COUNT") ?? "1") > 1) {
-    problem("CLOUD_RUN_TASK_COUNT", "1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1)", raw("CLOUD_RUN_TASK_COUNT"));
-  }
-
-  const backendRaw = raw("BACKEND") ?? "local";
-  if (backendRaw !== "local" && backendRaw !== "gcp") {
-    problem("BACKEND", `"local" (the embedded DuckDB warehouse) or "gcp" (BigQuery)`, backendRaw);
-  }
-  const backend: Backend = backendRaw === "gcp" ? "gcp" : "local";
-
-  const warehouse = path.resolve(host.cwd, raw("WAREHOUSE") ?? DEFAULTS.WAREHOUSE);
-
-  const endpoint = (name: string): string | undefined => {
-    const v = raw(name);
-    if (v === undefined) return undefined;
-    let url: URL | undefined;
-    try {
-      url = new URL(v);
-    } catch {
-      url = undefined;
-    }
-    if (!url || !["http:", "https:"].includes(url.protocol) || url.pathname.replace(/\/+$/, "") !== "" || url.search !== "") {
-      problem(name, "an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google)", v);
-      return undefined;
-    }
-    // Plain http sends the bearer token and the tables' rows in clear text: only to this machine.
-    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
-      problem(name, "https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google", v);
-      return undefined;
-    }
-    return url.origin;
-  };
-  const gcsEndpoint = endpoint("GCS_ENDPOINT");
-  const bigqueryEndpoint = endpoint("BIGQUERY_ENDPOINT");
-  const storageReadEndpoint = endpoint("BIGQUERY_STORAGE_ENDPOINT");
-
-  /** A local directory or gs://bucket/prefix; anything else is a problem named after the variable. */
-  const location = (name: string, v: string): Location | undefined => {
-    if (v.startsWith("gs://")) {
-      const m = GCS_URI.exec(v);
-      if (!m) {
-        problem(name, "gs://<bucket>/<optional prefix> with a valid bucket name", v);
-        return undefined;
-      }
-      const prefix = (m[2] ?? "").replace(/^\/+|\/+$/g, "");
-      return { kind: "gcs", uri: `gs://${m[1]}${prefix ? `/${prefix}` : ""}`, bucket: m[1]!, prefix };
-    }
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v) && !v.startsWith("file://")) {
-      problem(name, "a local directory or gs://<bucket>/<prefix>", v);
-      return undefined;
-    }
-    const dir = path.resolve(host.cwd, v.replace(/^file:\/\//, ""));
-    return { kind: "local", uri: dir, dir };
-  };
-  const output = location("OUTPUT_URI", raw("OUTPUT_URI") ?? DEFAULTS.OUTPUT_URI);
-  // Retired with the raw checkpoints: the aligned parts are the checkpoints now, and compose needs
-  // them in the output's own bucket. Refused rather than ignored, so nobody believes it still works.
-  for (const [name, why] of RETIRED) if (raw(name) !== undefined) problem(name, `nothing: ${why}; unset ${name}`, raw(name));
-
-  let gcp: GcpConfig | undefined;
-  const projectRaw = raw("GCP_PROJECT");
-  if (projectRaw !== undefined && !PROJECT_ID.test(projectRaw)) problem("GCP_PROJECT", "a project ID like bqx-ml (6-30 lower-case letters, digits, hyphens)", projectRaw);
-  const locationRaw = raw("BQ_LOCATION");
-  if (locationRaw !== undefined && !BQ_LOCATION.test(locationRaw)) problem("BQ_LOCATION", "a BigQuery location like US or us-central1", locationRaw);
-  const timeoutRaw = raw("QUERY_TIMEOUT") ?? DEFAULT_QUERY_TIMEOUT;
-  const queryTimeoutMs = parseDuration(timeoutRaw);
-  if (queryTimeoutMs === undefined || queryTimeoutMs < 1000 || queryTimeoutMs > 6 * 3_600_000) {
-    problem("QUERY_TIMEOUT", "a duration from 1s to 6h like 10m, 90s or 1h", timeoutRaw);
-  }
-  const readRouteRaw = raw("BQ_READ_ROUTE");
-  if (readRouteRaw !== undefined && readRouteRaw !== "table" && readRouteRaw !== "query") {
-    problem("BQ_READ_ROUTE", `"table" (Storage Read sessions on the tables themselves, no query jobs) or "query" (a query job per read)`, readRouteRaw);
-  } else if (readRouteRaw !== undefined && backend !== "gcp") problem("BQ_READ_ROUTE", "only with BACKEND=gcp", readRouteRaw);
-  const readRoute = readRouteRaw === "query" ? "query" : "table";
-  if (backend === "gcp") {
-    if (projectRaw === undefined) problem("GCP_PROJECT", "the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp)", projectRaw);
-    else if (PROJECT_ID.test(projectRaw)) {
-      gcp = { project: projectRaw, location: locationRaw, bigqueryEndpoint, storageReadEndpoint, queryTimeoutMs: queryTimeoutMs ?? 0, readRoute };
-    }
-  } else if (bigqueryEndpoint !== undefined || storageReadEndpoint !== undefined) {
-    problems.push("BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)");
-  }
-  const outputUri = output?.uri ?? "";
-  const workDir = path.resolve(host.cwd, raw("WORK_DIR") ?? path.join(host.tmpDir, "bqx-training"));
-
-  const dataset = (name: string, fallback: string): string => {
-    const v = raw(name) ?? fallback;
-    if (!IDENTIFIER.test(v)) problem(name, "a dataset name of letters, digits and underscores", v);
-    return v;
-  };
-  const featuresDataset = dataset("FEATURES_DATASET", DEFAULT_FEATURES_DATASET);
-  const targetsDataset = dataset("TARGETS_DATASET", DEFAULT_TARGETS_DATASET);
-
-  const date = (name: string, fallback: string): string => {
-    const v = raw(name) ?? fallback;
-    const parsed = ISO_DATE.test(v) ? new Date(`${v}T00:00:00Z`) : undefined;
-    if (!parsed || Number.isNaN(parsed.getTime()) || parsed.toISOString().slice(0, 10) !== v) {
-      problem(name, "a date like 2020-01-01", v);
-    }
-    return v;
-  };
-  const dateFrom = date("DATE_FROM", DEFAULTS.DATE_FROM);
-  const dateTo = date("DATE_TO", DEFAULTS.DATE_TO);
-  if (ISO_DATE.test(dateFrom) && ISO_DATE.test(dateTo) && dateFrom > dateTo) {
-    problems.push(`DATE_FROM/DATE_TO: expected DATE_FROM on or before DATE_TO (got ${dateFrom} > ${dateTo})`);
-  }
-
-  const positiveInt = (name: string, max = Number.MAX_SAFE_INTEGER): number | undefined => {
-    const v = raw(name);
-    if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) {
-      problem(name, `a whole number from 1 to ${max.toLocaleString("en-US")}`, v);
-      return undefined;
-    }
-    return Number(v);
-  };
-  const rowLimit = positiveInt("ROW_LIMIT");
-  const rowGroupRows = positiveInt("ROW_GROUP_ROWS");
-  const maxWorkersSet = positiveInt("MAX_WORKERS", 256);
-  const extractConcurrencySet = positiveInt("EXTRACT_CONCURRENCY", 1000);
-  const minRows = positiveInt("MIN_ROWS") ?? DEFAULTS.MIN_ROWS;
-  const minColumns = positiveInt("MIN_COLUMNS") ?? DEFAULTS.MIN_COLUMNS;
-
-  const schemaChangeRaw = (raw("SCHEMA_CHANGE") ?? DEFAULTS.SCHEMA_CHANGE).toLowerCase();
-  if (!(SCHEMA_CHANGE_POLICIES as readonly string[]).includes(schemaChangeRaw)) {
-    problem("SCHEMA_CHANGE", "allow, warn or fail (what to do when the columns or tables differ from the published file's)", raw("SCHEMA_CHANGE"));
-  }
-  const schemaChange = (SCHEMA_CHANGE_POLICIES as readonly string[]).includes(schemaChangeRaw) ? (schemaChangeRaw as SchemaChangePolicy) : "warn";
-
-  let memoryBudgetBytes = defaultMemoryBudget(host.memoryLimit.value);
-  let memoryBudgetSource = `a quarter of ${formatBytes(host.memoryLimit.value)} from ${host.memoryLimit.source}`;
-  const budgetRaw = raw("MEMORY_BUDGET");
-  if (budgetRaw !== undefined) {
-    const bytes = parseSize(budgetRaw);
-    if (bytes === undefined || bytes < 64 * 1024 ** 2) {
-      problem("MEMORY_BUDGET", "a size of at least 64MiB like 3GiB, 512MiB or 2GB", budgetRaw);
-    } else {
-      memoryBudgetBytes = bytes;
-      memoryBudgetSource = "MEMORY_BUDGET";
-    }
-  }
-
-  // Chaos testing of the retry paths: never on unless asked for, and only where no real service is hit.
-  const faultRateRaw = raw("FAULT_RATE");
-  const faultSeedRaw = raw("FAULT_SEED");
-  let faults: { rate: number; seed: number } | undefined;
-  if (faultRateRaw !== undefined) {
-    const rate = /^(0(\.\d+)?|0?\.\d+)$/.test(faultRateRaw) ? Number(faultRateRaw) : NaN;
-    if (!(rate > 0 && rate <= 0.5)) problem("FAULT_RATE", "a fraction above 0 and at most 0.5, like 0.2 (testing only; leave unset in production)", faultRateRaw);
-    else if (backend !== "local") problem("FAULT_RATE", "only with BACKEND=local (the gcp stand-ins inject their own faults)", faultRateRaw);
-    const seed = faultSeedRaw === undefined ? 1 : /^\d{1,9}$/.test(faultSeedRaw) ? Number(faultSeedRaw) : undefined;
-    if (seed === undefined) problem("FAULT_SEED", "a whole number (which calls fail, reproducibly)", faultSeedRaw);
-    if (rate > 0 && rate <= 0.5 && backend === "local" && seed !== undefined) faults = { rate, seed };
-  } else if (faultSeedRaw !== undefined) {
-    problem("FAULT_SEED", "only together with FAULT_RATE", faultSeedRaw);
-  }
-
-  const corruptRaw = raw("FAULT_CORRUPT_UPLOADS");
-  let corruptUploads = false;
-  if (corruptRaw !== undefined) {
-    if (!["true", "false"].includes(corruptRaw.toLowerCase())) problem("FAULT_CORRUPT_UPLOADS", "true or false (testing only; leave unset in production)", corruptRaw);
-    else if (corruptRaw.toLowerCase() === "true" && output?.kind !== "local") problem("FAULT_CORRUPT_UPLOADS", "only with a local directory as OUTPUT_URI (the Cloud Storage stand-in corrupts uploads itself)", corruptRaw);
-    else corruptUploads = corruptRaw.toLowerCase() === "true";
-  }
-
-  const levelRaw = (raw("LOG_LEVEL") ?? "info").toLowerCase();
-  if (!(LOG_LEVELS as readonly string[]).includes(levelRaw)) problem("LOG_LEVEL", LOG_LEVELS.join(", "), raw("LOG_LEVEL"));
-  const formatRaw = (raw("LOG_FORMAT") ?? "auto").toLowerCase();
-  if (!["auto", "json", "pretty"].includes(formatRaw)) problem("LOG_FORMAT", "auto, json or pretty", raw("LOG_FORMAT"));
-  const logFormat: LogFormat = formatRaw === "json" || formatRaw === "pretty" ? formatRaw : host.stdoutIsTty ? "pretty" : "json";
-
-  const platformInt = (name: string, fallback: number): number => {
-    const v = raw(name);
-    if (v === undefined) return fallback;
-    if (!/^\d+$/.test(v)) {
-      problem(name, "a whole number (set by Cloud Run)", v);
-      return fallback;
-    }
-    return Number(v);
-  };
-
-  // Read before the check below, so a malformed platform value is reported like any other.
-  const cloudRun = Object.freeze({
-    job: raw("CLOUD_RUN_JOB"),
-    execution: raw("CLOUD_RUN_EXECUTION"),
-    taskIndex: platformInt("CLOUD_RUN_TASK_INDEX", 0),
-    taskCount: platformInt("CLOUD_RUN_TASK_COUNT", 1),
-    attempt: platformInt("CLOUD_RUN_TASK_ATTEMPT", 0),
-  });
-
+  const ctx: ParseContext = { cwd: host.cwd, tmpDir: host.tmpDir };
+  const v = readAll(env, ctx, problems);
+  // TARGET_PAIR (one pair), or PAIRS split across the execution's tasks: required, never defaulted.
+  // Reported first: the pair is what a person sets on every execution.
+  const selection = selectTaskPairs({ TARGET_PAIR: env.TARGET_PAIR, PAIRS: env.PAIRS, taskIndex: v.CLOUD_RUN_TASK_INDEX ?? 0, taskCount: v.CLOUD_RUN_TASK_COUNT ?? 1 });
+  problems.unshift(...selection.problems);
+  problems.push(...crossProblems(env, v));
   if (problems.length > 0) throw new ConfigError(problems);
 
-  const maxWorkers = maxWorkersSet ?? host.cpus.value;
-  return Object.freeze({
-    pair,
+  const backend = v.BACKEND ?? "local";
+  const common = commonConfig(v, host, selection);
+  if (backend === "gcp") {
+    const gcp: GcpConfig = {
+      project: v.GCP_PROJECT!,
+      location: v.BQ_LOCATION,
+      bigqueryEndpoint: v.BIGQUERY_ENDPOINT,
+      storageReadEndpoint: v.BIGQUERY_STORAGE_ENDPOINT,
+      queryTimeoutMs: v.QUERY_TIMEOUT!,
+      readRoute: v.BQ_READ_ROUTE ?? "table",
+    };
+    return Object.freeze({ ...common, backend, gcp: Object.freeze(gcp) });
+  }
+  return Object.freeze({ ...common, backend, warehouse: v.WAREHOUSE! });
+}
+
+/** The rules that tie variables together, each a problem line like a single variable's. */
+function crossProblems(env: Env, v: Values): string[] {
+  const problems: string[] = [];
+  const problem = (name: string, expected: string) => problems.push(`${name}: expected ${expected} (got ${shownValue(rawValue(env, name))})`);
+  // A plan covers every pair listed, in one task: several tasks would each print the same plan.
+  if (v.PLAN_ONLY && (v.CLOUD_RUN_TASK_COUNT ?? 1) > 1) problem("CLOUD_RUN_TASK_COUNT", "1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1)");
+  // Retired with the raw checkpoints: refused rather than ignored, so nobody believes they still work.
+  for (const [name, why] of RETIRED) if (rawValue(env, name) !== undefined) problem(name, `nothing: ${why}; unset ${name}`);
+  const gcp = v.BACKEND === "gcp";
+  if (rawValue(env, "BQ_READ_ROUTE") !== undefined && v.BQ_READ_ROUTE !== undefined && !gcp) problem("BQ_READ_ROUTE", "only with BACKEND=gcp");
+  if (gcp && rawValue(env, "GCP_PROJECT") === undefined) problem("GCP_PROJECT", "the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp)");
+  if (!gcp && (v.BIGQUERY_ENDPOINT !== undefined || v.BIGQUERY_STORAGE_ENDPOINT !== undefined)) {
+    problems.push("BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)");
+  }
+  if (v.DATE_FROM !== undefined && v.DATE_TO !== undefined && v.DATE_FROM > v.DATE_TO) {
+    problems.push(`DATE_FROM/DATE_TO: expected DATE_FROM on or before DATE_TO (got ${v.DATE_FROM} > ${v.DATE_TO})`);
+  }
+  // Chaos testing of the retry paths: never on unless asked for, and only where no real service is hit.
+  if (v.FAULT_RATE !== undefined && gcp) problem("FAULT_RATE", "only with BACKEND=local (the gcp stand-ins inject their own faults)");
+  if (rawValue(env, "FAULT_RATE") === undefined && rawValue(env, "FAULT_SEED") !== undefined) problem("FAULT_SEED", "only together with FAULT_RATE");
+  if (v.FAULT_CORRUPT_UPLOADS && v.OUTPUT_URI !== undefined && v.OUTPUT_URI.kind !== "local") {
+    problem("FAULT_CORRUPT_UPLOADS", "only with a local directory as OUTPUT_URI (the Cloud Storage stand-in corrupts uploads itself)");
+  }
+  return problems;
+}
+
+function commonConfig(v: Values, host: HostFacts, selection: ReturnType<typeof selectTaskPairs>): CommonConfig {
+  const maxWorkers = v.MAX_WORKERS ?? host.cpus.value;
+  const format = v.LOG_FORMAT ?? "auto";
+  return {
+    pair: selection.pairs[0]!,
     pairs: Object.freeze(selection.pairs),
     pairSource: selection.source,
     pairsListed: selection.listed,
-    planOnly,
-    backend,
-    warehouse,
-    gcp: gcp ? Object.freeze(gcp) : undefined,
-    outputUri,
-    output: Object.freeze(output!),
-    gcsEndpoint,
+    planOnly: v.PLAN_ONLY ?? false,
+    outputUri: v.OUTPUT_URI!.uri,
+    output: Object.freeze(v.OUTPUT_URI!),
+    gcsEndpoint: v.GCS_ENDPOINT,
     // The local backend's work is all CPU: one table per thread. BigQuery's is mostly waiting.
-    extractConcurrency: extractConcurrencySet ?? (backend === "gcp" ? Math.max(DEFAULT_GCP_EXTRACT_CONCURRENCY, maxWorkers) : maxWorkers),
-    workDir,
-    featuresDataset,
-    targetsDataset,
-    dateFrom,
-    dateTo,
-    rowLimit,
-    rowGroupRows,
+    extractConcurrency: v.EXTRACT_CONCURRENCY ?? (v.BACKEND === "gcp" ? Math.max(DEFAULT_GCP_EXTRACT_CONCURRENCY, maxWorkers) : maxWorkers),
+    workDir: v.WORK_DIR!,
+    featuresDataset: v.FEATURES_DATASET!,
+    targetsDataset: v.TARGETS_DATASET!,
+    dateFrom: v.DATE_FROM!,
+    dateTo: v.DATE_TO!,
+    rowLimit: v.ROW_LIMIT,
+    rowGroupRows: v.ROW_GROUP_ROWS,
     maxWorkers,
-    maxWorkersSource: maxWorkersSet !== undefined ? "MAX_WORKERS" : host.cpus.source,
-    memoryBudgetBytes,
-    memoryBudgetSource,
+    maxWorkersSource: v.MAX_WORKERS !== undefined ? "MAX_WORKERS" : host.cpus.source,
+    memoryBudgetBytes: v.MEMORY_BUDGET ?? defaultMemoryBudget(host.memoryLimit.value),
+    memoryBudgetSource: v.MEMORY_BUDGET !== undefined ? "MEMORY_BUDGET" : `a quarter of ${formatBytes(host.memoryLimit.value)} from ${host.memoryLimit.source}`,
     memoryLimitBytes: host.memoryLimit.value,
     memoryLimitSource: host.memoryLimit.source,
-    minRows,
-    minColumns,
-    schemaChange,
-    faults: faults ? Object.freeze(faults) : undefined,
-    corruptUploads,
-    logLevel: levelRaw as LogLevel,
-    logFormat,
-    cloudRun,
-  });
+    minRows: v.MIN_ROWS!,
+    minColumns: v.MIN_COLUMNS!,
+    schemaChange: v.SCHEMA_CHANGE!,
+    faults: v.FAULT_RATE !== undefined ? Object.freeze({ rate: v.FAULT_RATE, seed: v.FAULT_SEED ?? 1 }) : undefined,
+    corruptUploads: v.FAULT_CORRUPT_UPLOADS ?? false,
+    logLevel: v.LOG_LEVEL!,
+    logFormat: format === "json" || format === "pretty" ? format : host.stdoutIsTty ? "pretty" : "json",
+    cloudRun: Object.freeze({
+      job: v.CLOUD_RUN_JOB,
+      execution: v.CLOUD_RUN_EXECUTION,
+      taskIndex: v.CLOUD_RUN_TASK_INDEX ?? 0,
+      taskCount: v.CLOUD_RUN_TASK_COUNT ?? 1,
+      attempt: v.CLOUD_RUN_TASK_ATTEMPT ?? 0,
+    }),
+  };
 }
 
 /** The configuration as it is safe to print and to record in the manifest. */

@@ -6,7 +6,8 @@ import { parseConfig, realHostFacts, type Config, type Location } from "./config
 import { ConfigError, JobError, describeError } from "./errors.ts";
 import { buildTaskPairs } from "./fanout.ts";
 import { createLogger, loggerBase, type Logger } from "./log.ts";
-import { EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, runPipeline } from "./pipeline.ts";
+import { EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED } from "./exit-codes.ts";
+import { runPipeline } from "./pipeline.ts";
 import { logFirstWarehouseRequest } from "./startup.ts";
 import type { Warehouse } from "./warehouse/port.ts";
 
@@ -22,7 +23,7 @@ async function openWarehouse(config: Readonly<Config>, log: Logger, signal: Abor
     // The embedded file does not retry by itself (BigQuery's adapter does, so it is not wrapped).
     return new RetryingWarehouse(config.faults ? new FaultyWarehouse(duckdb, config.faults) : duckdb, { log, signal });
   }
-  const gcp = config.gcp!;
+  const { gcp } = config;
   const { BigQueryWarehouse } = await import("./warehouse/bigquery.ts");
   return new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, storageReadEndpoint: gcp.storageReadEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
 }

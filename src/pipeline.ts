@@ -5,15 +5,12 @@ import type { RunState, Stage, StageContext } from "../stages/types.ts";
 import type { Bucket } from "./bucket/port.ts";
 import type { Config } from "./config.ts";
 import { JobError, describeError } from "./errors.ts";
+import { EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK } from "./exit-codes.ts";
 import { layoutFor } from "./layout.ts";
 import type { Logger } from "./log.ts";
 import { formatBytes, formatSeconds } from "./units.ts";
 import type { Warehouse } from "./warehouse/port.ts";
 
-export const EXIT_OK = 0;
-export const EXIT_FAILED = 1;
-export const EXIT_CONFIG = 2;
-export const EXIT_INTERRUPTED = 130;
 
 export interface RunOptions {
   config: Readonly<Config>;

@@ -21,7 +21,7 @@ const FEATURE_WRITING: Omit<PartWriting, "rowsPerGroup"> = { minMax: false };
 
 function sourceSettings(ctx: StageContext, duckdbBytesPerWorker: number): SourceSettings {
   const { config } = ctx;
-  return config.backend === "gcp" ? { backend: "gcp", gcp: config.gcp! } : { backend: "local", warehouse: config.warehouse, duckdb: { memoryLimitBytes: duckdbBytesPerWorker, threads: 1 } };
+  return config.backend === "gcp" ? { backend: "gcp", gcp: config.gcp } : { backend: "local", warehouse: config.warehouse, duckdb: { memoryLimitBytes: duckdbBytesPerWorker, threads: 1 } };
 }
 
 /** Adds one read's figures to the run's (BACKEND=gcp only: DuckDB reads report none). */

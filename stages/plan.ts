@@ -10,7 +10,7 @@ import type { Logger } from "../src/log.ts";
 import { FOOTER_LIMIT_BYTES } from "../src/parts/plan.ts";
 import { estimateCost, type ReadRoute } from "../src/plan/cost.ts";
 import { formatPlanTable, planMessage, type CheckResult, type PairPlan } from "../src/plan/report.ts";
-import { EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK } from "../src/pipeline.ts";
+import { EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK } from "../src/exit-codes.ts";
 import { discover, estimatedRows, memoryPlanRefusal, planExtraction, queryFor, type DiscoverContext } from "./discover.ts";
 
 export interface PlanContext extends DiscoverContext {
@@ -91,7 +91,7 @@ export async function planPair(ctx: PlanContext): Promise<PairPlan> {
       }
     }
     // Loaded for gcp only: a local plan never loads the Google clients.
-    const route: ReadRoute = config.backend === "gcp" ? (await import("../src/warehouse/bigquery-sql.ts")).readRouteFor(config.gcp!, { rowLimit: config.rowLimit }) : "local";
+    const route: ReadRoute = config.backend === "gcp" ? (await import("../src/warehouse/bigquery-sql.ts")).readRouteFor(config.gcp, { rowLimit: config.rowLimit }) : "local";
     const estimate = await warehouse.estimateReads(reads);
     const bytes = estimate.bytes.reduce((n, b) => n + b, 0);
     plan.scan = { route, bytes, method: estimate.method, measured: estimate.measured, dryRuns: estimate.dryRuns, upperBoundBytes: found.bytesAtMost ?? null };

@@ -11,7 +11,7 @@
 import { open, rm } from "node:fs/promises";
 import type { Bucket, SourceObject } from "../bucket/port.ts";
 import { crc32cBase64 } from "../checksum.ts";
-import { concurrencyLimit } from "../concurrency.ts";
+import pLimit from "p-limit";
 import { crc32cFromBase64 } from "../crc32c-combine.ts";
 import { describeError } from "../errors.ts";
 import type { WrittenPart } from "../extract/task.ts";
@@ -85,8 +85,8 @@ export class PartStore {
   readonly location: string;
   private readonly bucket: PartBucket;
   private readonly pair: string;
-  private readonly stagingSlot = concurrencyLimit(STAGING_CONCURRENCY);
-  private readonly checkSlot = concurrencyLimit(CHECK_CONCURRENCY);
+  private readonly stagingSlot = pLimit(STAGING_CONCURRENCY);
+  private readonly checkSlot = pLimit(CHECK_CONCURRENCY);
 
   constructor(bucket: PartBucket, pair: string) {
     this.bucket = bucket;

@@ -5,7 +5,8 @@ import { describe, expect, it } from "vitest";
 import { parseConfig, type HostFacts } from "../../src/config.ts";
 import { PAIRS } from "../../src/constants.ts";
 import { ConfigError } from "../../src/errors.ts";
-import { buildTaskPairs, pairsForTask, selectTaskPairs } from "../../src/fanout.ts";
+import { pairsForTask, selectTaskPairs } from "../../src/config/pairs.ts";
+import { buildTaskPairs } from "../../src/fanout.ts";
 import { createLogger, loggerBase } from "../../src/log.ts";
 import { logFirstWarehouseRequest } from "../../src/startup.ts";
 
@@ -102,7 +103,7 @@ describe("which pairs a task builds", () => {
   });
 
   it("refuses a task index outside the task count", () => {
-    expect(selectTaskPairs({ PAIRS: "all", CLOUD_RUN_TASK_INDEX: "28", CLOUD_RUN_TASK_COUNT: "28" }).problems).toEqual([
+    expect(selectTaskPairs({ TARGET_PAIR: undefined, PAIRS: "all", taskIndex: 28, taskCount: 28 }).problems).toEqual([
       expect.stringMatching(/^CLOUD_RUN_TASK_INDEX: expected a task index below CLOUD_RUN_TASK_COUNT=28 \(got "28"\)$/),
     ]);
   });
