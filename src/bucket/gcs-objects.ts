@@ -1,14 +1,14 @@
 // The Cloud Storage client as the adapter (gcs.ts) uses it: the library set up once (its own
 // request retries, credentials on a custom endpoint), object names under the prefix, object
 // resources as the port describes them, and the whole-operation retry (src/retry.ts) that
-// converts every failure to a JobError at this edge (gcs-errors.ts). The operations live in gcs.ts.
+// converts every failure to a JobError at this edge (src/gcp/errors.ts). The operations live in gcs.ts.
 import { IdempotencyStrategy, Storage, type Bucket as StorageBucket, type File } from "@google-cloud/storage";
 import type { AuthClient } from "google-auth-library";
 import { JobError } from "../errors.ts";
 import { authClientForEndpoint } from "../gcp/auth.ts";
 import { withRetry, type RetryPolicy } from "../retry.ts";
 import type { Logger } from "../log.ts";
-import { bucketMissing, describeGcsFailure, statusOf } from "./gcs-errors.ts";
+import { bucketMissing, describeGcsFailure, httpStatusOf as statusOf } from "../gcp/errors.ts";
 import type { ObjectInfo, SourceObject } from "./port.ts";
 
 /** Resumable chunks are buffered in memory (the library keeps one to resend after a fault). */

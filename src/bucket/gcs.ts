@@ -26,7 +26,7 @@ import { crc32c } from "@node-rs/crc32";
 import { crc32cBase64 } from "../checksum.ts";
 import { JobError } from "../errors.ts";
 import { withRetry } from "../retry.ts";
-import { bucketMissing, statusOf } from "./gcs-errors.ts";
+import { bucketMissing, httpStatusOf as statusOf } from "../gcp/errors.ts";
 import { GCS_MAX_COMPOSE_SOURCES, GcsObjects, PROBE_PREFIX, contentTypeOf, type GcsBucketOptions } from "./gcs-objects.ts";
 import {
   assertByteRange,

@@ -111,7 +111,7 @@ export function isPreconditionFailure(err: unknown): err is JobError {
   return err instanceof JobError && (err.reason === "precondition-failed" || err.reason === "gcs-precondition-failed");
 }
 
-/** 1..max sources per compose; the reasons are the ones Cloud Storage's 400s convert to (src/bucket/gcs-errors.ts). */
+/** 1..max sources per compose; the reasons are the ones Cloud Storage's 400s convert to (src/gcp/errors.ts). */
 export function assertSourceCount(count: number, max: number, target: string): void {
   if (count === 0) throw new JobError(`cannot compose ${target} from no sources`, { reason: "compose-no-sources", fix: "pass at least one source" });
   if (count > max) {
