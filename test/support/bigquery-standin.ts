@@ -98,6 +98,9 @@ export interface Served {
   tableBytes: number;
   /** Rows of INFORMATION_SCHEMA listings (discovery), not table data. */
   metadataRows: number;
+  /** Query jobs running now, and the most that ran at once (how concurrent the client really was). */
+  runningJobs: number;
+  peakRunningJobs: number;
 }
 
 export interface StandInOptions {
@@ -325,13 +328,16 @@ class RestStandIn {
     if (translated.tables.some((t) => this.ctx.faults.hangingTables.has(`${t.dataset}.${t.table}`))) return job;
     const injected = takeFault(this.ctx.faults.jobFailures, () => true);
     const wait = new Promise((resolve) => setTimeout(resolve, this.latency()).unref());
+    const served = this.ctx.served;
+    served.runningJobs += 1;
+    served.peakRunningJobs = Math.max(served.peakRunningJobs, served.runningJobs);
     const run = injected
       ? Promise.resolve()
       : this.wh.materialize(job.table, translated).then((r) => {
           job.columns = r.columns;
           job.rows = r.rows;
         });
-    void Promise.all([run, wait]).then(
+    void Promise.all([run, wait]).finally(() => (served.runningJobs -= 1)).then(
       () => complete(injected ? { reason: injected.reason, message: injected.message ?? `Injected ${injected.reason}` } : undefined),
       (err: Error) => complete({ reason: "invalidQuery", message: err.message.split("\n")[0] ?? err.message }),
     );
@@ -580,7 +586,7 @@ export async function startBigQueryStandIns(opts: StandInOptions): Promise<Stand
   };
   const retentionMs = opts.resultRetentionMs ?? 30_000;
   const requests: StandInRequest[] = [];
-  const served: Served = { tableRows: 0, tableBytes: 0, metadataRows: 0 };
+  const served: Served = { tableRows: 0, tableBytes: 0, metadataRows: 0, runningJobs: 0, peakRunningJobs: 0 };
   const ctx: StandInContext = {
     warehouse,
     faults,
