@@ -4,11 +4,13 @@
 // error (one line per problem: what was expected and what was given), and returns a frozen,
 // typed Config, a union on the backend. TARGET_PAIR is validated here, long before it reaches SQL.
 import os from "node:os";
+import { defaultExtractConcurrency } from "./concurrency.ts";
 import { ConfigError } from "./errors.ts";
 import { selectTaskPairs } from "./config/pairs.ts";
 import { readAll, rawValue, shownValue, type Env, type Location, type LogLevel, type ParseContext, type Values } from "./config/variables.ts";
 import type { SchemaChangePolicy } from "./schema-change.ts";
-import { defaultMemoryBudget, detectCpus, detectMemoryLimit, type Detected } from "./resources.ts";
+import { defaultMemoryBudget } from "./memory-plan.ts";
+import { detectCpus, detectMemoryLimit, type Detected } from "./resources.ts";
 import { formatBytes } from "./units.ts";
 
 export { DEFAULTS, LOG_LEVELS, type Location, type LogLevel } from "./config/variables.ts";
@@ -106,9 +108,6 @@ export function realHostFacts(): HostFacts {
   };
 }
 
-/** Tables in flight for BACKEND=gcp: enough that a few seconds per query still gives hundreds of tables a minute. */
-const DEFAULT_GCP_EXTRACT_CONCURRENCY = 32;
-
 /** Variables an earlier version read, and why they are gone. */
 const RETIRED: ReadonlyArray<readonly [string, string]> = [
   ["CHECKPOINT_URI", "parts are staged in OUTPUT_URI's own bucket, under <OUTPUT_URI>/_staging/<pair>/, because Cloud Storage composes objects of one bucket only"],
@@ -181,8 +180,7 @@ function commonConfig(v: Values, host: HostFacts, selection: ReturnType<typeof s
     outputUri: v.OUTPUT_URI!.uri,
     output: Object.freeze(v.OUTPUT_URI!),
     gcsEndpoint: v.GCS_ENDPOINT,
-    // The local backend's work is all CPU: one table per thread. BigQuery's is mostly waiting.
-    extractConcurrency: v.EXTRACT_CONCURRENCY ?? (v.BACKEND === "gcp" ? Math.max(DEFAULT_GCP_EXTRACT_CONCURRENCY, maxWorkers) : maxWorkers),
+    extractConcurrency: v.EXTRACT_CONCURRENCY ?? defaultExtractConcurrency(v.BACKEND ?? "local", maxWorkers),
     workDir: v.WORK_DIR!,
     featuresDataset: v.FEATURES_DATASET!,
     targetsDataset: v.TARGETS_DATASET!,

@@ -92,14 +92,6 @@ export function detectMemoryLimit(host: HostProbe = realHost, root = "/sys/fs/cg
 }
 
 /**
- * The merge's default budget: a quarter of the container's memory, leaving room for the
- * Node heap, the worker pool and, on Cloud Run, the in-memory filesystem holding the files.
- */
-export function defaultMemoryBudget(limitBytes: number): number {
-  return Math.max(256 * 1024 ** 2, Math.floor(limitBytes / 4));
-}
-
-/**
  * `dir`, or its nearest ancestor that exists: the filesystem a directory not made yet will be on
  * (WORK_DIR is created when the first part is written, after the memory plan looked at it).
  */

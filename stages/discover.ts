@@ -6,7 +6,7 @@ import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery, type PlannedTable }
 import type { TableQuery } from "../src/extract/task.ts";
 import { JobError } from "../src/errors.ts";
 import { footerBytesPerRowGroup, planRowGroups, sliceWorkingBytes, type RowGroupInputs, type RowGroupPlan } from "../src/parts/plan.ts";
-import { planMemory, type MemoryPlan } from "../src/preflight.ts";
+import { planMemory, type MemoryPlan } from "../src/memory-plan.ts";
 import { freeBytes, isInMemoryFilesystem } from "../src/resources.ts";
 import { formatBytes } from "../src/units.ts";
 import type { StageContext } from "./types.ts";

@@ -4,6 +4,7 @@
 // staged is reused when its fingerprint and CRC32C still hold; nothing else is written anywhere.
 import { rm } from "node:fs/promises";
 import path from "node:path";
+import { tablesPerThread } from "../src/concurrency.ts";
 import { JobError, describeError } from "../src/errors.ts";
 import { ExtractionPool, isFailure } from "../src/extract/pool.ts";
 import { progressFigures, progressMessage } from "../src/extract/progress.ts";
@@ -51,7 +52,7 @@ export const extractStage: Stage = {
     await rm(ctx.layout.parts, { recursive: true, force: true });
     const store = new PartStore(ctx.bucket, config.pair);
     const source = sourceSettings(ctx, memory.duckdbBytesPerWorker);
-    const tasksPerThread = config.backend === "gcp" ? Math.max(1, Math.ceil(config.extractConcurrency / config.maxWorkers)) : 1;
+    const tasksPerThread = tablesPerThread(config.backend, config.extractConcurrency, config.maxWorkers);
     const stop = new AbortController();
     const signal = AbortSignal.any([ctx.signal, stop.signal]);
     let retries = 0;

@@ -11,7 +11,7 @@
 import { open, rm } from "node:fs/promises";
 import type { Bucket, SourceObject } from "../bucket/port.ts";
 import { crc32cBase64 } from "../checksum.ts";
-import pLimit from "p-limit";
+import { PART_UPLOADS_AT_ONCE, REUSE_CHECKS_AT_ONCE, limiter } from "../concurrency.ts";
 import { crc32cFromBase64 } from "../crc32c-combine.ts";
 import { describeError } from "../errors.ts";
 import type { WrittenPart } from "../extract/task.ts";
@@ -19,10 +19,6 @@ import { metadataValue } from "../names.ts";
 import { planPart } from "../parquet/index.ts";
 
 export const STAGING_DIR = "_staging";
-/** Uploads at once: enough to keep up with extraction, few enough to leave bandwidth to reads. */
-export const STAGING_CONCURRENCY = 4;
-/** Metadata reads, footer downloads and deletes at once. */
-export const CHECK_CONCURRENCY = 8;
 const CRC_KEY = "bqx_crc32c";
 const SOURCE_ROWS_KEY = "bqx_source_rows";
 
@@ -85,8 +81,8 @@ export class PartStore {
   readonly location: string;
   private readonly bucket: PartBucket;
   private readonly pair: string;
-  private readonly stagingSlot = pLimit(STAGING_CONCURRENCY);
-  private readonly checkSlot = pLimit(CHECK_CONCURRENCY);
+  private readonly stagingSlot = limiter(PART_UPLOADS_AT_ONCE);
+  private readonly checkSlot = limiter(REUSE_CHECKS_AT_ONCE);
 
   constructor(bucket: PartBucket, pair: string) {
     this.bucket = bucket;

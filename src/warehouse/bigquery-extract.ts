@@ -17,11 +17,12 @@ import type { SliceBounds, TableQuery } from "../extract/task.ts";
 import type { FailureContext } from "../gcp/errors.ts";
 import { workerClients } from "./bigquery-clients.ts";
 import { runQueryJob } from "./bigquery-query.ts";
-import { MAX_READ_STREAMS, bigQueryExtractionSql, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
+import { READ_STREAMS_PER_SESSION } from "../concurrency.ts";
+import { bigQueryExtractionSql, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
 import { readTableArrow, type ReadSink } from "./bigquery-read.ts";
 import type { GcpTaskSettings } from "./port.ts";
 
-export { MAX_READ_STREAMS, bigQueryExtractionSql, keyLiteral, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
+export { bigQueryExtractionSql, keyLiteral, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
 
 /** A microsecond key as a TIMESTAMP query parameter (the client sends the text; BigQuery keeps µs). */
 function timestampParam(micros: bigint): ReturnType<typeof BigQuery.timestamp> {
@@ -128,7 +129,7 @@ export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, 
         idleTimeoutMs: gcp.readIdleTimeoutMs,
         onRetry,
         ctx,
-      }, { selectedFields: sources, rowRestriction: tableRowRestriction(query, slice), maxStreamCount: MAX_READ_STREAMS });
+      }, { selectedFields: sources, rowRestriction: tableRowRestriction(query, slice), maxStreamCount: READ_STREAMS_PER_SESSION });
       // The session's order is the table's, its rows in no order across streams: the output's names
       // in the output's order, sorted by key as the query route's ORDER BY would give them.
       // A DATETIME key arrives without a time zone: its values are UTC (as the query route's TIMESTAMP(key)).

@@ -7,8 +7,6 @@ import type { SliceBounds, TableQuery } from "../extract/task.ts";
 import { quoteBigQueryIdent } from "./bigquery-query.ts";
 import type { GcpTaskSettings } from "./port.ts";
 
-/** Streams asked of a table read session, read at once; the service gives fewer when the table is small. */
-export const MAX_READ_STREAMS = 4;
 
 /**
  * A microsecond key as a GoogleSQL literal exact to the microsecond: a TIMESTAMP in UTC, or for a

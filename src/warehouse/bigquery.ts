@@ -11,17 +11,13 @@ import { withRetry } from "../retry.ts";
 import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
 import type { TableQuery } from "../extract/task.ts";
 import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
-import { MAX_READ_STREAMS, bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
+import { DRY_RUNS_AT_ONCE, READ_STREAMS_PER_SESSION, mapLimited } from "../concurrency.ts";
+import { bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;
-/**
- * Dry runs in flight at once. Each answers in well under a second and is free, but jobs.insert
- * counts against the per-user API request rate (about 100 a second), which 16 stays under.
- */
-export const DRY_RUN_CONCURRENCY = 16;
 
 export { closeWorkerClients } from "./bigquery-clients.ts";
 
@@ -141,26 +137,20 @@ export class BigQueryWarehouse implements Warehouse {
   /**
    * A dry run of each table's extraction query (the query route's SQL; the table route's read
    * session selects the same columns of the same rows, so it scans the same bytes), at most
-   * DRY_RUN_CONCURRENCY at once. One dry run per table rather than one for many: the tables'
+   * DRY_RUNS_AT_ONCE at once. One dry run per table rather than one for many: the tables'
    * column lists differ (no UNION ALL), and a wrapper that joins them (SELECT COUNT(*) FROM
    * (...), (...)) lets BigQuery prune the columns the outer query does not use, reporting
    * less than the reads scan. Per table, each figure is exact for its read.
    */
   async estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
-    const bytes = new Array<number>(reads.length).fill(0);
-    let next = 0;
-    const lane = async (): Promise<void> => {
-      for (let i = next++; i < reads.length; i = next++) {
-        const read = reads[i]!;
-        const env = { retry: this.opts.retry, ctx: { ...this.context(`dry-running the read of ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table }, onRetry: this.onRetry };
-        bytes[i] = await dryRunQuery(
-          this.bigquery,
-          { sql: bigQueryExtractionSql(read, this.project), params: { date_from: BigQuery.date(read.dateFrom), date_to: BigQuery.date(read.dateTo) }, jobPrefix: `bqx_plan_${read.table}` },
-          env,
-        );
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(DRY_RUN_CONCURRENCY, reads.length) }, lane));
+    const bytes = await mapLimited(reads, DRY_RUNS_AT_ONCE, (read) => {
+      const env = { retry: this.opts.retry, ctx: { ...this.context(`dry-running the read of ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table }, onRetry: this.onRetry };
+      return dryRunQuery(
+        this.bigquery,
+        { sql: bigQueryExtractionSql(read, this.project), params: { date_from: BigQuery.date(read.dateFrom), date_to: BigQuery.date(read.dateTo) }, jobPrefix: `bqx_plan_${read.table}` },
+        env,
+      );
+    });
     return { bytes, method: "BigQuery dry runs of the extraction queries (statistics.totalBytesProcessed)", measured: true, dryRuns: reads.length };
   }
 
@@ -177,7 +167,7 @@ export class BigQueryWarehouse implements Warehouse {
         client,
         { projectId: this.project, datasetId: read.dataset, tableId: read.table },
         { project: this.project, retry: this.opts.retry, onRetry: this.onRetry, ctx: { ...this.context(`creating a read session on ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table } },
-        { selectedFields: [KEY_COLUMN, ...read.columns.map((c) => c.source)], rowRestriction: tableRowRestriction(read), maxStreamCount: MAX_READ_STREAMS },
+        { selectedFields: [KEY_COLUMN, ...read.columns.map((c) => c.source)], rowRestriction: tableRowRestriction(read), maxStreamCount: READ_STREAMS_PER_SESSION },
       );
     } finally {
       await client.close();

@@ -15,7 +15,7 @@ import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { columnKind, type FeatureKind } from "../discovery.ts";
 import type { DuckDBSettings, SliceBounds, TableQuery } from "../extract/task.ts";
-import { READ_BUFFERS_PER_WORKER_BYTES } from "../preflight.ts";
+import { READ_BUFFERS_PER_WORKER_BYTES } from "../memory-plan.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
 import type { ColumnMapping } from "./port.ts";
 

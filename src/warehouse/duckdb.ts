@@ -2,6 +2,7 @@
 // datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
 import { existsSync, statSync } from "node:fs";
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
+import { SIGNATURE_CONNECTIONS } from "../concurrency.ts";
 import { JobError } from "../errors.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
@@ -43,13 +44,6 @@ async function openReadOnly(path: string): Promise<{ instance: DuckDBInstance; c
   await connection.run("SET TimeZone = 'UTC'");
   return { instance, connection };
 }
-
-/**
- * Signature queries at once, each on its own connection: a table's signature reads every value in
- * the date range, so two at a time use both cores of the development machine (682 tables of 20,000
- * rows: ~3 s on two connections, ~3.6-6 s on one).
- */
-export const SIGNATURE_CONNECTIONS = 2;
 
 /**
  * A DuckDB table has no modification time, so its version is a signature of the rows the job

@@ -19,7 +19,8 @@ import type { ExtractResult, ExtractTask, SliceBounds, TableQuery } from "../../
 import { STANDIN_ACCESS_TOKEN, authClientForEndpoint } from "../../src/gcp/auth.ts";
 import { buildSampleWarehouse } from "../../src/sample/build.ts";
 import { BigQueryWarehouse, closeWorkerClients } from "../../src/warehouse/bigquery.ts";
-import { MAX_READ_STREAMS, readBigQueryRows, tableRowRestriction } from "../../src/warehouse/bigquery-extract.ts";
+import { READ_STREAMS_PER_SESSION } from "../../src/concurrency.ts";
+import { readBigQueryRows, tableRowRestriction } from "../../src/warehouse/bigquery-extract.ts";
 import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
@@ -453,7 +454,7 @@ describe("the Storage Read stand-in, as strict as the service", () => {
   it("honours max_stream_count, sends the selected fields in the table's order and estimates the bytes scanned", async () => {
     const restriction = tableRowRestriction({ dateFrom: "2020-01-01", dateTo: "2024-12-31", notNullColumn: undefined });
     const one = await session({ readOptions: { selectedFields: ["n", "interval_time"], rowRestriction: restriction } }, 1);
-    const several = await session({ readOptions: { selectedFields: ["n", "interval_time"], rowRestriction: restriction } }, MAX_READ_STREAMS);
+    const several = await session({ readOptions: { selectedFields: ["n", "interval_time"], rowRestriction: restriction } }, READ_STREAMS_PER_SESSION);
     expect(one.streams).toHaveLength(1);
     expect(several.streams).toHaveLength(3);
     // 25,000 rows x (8 + 8) bytes.

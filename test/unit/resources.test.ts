@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { defaultMemoryBudget, detectCpus, detectMemoryLimit, type HostProbe } from "../../src/resources.ts";
+import { defaultMemoryBudget } from "../../src/memory-plan.ts";
+import { detectCpus, detectMemoryLimit, type HostProbe } from "../../src/resources.ts";
 import { parseSize } from "../../src/units.ts";
 
 function host(files: Record<string, string>, cpus = 16, mem = 64 * 1024 ** 3): HostProbe {

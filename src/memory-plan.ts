@@ -4,9 +4,18 @@
 // waiting for upload (both within MEMORY_BUDGET), each worker's DuckDB, the runtime, the footers
 // the assembly holds and, with Cloud Storage, the upload buffers. On Cloud Run the built-in
 // filesystem is in memory, so part files in WORK_DIR count as memory; they are inside the budget.
-// A plan that cannot fit stops the job at once with the numbers and the fix.
+// A plan that cannot fit stops the job at once with the numbers and the fix. MEMORY_BUDGET's
+// default is decided here too: this file is the one to read for what the job may hold.
 import { FOOTER_LIMIT_BYTES } from "./parts/plan.ts";
 import { formatBytes } from "./units.ts";
+
+/**
+ * MEMORY_BUDGET's default: a quarter of the container's memory, leaving room for the Node heap,
+ * the worker pool and, on Cloud Run, the in-memory filesystem holding the part files.
+ */
+export function defaultMemoryBudget(limitBytes: number): number {
+  return Math.max(256 * 1024 ** 2, Math.floor(limitBytes / 4));
+}
 
 /** Node, the worker threads' isolates, polars' thread pools, what the allocator keeps: 100-300 MiB measured, doubled. */
 export const RUNTIME_BYTES = 512 * 1024 ** 2;

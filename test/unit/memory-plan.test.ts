@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ASSEMBLY_BYTES, READ_BUFFERS_PER_WORKER_BYTES, RUNTIME_BYTES, duckdbMemoryPerWorker, planMemory, type MemoryPlanInput } from "../../src/preflight.ts";
+import { ASSEMBLY_BYTES, READ_BUFFERS_PER_WORKER_BYTES, RUNTIME_BYTES, duckdbMemoryPerWorker, planMemory, type MemoryPlanInput } from "../../src/memory-plan.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
