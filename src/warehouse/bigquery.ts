@@ -13,7 +13,7 @@ import type { TableQuery } from "../extract/task.ts";
 import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
 import { MAX_READ_STREAMS, bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
 import { KEY_COLUMN } from "../constants.ts";
-import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
+import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type WarehouseDiscovery, type TableVersion } from "./port.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;
@@ -39,7 +39,7 @@ export interface BigQueryWarehouseOptions {
   log?: Pick<Logger, "warn"> | undefined;
 }
 
-export class BigQueryWarehouse implements Warehouse {
+export class BigQueryWarehouse implements WarehouseDiscovery {
   readonly keyTypes = BIGQUERY_KEY_TYPES;
   readonly project: string;
   readonly location: string | undefined;
