@@ -58,8 +58,17 @@ const runtimes: WarehouseRuntime[] = [
     typeName: (duckType) => bigQueryType(duckType)[0],
     async open(file, rebuilt = []) {
       const s = await startBigQueryStandIns({ warehouse: file, batchRows: 32, modified: Object.fromEntries(rebuilt.map((t) => [t, Date.now()])) });
-      const discovery = new BigQueryWarehouse({ project: s.project, apiEndpoint: s.bigqueryEndpoint, storageReadEndpoint: s.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY });
-      const extraction = await openExtraction({ backend: "gcp", gcp: { project: s.project, bigqueryEndpoint: s.bigqueryEndpoint, storageReadEndpoint: s.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY } });
+      const discovery = new BigQueryWarehouse({
+        project: s.project,
+        apiEndpoint: s.bigqueryEndpoint,
+        storageReadEndpoint: s.storageEndpoint,
+        queryTimeoutMs: 20_000,
+        retry: FAST_RETRY,
+      });
+      const extraction = await openExtraction({
+        backend: "gcp",
+        gcp: { project: s.project, bigqueryEndpoint: s.bigqueryEndpoint, storageReadEndpoint: s.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY },
+      });
       return {
         discovery,
         extraction,
@@ -197,7 +206,13 @@ describe.each(runtimes)("the warehouse port on $name", (runtime) => {
 
     it("reads the target's first ROW_LIMIT rows by time", async () => {
       const got = await wh.extraction.readTarget(query(`${TARGETS}.targets_eurusd`, { notNullColumn: "target_a", rowLimit: 20 }));
-      expect(exact(got.frame, KEY_COLUMN)).toEqual(keyStrings(range(0, ROWS).filter((i) => expected.targetA(i) !== null).slice(0, 20)));
+      expect(exact(got.frame, KEY_COLUMN)).toEqual(
+        keyStrings(
+          range(0, ROWS)
+            .filter((i) => expected.targetA(i) !== null)
+            .slice(0, 20),
+        ),
+      );
     });
 
     it("reads a slice's rows, bounds exact to the microsecond, with every value and null the table holds", async () => {
@@ -216,21 +231,42 @@ describe.each(runtimes)("the warehouse port on $name", (runtime) => {
     });
 
     it("reads a key without a time zone as UTC", async () => {
-      const got = await wh.extraction.readSlice(query(`${FEATURES}.zoneless_eurusd`, { zonelessKey: true }), { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: ROWS, afterKey: undefined, throughKey: keyOf(9) });
+      const got = await wh.extraction.readSlice(query(`${FEATURES}.zoneless_eurusd`, { zonelessKey: true }), {
+        firstRowGroup: 0,
+        endRowGroup: 1,
+        firstRow: 0,
+        endRow: ROWS,
+        afterKey: undefined,
+        throughKey: keyOf(9),
+      });
       const frame = checkedKeyFrame(got.frame, `${FEATURES}.zoneless_eurusd`).sort(KEY_COLUMN);
       expect(exact(frame, KEY_COLUMN)).toEqual(keyStrings(range(0, 10)));
       expect(exact(frame, "zoneless_v")).toEqual(range(0, 10).map((i) => i / 4));
     });
 
     it("returns an empty frame with the full schema when the date range holds no rows", async () => {
-      const got = await wh.extraction.readSlice(query(`${FEATURES}.agg_eurusd`, { dateFrom: "2031-01-01", dateTo: "2031-12-31" }), { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: 0, afterKey: undefined, throughKey: undefined });
+      const got = await wh.extraction.readSlice(query(`${FEATURES}.agg_eurusd`, { dateFrom: "2031-01-01", dateTo: "2031-12-31" }), {
+        firstRowGroup: 0,
+        endRowGroup: 1,
+        firstRow: 0,
+        endRow: 0,
+        afterKey: undefined,
+        throughKey: undefined,
+      });
       expect(got.frame.height).toBe(0);
       expect(got.frame.columns).toEqual([KEY_COLUMN, "agg_zeta", "agg_alpha", "agg_note"]);
       expect(got.frame.dtypes.map(String)).toEqual([pl.Datetime("us", "UTC"), pl.Float64, pl.Int64, pl.String].map(String));
     });
 
     it("hands over a feature table's repeated keys, which the worker's key check refuses as duplicate-keys", async () => {
-      const got = await wh.extraction.readSlice(query(`${FEATURES}.dup_eurusd`), { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: ROWS, afterKey: undefined, throughKey: undefined });
+      const got = await wh.extraction.readSlice(query(`${FEATURES}.dup_eurusd`), {
+        firstRowGroup: 0,
+        endRowGroup: 1,
+        firstRow: 0,
+        endRow: ROWS,
+        afterKey: undefined,
+        throughKey: undefined,
+      });
       expect(got.frame.height).toBe(ROWS);
       expect(got.frame.getColumn(KEY_COLUMN).nUnique()).toBe(ROWS - DUPLICATED_ROWS.length);
       let err: unknown;
