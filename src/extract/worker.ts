@@ -1,5 +1,6 @@
-// Piscina worker: reads one table's rows (the target, or one slice of a feature table), aligns
-// them to the target's rows and writes the part file; returns a small summary. See task.ts.
+// Piscina worker: reads one table's rows (the target, or one slice of a feature table) through the
+// warehouse port's extraction half (openExtraction picks the adapter from the task's source),
+// aligns them to the target's rows and writes the part file; returns a small summary. See task.ts.
 import { createHash } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
@@ -10,44 +11,13 @@ import { JobError } from "../errors.ts";
 import { faultDrawn } from "../faults.ts";
 import { retriesSpent } from "../retry.ts";
 import { planRowGroups } from "../parts/plan.ts";
+import { openExtraction } from "../warehouse/extraction.ts";
 import { alignToKeys, checkedKeyFrame, writePart } from "./part-writer.ts";
-import type { ExtractResult, ExtractTask, PartTask, ReadFigures, SourceSettings, TableQuery, TargetTask } from "./task.ts";
-
-/** What a reader hands back: the rows, and for BACKEND=gcp how the read went. */
-interface ReadRows {
-  frame: pl.DataFrame;
-  retries: number;
-  read?: ReadFigures;
-}
-
-async function readGcp(source: Extract<SourceSettings, { backend: "gcp" }>, query: TableQuery, slice: PartTask["slice"] | undefined): Promise<ReadRows> {
-  const { readBigQueryRows } = await import("../warehouse/bigquery-extract.ts");
-  const got = await readBigQueryRows(source.gcp, query, slice);
-  return { frame: got.frame, retries: got.retries, read: { route: got.route, bytesScanned: got.bytesScanned, streams: got.streams } };
-}
-
-/** The target's rows in key order. */
-async function readTarget(source: SourceSettings, query: TableQuery): Promise<ReadRows> {
-  if (source.backend === "local") {
-    const { readOrderedTable, workerConnection } = await import("../warehouse/duckdb-read.ts");
-    return { frame: await readOrderedTable(await workerConnection(source.warehouse, source.duckdb), query), retries: 0 };
-  }
-  return readGcp(source, query, undefined);
-}
-
-/** One slice's rows (any order). */
-async function readSliceRows(task: PartTask): Promise<ReadRows> {
-  const { source, query, slice } = task;
-  if (source.backend === "local") {
-    const { readSlice, workerConnection } = await import("../warehouse/duckdb-read.ts");
-    return { frame: await readSlice(await workerConnection(source.warehouse, source.duckdb), query, slice), retries: 0 };
-  }
-  return readGcp(source, query, slice);
-}
+import type { ExtractResult, ExtractTask, PartTask, TargetTask } from "./task.ts";
 
 async function runTarget(task: TargetTask, started: number): Promise<ExtractResult> {
   const label = `${task.query.dataset}.${task.query.table}`;
-  const read = await readTarget(task.source, task.query);
+  const read = await (await openExtraction(task.source)).readTarget(task.query);
   const frame = checkedKeyFrame(read.frame, label);
   if (frame.height === 0) {
     throw new JobError(`target table ${label} has no rows with ${task.query.notNullColumn} in ${task.query.dateFrom}..${task.query.dateTo}`, {
@@ -69,7 +39,7 @@ async function runTarget(task: TargetTask, started: number): Promise<ExtractResu
 
 async function runPart(task: PartTask, started: number): Promise<ExtractResult> {
   const label = `${task.query.dataset}.${task.query.table}`;
-  const read = await readSliceRows(task);
+  const read = await (await openExtraction(task.source)).readSlice(task.query, task.slice);
   const frame = checkedKeyFrame(read.frame, label);
   const aligned = alignToKeys(frame, task.keys.subarray(task.slice.firstRow, task.slice.endRow), label);
   await mkdir(path.dirname(task.outPath), { recursive: true });

@@ -20,7 +20,7 @@ import { runQueryJob } from "./bigquery-query.ts";
 import { READ_STREAMS_PER_SESSION } from "../concurrency.ts";
 import { bigQueryExtractionSql, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
 import { readTableArrow, type ReadSink } from "./bigquery-read.ts";
-import type { GcpTaskSettings } from "./port.ts";
+import type { ExtractedRows, GcpTaskSettings, WarehouseExtraction } from "./port.ts";
 
 export { bigQueryExtractionSql, keyLiteral, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
 
@@ -157,5 +157,27 @@ export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, 
   } catch (err) {
     if (err instanceof JobError) throw err;
     throw new JobError(`extracting ${label} from BigQuery failed: ${(err as Error).message}`, { reason: "extract-failed", retryable: true, cause: err });
+  }
+}
+
+/** BigQuery's extraction: reads through this worker thread's clients (workerClients), by the route readRouteFor picks. */
+export class BigQueryExtraction implements WarehouseExtraction {
+  private readonly gcp: GcpTaskSettings;
+
+  constructor(gcp: GcpTaskSettings) {
+    this.gcp = gcp;
+  }
+
+  readTarget(query: TableQuery): Promise<ExtractedRows> {
+    return this.read(query, undefined);
+  }
+
+  readSlice(query: TableQuery, slice: SliceBounds): Promise<ExtractedRows> {
+    return this.read(query, slice);
+  }
+
+  private async read(query: TableQuery, slice: SliceBounds | undefined): Promise<ExtractedRows> {
+    const got = await readBigQueryRows(this.gcp, query, slice);
+    return { frame: got.frame, retries: got.retries, read: { route: got.route, bytesScanned: got.bytesScanned, streams: got.streams } };
   }
 }

@@ -14,7 +14,7 @@ import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bi
 import { DRY_RUNS_AT_ONCE, READ_STREAMS_PER_SESSION, mapLimited } from "../concurrency.ts";
 import { bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
 import { KEY_COLUMN } from "../constants.ts";
-import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
+import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type WarehouseDiscovery, type TableVersion } from "./port.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;
@@ -35,7 +35,7 @@ export interface BigQueryWarehouseOptions {
   log?: Pick<Logger, "warn"> | undefined;
 }
 
-export class BigQueryWarehouse implements Warehouse {
+export class BigQueryWarehouse implements WarehouseDiscovery {
   readonly keyTypes = BIGQUERY_KEY_TYPES;
   readonly project: string;
   readonly location: string | undefined;

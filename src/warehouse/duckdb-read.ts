@@ -17,7 +17,7 @@ import { columnKind, type FeatureKind } from "../discovery.ts";
 import type { DuckDBSettings, SliceBounds, TableQuery } from "../extract/task.ts";
 import { READ_BUFFERS_PER_WORKER_BYTES } from "../memory-plan.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import type { ColumnMapping } from "./port.ts";
+import type { ColumnMapping, ExtractedRows, WarehouseExtraction } from "./port.ts";
 
 /** How a warehouse column travels: its Arrow type and the SQL that reads it as such (discovery has refused every other type). */
 export type ColumnKind = "key" | FeatureKind;
@@ -344,6 +344,25 @@ export async function readOrderedTable(connection: DuckDBConnection, query: Tabl
 export async function readSlice(connection: DuckDBConnection, query: TableQuery, slice: SliceBounds): Promise<pl.DataFrame> {
   const columns = readColumns(query);
   return frameFromResult(await connection.stream(sliceSql(query, columns, slice)), columns, slice.endRow - slice.firstRow);
+}
+
+/** The embedded warehouse's extraction: reads through this worker thread's read-only instance of the file. */
+export class DuckDBExtraction implements WarehouseExtraction {
+  private readonly warehouse: string;
+  private readonly settings: DuckDBSettings;
+
+  constructor(warehouse: string, settings: DuckDBSettings) {
+    this.warehouse = warehouse;
+    this.settings = settings;
+  }
+
+  async readTarget(query: TableQuery): Promise<ExtractedRows> {
+    return { frame: await readOrderedTable(await workerConnection(this.warehouse, this.settings), query), retries: 0 };
+  }
+
+  async readSlice(query: TableQuery, slice: SliceBounds): Promise<ExtractedRows> {
+    return { frame: await readSlice(await workerConnection(this.warehouse, this.settings), query, slice), retries: 0 };
+  }
 }
 
 export type { ColumnMapping };

@@ -8,7 +8,7 @@ import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
 import type { TableQuery } from "../extract/task.ts";
 import { BYTES_PER_VALUE } from "../parts/plan.ts";
-import { DUCKDB_KEY_TYPES, type DateRange, type ReadEstimate, type TableInfo, type Warehouse, type TableVersion } from "./port.ts";
+import { DUCKDB_KEY_TYPES, type DateRange, type ReadEstimate, type TableInfo, type WarehouseDiscovery, type TableVersion } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {
@@ -61,7 +61,7 @@ export interface DuckDBWarehouseOptions {
   signal?: AbortSignal | undefined;
 }
 
-export class DuckDBWarehouse implements Warehouse {
+export class DuckDBWarehouse implements WarehouseDiscovery {
   readonly keyTypes = DUCKDB_KEY_TYPES;
   private readonly instance: DuckDBInstance;
   private readonly connection: DuckDBConnection;

@@ -1,7 +1,13 @@
-// The warehouse port: what the stages need from BigQuery (production) or DuckDB (embedded).
-// Discovery runs in the main thread; reads run in pool workers, so they are described by a small
-// serialisable task (src/extract/task.ts) that each worker executes against its own connection.
-import type { TableQuery } from "../extract/task.ts";
+// The warehouse port: what the job needs from BigQuery (production) or DuckDB (embedded), split
+// by role, as Malloy splits its connections (InfoConnection / Connection / StreamingConnection):
+// - WarehouseDiscovery, in the main thread: what the tables are, their versions, what reading
+//   them costs, whether the job may read them. One per run (src/main.ts opens it).
+// - WarehouseExtraction, in pool workers: a table's rows as a frame. A worker receives a small
+//   serialisable task (src/extract/task.ts) and opens its own extraction from the task's
+//   SourceSettings (openExtraction, src/warehouse/extraction.ts), so no connection crosses threads.
+// test/contract/warehouse.contract.test.ts holds every adapter to both roles.
+import type pl from "nodejs-polars";
+import type { ReadFigures, SliceBounds, TableQuery } from "../extract/task.ts";
 
 export interface ColumnInfo {
   name: string;
@@ -56,7 +62,8 @@ export interface ReadEstimate {
   dryRuns: number;
 }
 
-export interface Warehouse {
+/** The main thread's half of the port: discovery, versions, the plan's cost, the read check. */
+export interface WarehouseDiscovery {
   /** How this warehouse names timestamp types (discovery classifies every table's key with them). */
   readonly keyTypes: KeyTypes;
   /** Checks the warehouse can be reached and holds data; throws a JobError naming the fix otherwise. */
@@ -79,6 +86,35 @@ export interface Warehouse {
    */
   checkReadAccess(read: TableQuery): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The discovery half under the name the stages, the fault decorators and the tests use. */
+export type Warehouse = WarehouseDiscovery;
+
+/** One table's rows as an extraction read them, and how the read went. */
+export interface ExtractedRows {
+  /**
+   * The key (Datetime(us, UTC), or zone-less for a zone-less key), then each mapped column under
+   * its output name, in the query's order: the same dtypes from every adapter.
+   */
+  frame: pl.DataFrame;
+  /** Requests retried and streams resumed on the way (0 where the adapter has nothing to retry). */
+  retries: number;
+  /** How the read went, where the warehouse reports it (BigQuery: its route, bytes and streams). */
+  read?: ReadFigures;
+}
+
+/**
+ * A pool worker's half of the port: the rows of one table. Nothing is checked here (key type,
+ * nulls, repeats, order): the worker checks every adapter's frame the same way
+ * (checkedKeyFrame), so a bad table fails with the same reason whichever warehouse holds it.
+ * An extraction keeps its connections for the worker thread's life; there is nothing to close.
+ */
+export interface WarehouseExtraction {
+  /** The target's rows in key order: the date range, the not-null rule, the first ROW_LIMIT. */
+  readTarget(query: TableQuery): Promise<ExtractedRows>;
+  /** One slice's rows: keys above `afterKey` through `throughKey` in the date range, in any order. */
+  readSlice(query: TableQuery, slice: SliceBounds): Promise<ExtractedRows>;
 }
 
 /** A column read from the source table, the name it gets in the training file, and its warehouse type. */
