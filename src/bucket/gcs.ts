@@ -532,5 +532,7 @@ function sameRecord(a: Record<string, string>, b: Record<string, string>): boole
 function contentTypeOf(name: string): string {
   if (name.endsWith(".json")) return "application/json";
   if (name.endsWith(".parquet")) return "application/vnd.apache.parquet";
+  // The run report and the index: served as pages by the Cloud Storage console and authenticated URLs.
+  if (name.endsWith(".html")) return "text/html; charset=utf-8";
   return "application/octet-stream";
 }

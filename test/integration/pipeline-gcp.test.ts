@@ -128,7 +128,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe("the five-stage pipeline with BACKEND=gcp", () => {
+describe("the six-stage pipeline with BACKEND=gcp", () => {
   it("exits 0 with a composite training object identical to the local backend's file, its CRC32C as predicted, described by its metadata", async () => {
     const run = await runJob(gcpEnv("clean"));
     expect(run.stderr).toBe("");
@@ -152,6 +152,8 @@ describe("the five-stage pipeline with BACKEND=gcp", () => {
     expect(manifest.run.config).toMatchObject({ BACKEND: "gcp", GCP_PROJECT: bq.project, OUTPUT_URI: `gs://${OUTPUT}/clean` });
     // Nothing staged is left: the parts, the head and footer, the intermediate composites.
     expect(gcs.listObjects(OUTPUT, "clean/_staging/")).toEqual([]);
+    // The run report and the index, beside the file, served as pages.
+    for (const page of [`clean/training_${PAIR}.report.html`, "clean/reports/index.html"]) expect(gcs.getObject(OUTPUT, page)?.contentType, page).toBe("text/html; charset=utf-8");
   }, 90_000);
 
   it("exits 0 with identical content through 20% transient BigQuery and Cloud Storage faults and a dropped ReadRows stream", async () => {
