@@ -25,6 +25,7 @@ details summary{cursor:pointer;color:#4a78a8}.cols{display:flex;flex-wrap:wrap;g
 
 const pct = (v: number) => (Number.isNaN(v) ? "n/a" : `${(v * 100).toFixed(v > 0 && v < 0.001 ? 3 : 1)}%`);
 const int = (v: number) => v.toLocaleString("en-US");
+const tables = (n: number) => `${int(n)} table${n === 1 ? "" : "s"}`;
 
 function list(items: readonly string[], empty: string): string {
   if (items.length === 0) return `<p class="muted">${esc(empty)}</p>`;
@@ -83,8 +84,8 @@ function timeSection(data: ReportData): string {
   const rate =
     read > 0
       ? `<figure id="extraction-rate">${stepChart(progress, { label: "tables extracted over time", xUnit: "s", axes: "tables done, against seconds since the extract stage began" })}<figcaption>${esc(
-          `${int(read)} tables read and staged this run, the last at ${formatSeconds(progress.at(-1)!.x)} into the extract stage` +
-            (reusedTables > 0 ? `; ${int(reusedTables)} tables reused from an earlier attempt's parts` : ""),
+          `${tables(read)} read and staged this run, the last at ${formatSeconds(progress.at(-1)!.x)} into the extract stage` +
+            (reusedTables > 0 ? `; ${tables(reusedTables)} reused from an earlier attempt's parts` : ""),
         )}</figcaption></figure>`
       : `<p class="muted">${esc(`no table was read this run: all ${int(reusedTables)} were reused from an earlier attempt's parts`)}</p>`;
   const slow =
