@@ -68,10 +68,26 @@ function shapeSection(data: ReportData): string {
   return (
     `<h2 id="shape">Shape</h2><div class="cols"><div>` +
     `<table>${facts.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join("")}</table></div>` +
-    `<div><h3>Columns by family</h3>` +
-    rows(shape.columnsByFamily.map((f) => [f.family, int(f.tables), int(f.columns)]), ["family", "tables", "columns"], [1, 2]) +
-    `</div></div>`
+    `<div><h3 id="families">Columns and nulls by family</h3>` +
+    rows(familyRows(data), ["family", "tables", "columns", "null cells", "null rate", "entirely null columns"], [1, 2, 3, 4, 5]) +
+    `<p class="muted">nulls from the validation report (the key aside)</p></div></div>`
   );
+}
+
+/** One line per family: its tables and columns (discovery), its nulls (validation; the targets' under "target"). */
+function familyRows(data: ReportData): string[][] {
+  const nulls = data.validation.nulls;
+  const nullCells = (family: string) => {
+    const n = nulls[family];
+    return n ? [int(n.nullCells), pct(n.nullRate), int(n.entirelyNull.length)] : ["", "", ""];
+  };
+  const listed = data.shape.columnsByFamily.map((f, i) => [f.family, int(f.tables), int(f.columns), ...nullCells(i === 0 ? "target" : f.family)]);
+  const known = new Set(["target", ...data.shape.columnsByFamily.map((f) => f.family)]);
+  const others = Object.keys(nulls)
+    .filter((f) => !known.has(f))
+    .sort()
+    .map((f) => [f, "", int(nulls[f]!.columns), ...nullCells(f)]);
+  return [...listed, ...others];
 }
 
 function timeSection(data: ReportData): string {
@@ -137,18 +153,13 @@ function validationSection(data: ReportData): string {
   const horizons = Object.entries(v.horizons)
     .map(([h, ok]) => `<span class="${ok ? "ok" : "bad"}">${esc(h)}${ok ? "" : " missing"}</span>`)
     .join(", ");
-  const nulls = Object.entries(v.nulls)
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([family, n]) => [family, int(n.columns), int(n.nullCells), pct(n.nullRate), int(n.entirelyNull.length)]);
   return (
     `<h2 id="validation">Validation</h2>` +
     `<p><strong class="${v.ok ? "ok" : "bad"}">${v.ok ? "passed" : "failed"}</strong>: ${esc(`${int(v.rows)} rows, ${int(v.columns)} columns, ${v.targetsPresent}/49 targets, overall null rate ${v.overallNullRate === null ? "n/a" : pct(v.overallNullRate)}`)}</p>` +
     `<p>horizons: ${horizons}</p>` +
-    `<div class="cols"><div class="narrow"><h3>Errors</h3>${list(v.errors, "none")}` +
-    `<h3>Warnings</h3>${list(v.warnings, "none")}</div>` +
-    `<div><h3>Nulls by family</h3>` +
-    rows(nulls, ["family", "columns", "null cells", "null rate", "entirely null columns"], [1, 2, 3, 4]) +
-    `</div></div>`
+    `<div class="cols"><div class="narrow"><h3>Errors</h3>${list(v.errors, "none")}</div>` +
+    `<div class="narrow"><h3>Warnings</h3>${list(v.warnings, "none")}</div></div>` +
+    `<p class="muted">nulls by family: in <a href="#families">the shape's family table</a></p>`
   );
 }
 
