@@ -156,6 +156,33 @@ describe("the report's data", () => {
   });
 });
 
+describe("the family table", () => {
+  it("joins each family's tables and columns with its nulls from the validation report, the targets' on the key-and-targets line", () => {
+    const stats = statsOf({ interval_time: [0, 0], target_bqx45_h15: [0, 25], agg_a: [10, 0], agg_b: [30, 50] });
+    const input = inputWith(stats, [{ table: "agg_eurusd", columns: ["agg_a", "agg_b"] }]);
+    input.validation = validateTrainingFile({
+      rows: 150,
+      columnNames: stats.leafPaths,
+      nullCounts: new Map([["interval_time", 0], ["target_bqx45_h15", 25], ["agg_a", 10], ["agg_b", 80]]),
+      key: { present: true, strictlyIncreasing: true },
+      expectedRows: 150,
+      tablesInFile: 2,
+      tablesDiscovered: 2,
+      familyOf: (c) => c.split("_")[0]!,
+      minRows: 0,
+      minColumns: 0,
+    });
+    const html = renderReport(buildReportData(input));
+    const table = /<h3 id="families">.*?<tbody>(.*?)<\/tbody>/s.exec(html)![1]!;
+    const cells = [...table.matchAll(/<tr>(.*?)<\/tr>/g)].map((r) => [...r[1]!.matchAll(/<td[^>]*>(.*?)<\/td>/g)].map((c) => c[1]));
+    // agg: 90 null cells of 2 x 150; the target: 25 of 150.
+    expect(cells).toEqual([
+      ["key and targets", "1", "2", "25", "16.7%", "0"],
+      ["agg", "1", "2", "90", "30.0%", "0"],
+    ]);
+  });
+});
+
 describe("escaping", () => {
   it("escapes the five HTML-special characters and keeps other text as it is", () => {
     expect(esc(`<a href="x">&'é€`)).toBe("&lt;a href=&quot;x&quot;&gt;&amp;&#39;é€");
