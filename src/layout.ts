@@ -20,3 +20,11 @@ export function trainingObjectName(pair: string): string {
 export function manifestObjectName(pair: string): string {
   return `training_${pair}.manifest.json`;
 }
+
+/** The run report, beside the file (stages/report.ts). */
+export function reportObjectName(pair: string): string {
+  return `training_${pair}.report.html`;
+}
+
+/** The index across pairs, rebuilt from the manifests after each publish; its links are relative (`../training_<pair>.report.html`). */
+export const REPORT_INDEX_OBJECT = "reports/index.html";

@@ -76,12 +76,13 @@ export async function runPipeline(opts: RunOptions): Promise<RunOutcome> {
       rows: state.validation?.rows,
       columns: state.validation?.columns,
       output: state.uploaded?.training.uri,
+      report: state.report?.uri,
       bytes: state.uploaded?.training.bytes,
       parts: state.extraction?.parts.length,
       composeCalls: state.uploaded?.composeCalls,
       memoryBudgetBytes: config.memoryBudgetBytes,
     },
-    `done: ${state.uploaded?.training.uri} (${state.validation?.rows} rows x ${state.validation?.columns} columns, ${formatBytes(state.uploaded?.training.bytes ?? 0)}) in ${formatSeconds(total)}: ${summary}`,
+    `done: ${state.uploaded?.training.uri} (${state.validation?.rows} rows x ${state.validation?.columns} columns, ${formatBytes(state.uploaded?.training.bytes ?? 0)}) in ${formatSeconds(total)}: ${summary}${state.report ? `; report ${state.report.uri}` : ""}`,
   );
   return { exitCode: EXIT_OK, state };
 }

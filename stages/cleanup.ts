@@ -1,4 +1,4 @@
-// Stage 5: remove what the run staged, once the file is published: the pair's whole staging prefix
+// Stage 6: remove what the run staged, once the file is published: the pair's whole staging prefix
 // (parts of this run and of older fingerprints, the assembly's objects) and its work directory.
 import { rm } from "node:fs/promises";
 import { describeError, JobError } from "../src/errors.ts";

@@ -42,6 +42,13 @@ export const extractStage: Stage = {
   name: "extract",
   async run(ctx) {
     const { config, log } = ctx;
+    const stageStarted = ctx.now();
+    // Per table (plan index): when this run first read it and when its last part was staged.
+    const timing = new Map<number, { start: number; end: number }>();
+    const timed = (table: number, start: number) => {
+      const t = timing.get(table);
+      timing.set(table, { start: Math.min(t?.start ?? start, start), end: Math.max(t?.end ?? 0, ctx.now()) });
+    };
     const found = await discover(ctx);
     const { discovery } = found;
     ctx.state.discovery = discovery;
@@ -77,6 +84,7 @@ export const extractStage: Stage = {
       const targetQuery = queryFor(ctx.config, discovery.target);
       const targetEstimate = guessPlan ? sliceWorkingBytes(targetRowsGuess, widths[0]!) : config.memoryBudgetBytes;
       await pool.reserve(targetEstimate);
+      const targetStarted = ctx.now();
       const got = await pool.run({ kind: "target", source, query: targetQuery, rowGroupInputs, outDir: ctx.layout.parts }, targetEstimate);
       if (isFailure(got)) throw taskFailure(got);
       const target = got as TargetResult;
@@ -159,6 +167,7 @@ export const extractStage: Stage = {
       } else {
         await rm(target.part.path, { force: true });
       }
+      timed(0, targetStarted);
 
       // --- every other part: aligned on the pool, staged as it lands ---
       const pending = featureWork.filter((w) => !staged.has(w.spec.fingerprint));
@@ -172,6 +181,7 @@ export const extractStage: Stage = {
       };
       const timer = setInterval(() => report(), PROGRESS_EVERY_MS).unref();
       const runOne = async (work: (typeof pending)[number]): Promise<void> => {
+        const workStarted = ctx.now();
         const result = await pool.run(work.task, work.estimate);
         if (isFailure(result)) {
           failures.push(result);
@@ -185,6 +195,7 @@ export const extractStage: Stage = {
         pool.hold(result.part.fileBytes);
         try {
           staged.set(work.spec.fingerprint, await store.stage(work.spec, result.part, result.sourceRows));
+          timed(work.spec.table, workStarted);
           done += 1;
           log.debug(
             { table: work.spec.label, part: work.spec.fingerprint, rowGroups: `${work.spec.firstRowGroup}-${work.spec.endRowGroup}`, rows: result.sourceRows, seconds: result.seconds },
@@ -234,7 +245,16 @@ export const extractStage: Stage = {
       const outcomes: TableOutcome[] = tables.map((t, i) => {
         const own = parts.filter((p) => p.table === i);
         const label = `${t.dataset}.${t.table}`;
-        return { table: label, version: t.version ?? null, rows: own.reduce((n, p) => n + p.sourceRows, 0), parts: own.length, reusedParts: own.filter((p) => p.reused).length };
+        const time = timing.get(i);
+        const seconds = (ms: number) => Number((ms / 1000).toFixed(3));
+        return {
+          table: label,
+          version: t.version ?? null,
+          rows: own.reduce((n, p) => n + p.sourceRows, 0),
+          parts: own.length,
+          reusedParts: own.filter((p) => p.reused).length,
+          ...(time ? { startedSeconds: seconds(time.start - stageStarted), seconds: seconds(time.end - time.start) } : {}),
+        };
       });
       const gcpReads = config.backend === "gcp" ? reads : undefined;
       ctx.state.extraction = { plan, rowGroupRows, target: { rows: plan.rows, keysSha256: target.keysSha256, keyStrictlyIncreasing: true }, parts, tables: outcomes, ...(gcpReads ? { reads: gcpReads } : {}) };

@@ -19,6 +19,10 @@ export interface TableOutcome {
   rows: number;
   parts: number;
   reusedParts: number;
+  /** Seconds from the extract stage's start to this run's first read of it; absent when no part of it was read (all reused). */
+  startedSeconds?: number;
+  /** Seconds from that read to its last part staged (the run report's extraction rate and slowest tables). */
+  seconds?: number;
 }
 
 /** How BACKEND=gcp read the tables this run extracted (parts reused from an earlier attempt read nothing). */
@@ -52,6 +56,8 @@ export interface RunState {
   /** How the file differs from the published one's manifest (upload, before publishing); recorded in the run record. */
   schemaChange?: SchemaChange;
   uploaded?: { training: ObjectInfo & { uri: string }; manifest: PutResult; composeCalls: number; predictedCrc32c: string };
+  /** The run report and the index across pairs, once written (stages/report.ts). */
+  report?: { uri: string; bytes: number; indexUri: string };
   durations: Record<string, number>;
 }
 

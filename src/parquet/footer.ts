@@ -322,20 +322,20 @@ export interface FooterSummary {
 
 const utf8 = new TextDecoder();
 
-function readString(r: Reader): string {
+export function readString(r: Reader): string {
   const n = r.varint();
   const s = utf8.decode(r.b.subarray(r.p, r.p + n));
   r.p += n;
   return s;
 }
 
-interface SchemaWalk {
+export interface SchemaWalk {
   columnNames: string[];
   leafPaths: string[];
 }
 
 /** Reads the schema list (positioned at its list header). */
-function walkSchema(r: Reader): SchemaWalk {
+export function walkSchema(r: Reader): SchemaWalk {
   const [, n] = r.listHeader();
   const elements: { name: string; children: number; leaf: boolean }[] = [];
   for (let i = 0; i < n; i++) {

@@ -103,6 +103,17 @@ describe("PAIRS split across the tasks of one execution", () => {
     }
   });
 
+  it("leaves an index that lists every pair, though the tasks rewrote it at the same time", async () => {
+    const index = await readFile(path.join(bucket(), "reports", "index.html"), "utf8");
+    for (const pair of LISTED) {
+      const manifest = JSON.parse(await readFile(path.join(bucket(), `training_${pair}.manifest.json`), "utf8"));
+      expect(index).toContain(`<a href="../training_${pair}.report.html">report</a>`);
+      expect(index).toContain(manifest.run.createdAt);
+      expect(existsSync(path.join(bucket(), `training_${pair}.report.html`))).toBe(true);
+    }
+    expect(index).not.toContain("unreadable");
+  });
+
   it("leaves no work files behind", () => {
     for (const pair of LISTED) expect(existsSync(path.join(dir, "work", pair))).toBe(false);
   });

@@ -141,13 +141,18 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s", (backend) => {
       expect(frame.getColumn(column).get(0)).toBe((k + 1) * 1000);
       expect(frame.getColumn(column).get(trainingRows - 1)).toBe((k + 1) * 1000 + trainingRows - 1);
     }
-    // Only the file and its manifest in the bucket; WORK_DIR emptied; nothing else beside them.
+    // Only the file, its manifest, its run report and the index in the bucket; WORK_DIR emptied; nothing else beside them.
     const root = path.join(dir, `${backend}-odd`);
+    const published = ["reports/index.html", `training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`, `training_${PAIR}.report.html`];
     if (backend === "local") {
-      expect(filesUnder(path.join(root, "bucket")).filter((f) => !f.startsWith(".bqx-meta"))).toEqual([`training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`]);
+      expect(filesUnder(path.join(root, "bucket")).filter((f) => !f.startsWith(".bqx-meta"))).toEqual(published);
     } else {
-      expect(gcs.listObjects(OUTPUT, `${backend}-odd/`)).toEqual([`${backend}-odd/training_${PAIR}.manifest.json`, `${backend}-odd/training_${PAIR}.parquet`]);
+      expect(gcs.listObjects(OUTPUT, `${backend}-odd/`)).toEqual(published.map((p) => `${backend}-odd/${p}`));
     }
+    // The run report: this run read only the target (its keys fingerprint the parts); every feature table's part was reused.
+    const report =
+      backend === "local" ? await readFile(path.join(root, "bucket", `training_${PAIR}.report.html`), "utf8") : (await gcs.readObject(OUTPUT, `${backend}-odd/training_${PAIR}.report.html`)).toString("utf8");
+    expect(report).toMatch(new RegExp(`1 table read and staged this run, [^<]*; ${4 + odd.length} tables reused from an earlier attempt`));
     expect(filesUnder(path.join(root, "work"))).toEqual([]);
     expect(readdirSync(dir).filter((f) => f.includes("escaped") || f === "up")).toEqual([]);
     const manifestText =

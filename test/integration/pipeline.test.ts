@@ -63,7 +63,7 @@ async function withDuckDB<R>(fn: (c: DuckDBConnection) => Promise<R>): Promise<R
   }
 }
 
-describe("the five-stage pipeline on the embedded backend", () => {
+describe("the six-stage pipeline on the embedded backend", () => {
   let run: JobRun;
   const bucket = () => path.join(dir, "full", "bucket");
 
@@ -73,11 +73,12 @@ describe("the five-stage pipeline on the embedded backend", () => {
     run = await runJob(envFor("full", { MEMORY_BUDGET: "128MiB", ROW_GROUP_ROWS: "100" }));
   }, 600_000);
 
-  it("exits 0 with the training file and its manifest in the bucket, and removes every staged part", async () => {
+  it("exits 0 with the training file, its manifest, its run report and the index in the bucket, and removes every staged part", async () => {
     expect(run.stderr).toBe("");
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
     // .bqx-meta/ holds the local bucket's object metadata (pair, rows, columns, schema_sha256).
-    expect((await readdir(bucket())).sort()).toEqual([".bqx-meta", `training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`]);
+    expect((await readdir(bucket())).sort()).toEqual([".bqx-meta", "reports", `training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`, `training_${PAIR}.report.html`]);
+    expect(await readdir(path.join(bucket(), "reports"))).toEqual(["index.html"]);
     expect(existsSync(path.join(dir, "full", "work", PAIR))).toBe(false);
     expect(run.lines.find((l) => l.stage === "cleanup" && l.stagedRemoved !== undefined)).toMatchObject({ stagedRemoved: 2 * 668 + 2, stagedLeft: 0 });
   });
@@ -95,7 +96,8 @@ describe("the five-stage pipeline on the embedded backend", () => {
     expect(messages).toContainEqual(expect.stringMatching(/^composed [\d.]+ MiB in 1 compose calls; size and CRC32C \S+ match the prediction from the parts$/));
     const last = run.lines.at(-1)!;
     expect(last.message).toMatch(/^done: .*training_eurusd\.parquet \(\d+ rows x 17038 columns/);
-    expect(Object.keys(last.durations as object)).toEqual(["extract", "merge", "validate", "upload", "cleanup"]);
+    expect(Object.keys(last.durations as object)).toEqual(["extract", "merge", "validate", "upload", "report", "cleanup"]);
+    expect(last.report).toBe(path.join(bucket(), `training_${PAIR}.report.html`));
     const merge = run.lines.find((l) => l.stage === "merge" && l.rowGroups !== undefined)!;
     expect(merge).toMatchObject({ rowGroups: 4, parts: 668 });
   });

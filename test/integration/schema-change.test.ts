@@ -115,6 +115,9 @@ describe("SCHEMA_CHANGE", () => {
     const previous = JSON.parse(await readFile(path.join(firstBucket, MANIFEST), "utf8"));
     expect(manifest.run.schemaChange.previous).toMatchObject({ rows: previous.rows, columns: previous.columns, generation: previous.file.generation, createdAt: previous.run.createdAt });
     expect(manifest.file.schema[`${F}.var_agg_bqx_eur`].var_agg_bqx_eur_extra).toBe("DOUBLE");
+    // The run report shows the change too.
+    const report = await readFile(path.join(bucket, `training_${PAIR}.report.html`), "utf8");
+    expect(report).toContain("<h3>columns added (1)</h3><ul><li><code>var_agg_bqx_eur_extra</code></li></ul>");
     expect((await snapshot(bucket))[FILE]).not.toBe(before[FILE]);
   }, 60_000);
 
