@@ -17,6 +17,13 @@ export function defaultMemoryBudget(limitBytes: number): number {
   return Math.max(256 * 1024 ** 2, Math.floor(limitBytes / 4));
 }
 
+/**
+ * DuckDB's pool for each table-signature connection (table versions, before extraction starts):
+ * a signature scans every column of a table, and the widest at full shape (232 columns x
+ * 177,748 rows) failed in a shared 128 MiB pool with two scans at once.
+ */
+export const SIGNATURE_MEMORY_BYTES = 256 * 1024 ** 2;
+
 /** Node, the worker threads' isolates, polars' thread pools, what the allocator keeps: 100-300 MiB measured, doubled. */
 export const RUNTIME_BYTES = 512 * 1024 ** 2;
 /** The part footers held for the assembly, the merged footer and the footer object: each under the footer limit. */

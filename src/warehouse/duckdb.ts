@@ -3,6 +3,7 @@
 import { existsSync, statSync } from "node:fs";
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
 import { SIGNATURE_CONNECTIONS } from "../concurrency.ts";
+import { SIGNATURE_MEMORY_BYTES } from "../memory-plan.ts";
 import { JobError } from "../errors.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
@@ -27,6 +28,11 @@ function checkWarehouseFile(path: string): void {
 
 /** Discovery reads information_schema only: one thread and a small buffer pool, never DuckDB's default of 80 % of RAM. */
 const DISCOVERY_MEMORY_LIMIT = "128MiB";
+/**
+ * While the table versions are computed, each signature connection scans every column of a table
+ * (a wide one at full shape needs ~100 MiB); the instance's pool is raised for them, then put back.
+ */
+const SIGNATURES_MEMORY_LIMIT = `${Math.round((SIGNATURE_CONNECTIONS * SIGNATURE_MEMORY_BYTES) / 1024 ** 2)}MiB`;
 
 async function openReadOnly(path: string): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection }> {
   checkWarehouseFile(path);
@@ -134,6 +140,15 @@ export class DuckDBWarehouse implements WarehouseDiscovery {
   }
 
   async tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
+    await this.connection.run(`SET memory_limit = '${SIGNATURES_MEMORY_LIMIT}'`);
+    try {
+      return await this.signatures(dataset, tables, range);
+    } finally {
+      await this.connection.run(`SET memory_limit = '${DISCOVERY_MEMORY_LIMIT}'`);
+    }
+  }
+
+  private async signatures(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
     const versions = new Map<string, TableVersion>();
     let next = 0;
     const lane = async (): Promise<void> => {
