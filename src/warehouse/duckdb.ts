@@ -2,7 +2,7 @@
 // datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
 import { existsSync, statSync } from "node:fs";
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
-import { SIGNATURE_CONNECTIONS } from "../concurrency.ts";
+import { SIGNATURE_CONNECTIONS, limiter, mapLimited } from "../concurrency.ts";
 import { SIGNATURE_MEMORY_BYTES } from "../memory-plan.ts";
 import { JobError } from "../errors.ts";
 import { KEY_COLUMN } from "../constants.ts";
@@ -73,6 +73,11 @@ export class DuckDBWarehouse implements WarehouseDiscovery {
   private readonly connection: DuckDBConnection;
   readonly path: string;
   private readonly opts: DuckDBWarehouseOptions;
+  /** At most SIGNATURE_CONNECTIONS table signatures at once, across calls. */
+  private readonly signatureSlot = limiter(SIGNATURE_CONNECTIONS);
+  private readonly idleSignatureConnections: DuckDBConnection[] = [];
+  /** tableVersions calls running: the pool stays raised until the last one ends. */
+  private signatureCalls = 0;
 
   private constructor(instance: DuckDBInstance, connection: DuckDBConnection, path: string, opts: DuckDBWarehouseOptions) {
     this.instance = instance;
@@ -139,37 +144,45 @@ export class DuckDBWarehouse implements WarehouseDiscovery {
     return [...byTable.values()];
   }
 
+  /**
+   * One signature query per table, on at most SIGNATURE_CONNECTIONS connections whatever the
+   * number of calls at once (the stage asks for the features' and the target's together), with
+   * the instance's pool raised while any call runs.
+   */
   async tableVersions(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
-    await this.connection.run(`SET memory_limit = '${SIGNATURES_MEMORY_LIMIT}'`);
+    if (this.signatureCalls++ === 0) await this.connection.run(`SET memory_limit = '${SIGNATURES_MEMORY_LIMIT}'`);
     try {
-      return await this.signatures(dataset, tables, range);
-    } finally {
-      await this.connection.run(`SET memory_limit = '${DISCOVERY_MEMORY_LIMIT}'`);
-    }
-  }
-
-  private async signatures(dataset: string, tables: readonly string[], range: DateRange): Promise<Map<string, TableVersion>> {
-    const versions = new Map<string, TableVersion>();
-    let next = 0;
-    const lane = async (): Promise<void> => {
-      const connection = await this.instance.connect();
-      try {
-        // The date range's bounds are UTC days, and a key without a time zone is read as UTC.
-        await connection.run("SET TimeZone = 'UTC'");
-        for (let i = next++; i < tables.length; i = next++) {
-          const table = tables[i]!;
+      const versions = new Map<string, TableVersion>();
+      await mapLimited(tables, tables.length, (table) =>
+        this.onSignatureConnection(async (connection) => {
           // A SIGTERM during discovery stops between two tables, not after all of them.
           if (this.opts.signal?.aborted) throw this.opts.signal.reason;
           const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
           const [n, h] = reader.getRowsJS()[0] ?? [0, null];
           versions.set(table, { version: `rows=${BigInt(n as bigint | number).toString()};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });
-        }
-      } finally {
-        connection.closeSync();
+        }),
+      );
+      return versions;
+    } finally {
+      if (--this.signatureCalls === 0) await this.connection.run(`SET memory_limit = '${DISCOVERY_MEMORY_LIMIT}'`);
+    }
+  }
+
+  /** Runs `fn` on one of the signature connections (made on first use, kept until close). */
+  private onSignatureConnection<T>(fn: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
+    return this.signatureSlot(async () => {
+      let connection = this.idleSignatureConnections.pop();
+      if (!connection) {
+        connection = await this.instance.connect();
+        // The date range's bounds are UTC days, and a key without a time zone is read as UTC.
+        await connection.run("SET TimeZone = 'UTC'");
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(SIGNATURE_CONNECTIONS, tables.length) }, lane));
-    return versions;
+      try {
+        return await fn(connection);
+      } finally {
+        this.idleSignatureConnections.push(connection);
+      }
+    });
   }
 
   /**
@@ -188,6 +201,7 @@ export class DuckDBWarehouse implements WarehouseDiscovery {
   async checkReadAccess(_read: TableQuery): Promise<void> {}
 
   async close(): Promise<void> {
+    for (const c of this.idleSignatureConnections.splice(0)) c.closeSync();
     this.connection.closeSync();
     this.instance.closeSync();
   }
