@@ -1,7 +1,7 @@
 // parquet.thrift field ids used when footers are read and rewritten at the byte level
 // (merged-footer.ts), where a column chunk's pages lie, and the field-level helpers used to
 // transcode a footer.
-import { type Reader, type Sink, T_I64, readStruct } from "./footer.ts";
+import { type Reader, type Sink, T_I64, readStruct } from "./thrift.ts";
 
 export const FMD_VERSION = 1;
 export const FMD_SCHEMA = 2;

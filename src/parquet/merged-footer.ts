@@ -20,7 +20,7 @@
  * columns), then the caller's. The body (everything before the key/value metadata) is built once;
  * the tail is built per call, so the manifest can go in after validation without a second pass.
  */
-import { Reader, Sink, T_BINARY, T_I16, T_I32, T_LIST, T_STOP, T_STRUCT, readStruct } from "./footer.ts";
+import { Reader, Sink, T_BINARY, T_I16, T_I32, T_LIST, T_STOP, T_STRUCT, readStruct } from "./thrift.ts";
 import type { PartPlan } from "./part-plan.ts";
 import {
   CC_COLUMN_INDEX_LENGTH,

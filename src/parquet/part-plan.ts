@@ -1,7 +1,7 @@
 // One part file's footer, read once for the assembly: its schema elements (to copy), row groups,
 // and where every column chunk lies in the part file. The merged footer (merged-footer.ts) is
 // built from these plans.
-import { Reader, T_STRUCT, readStruct } from "./footer.ts";
+import { Reader, T_STRUCT, readStruct } from "./thrift.ts";
 import {
   FMD_COLUMN_ORDERS,
   FMD_CREATED_BY,

@@ -3,7 +3,8 @@
  * column its min and max. Read from the footer's thrift like `summarizeFooter`, so nothing of the
  * file is decoded; what the run report draws its null heat map and target coverage from.
  */
-import { Reader, readStruct, walkSchema } from "./footer.ts";
+import { walkSchema } from "./footer.ts";
+import { Reader, readStruct } from "./thrift.ts";
 
 export interface RowGroupStats {
   numRows: number;

@@ -13,7 +13,8 @@
 // - INT(32,signed) on INT32 and INT(64,signed) on INT64 restate the physical type: "-".
 // Repetition (nullability) is left out: it is a property of the writer, not of the data.
 import { createHash } from "node:crypto";
-import { Reader, T_STRUCT, readRawFooter, readStruct } from "./footer.ts";
+import { readRawFooter } from "./footer.ts";
+import { Reader, T_STRUCT, readStruct } from "./thrift.ts";
 
 const PHYSICAL = ["BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"];
 /** Legacy ConvertedType ids, as the logical type each stands for (DECIMAL is completed from scale/precision). */

@@ -1,6 +1,6 @@
 // The bucket port's contract, in Malloy's manner (one spec over every backend in a runtime list):
 // the local directory bucket, and GcsBucket driven through the real @google-cloud/storage client
-// against the Cloud Storage JSON API stand-in (test/support/gcs-standin.ts). Only what both
+// against the Cloud Storage JSON API stand-in (standins/gcs.ts). Only what both
 // adapters do is here; where they differ it is said, and each adapter's own behaviour (resumable
 // chunks, sidecars, retries, faults) is tested in test/integration.
 import { randomBytes } from "node:crypto";
@@ -14,7 +14,7 @@ import { LocalDirectoryBucket } from "../../src/bucket/local.ts";
 import { isPreconditionFailure, type Bucket, type SourceObject } from "../../src/bucket/port.ts";
 import { crc32cBase64, fileChecksums } from "../../src/checksum.ts";
 import { JobError } from "../../src/errors.ts";
-import { startGcsStandIn } from "../support/gcs-standin.ts";
+import { startGcsStandIn } from "../../standins/gcs.ts";
 
 const GCS_BUCKET = "bqx-contract";
 

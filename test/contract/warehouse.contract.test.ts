@@ -18,10 +18,10 @@ import { BigQueryWarehouse, closeWorkerClients } from "../../src/warehouse/bigqu
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { openExtraction } from "../../src/warehouse/extraction.ts";
 import type { ColumnMapping, WarehouseDiscovery, WarehouseExtraction } from "../../src/warehouse/port.ts";
-import { startBigQueryStandIns } from "../support/bigquery-standin.ts";
+import { startBigQueryStandIns } from "../../standins/bigquery.ts";
 import { DUPLICATED_ROWS, FEATURES, ROWS, TABLES, TARGETS, buildContractWarehouse, expected, keyOf } from "../support/contract-warehouse.ts";
 import { onWarehouse } from "../support/job-process.ts";
-import { bigQueryType } from "../support/standin-warehouse.ts";
+import { bigQueryType } from "../../standins/warehouse.ts";
 
 const FAST_RETRY = { attempts: 3, baseDelayMs: 20, maxDelayMs: 200 };
 const DAY = "2020-01-01";

@@ -8,10 +8,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { ROOT, runJob, type JobRun } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
 const PAIR = "eurusd";
 let dir: string;
@@ -154,7 +154,7 @@ describe("bad input with BACKEND=gcp never reaches BigQuery or Cloud Storage", (
   }, 30_000);
 
   it("the validation script refuses a plain http:// GCS_ENDPOINT off this machine too (exit 2), before any credential is looked up", async () => {
-    const run = await runJob({ GCS_ENDPOINT: "http://storage.example.com" }, { script: path.join(ROOT, "scripts", "validate-object.ts") });
+    const run = await runJob({ GCS_ENDPOINT: "http://storage.example.com" }, { script: path.join(ROOT, "scripts", "operator", "validate-object.ts") });
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/^GCS_ENDPOINT: expected https:\/\/ for a remote endpoint, or http:\/\/ only on a loopback address .* \(got "http:\/\/storage\.example\.com"\)$/m);
     expect(gcs.requests).toEqual([]);

@@ -14,10 +14,10 @@ import { BigQueryWarehouse } from "../../src/warehouse/bigquery.ts";
 import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { probeReadSession } from "../../src/warehouse/bigquery-read.ts";
 import { tableRowRestriction } from "../../src/warehouse/bigquery-sql.ts";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { runJob } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
 const PAIR = "eurusd";
 const REGION = "europe-west2";

@@ -17,7 +17,7 @@ import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery } from "../../src/di
 import { JobError } from "../../src/errors.ts";
 import type { ExtractResult, ExtractTask, SliceBounds, TableQuery } from "../../src/extract/task.ts";
 import { STANDIN_ACCESS_TOKEN, authClientForEndpoint } from "../../src/gcp/auth.ts";
-import { buildSampleWarehouse } from "../../src/sample/build.ts";
+import { buildSampleWarehouse } from "../../standins/sample/build.ts";
 import { BigQueryWarehouse, closeWorkerClients } from "../../src/warehouse/bigquery.ts";
 import { READ_STREAMS_PER_SESSION } from "../../src/concurrency.ts";
 import { readBigQueryRows, tableRowRestriction } from "../../src/warehouse/bigquery-extract.ts";
@@ -25,7 +25,7 @@ import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
 import { DUCKDB_KEY_TYPES, type ColumnMapping, type GcpTaskSettings, type TableInfo } from "../../src/warehouse/port.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
 
 const PAIR = "eurusd";
 const ROWS = 300;

@@ -9,11 +9,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFooterSummary } from "../../src/parquet/footer.ts";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { buildRuntimeImage, installSize, runEntrypoint, type RuntimeImage } from "../support/container.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { buildRuntimeImage, installSize, runEntrypoint, type RuntimeImage } from "../../standins/container.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { ROOT } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../../standins/tiny-warehouse.ts";
 
 /** The production install measured 2026-11 at ~300 MiB; the original's image was 1.8 GB. */
 const MAX_PRODUCTION_INSTALL_BYTES = 450 * 1024 ** 2;

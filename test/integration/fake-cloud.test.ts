@@ -1,6 +1,6 @@
-// The recording stand-ins for gcloud, gsutil and docker (test/support/fake-gcloud) against what
+// The recording stand-ins for gcloud, gsutil and docker (standins/fake-gcloud) against what
 // the real gcloud 578 and gsutil 5.37 printed for the same command lines
-// (test/support/fake-gcloud/recorded/): the same stdout, stderr and exit code for everything the
+// (standins/fake-gcloud/recorded/): the same stdout, stderr and exit code for everything the
 // operator scripts parse, and gcloud's first error line where they refuse a command line.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -8,12 +8,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatStat } from "../support/fake-gcloud/gsutil.ts";
-import { fill, firstLine, GCLOUD, GSUTIL, type RecordedRun } from "../support/fake-gcloud/recorded.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { formatStat } from "../../standins/fake-gcloud/gsutil.ts";
+import { fill, firstLine, GCLOUD, GSUTIL, type RecordedRun } from "../../standins/fake-gcloud/recorded.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { ROOT } from "../support/run-job.ts";
 
-const FAKES = path.join(ROOT, "test", "support", "fake-gcloud");
+const FAKES = path.join(ROOT, "standins", "fake-gcloud");
 const NAMES = { job: "bqx-ml-pipeline", project: "bqx-test", region: "us-central1", projectNumber: "123456789012", execution: "bqx-ml-pipeline-x7k2q" };
 const EXECUTION_NAME = /\b(bqx-ml-pipeline-[a-z0-9]{5})\b/;
 

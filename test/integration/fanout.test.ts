@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pl from "nodejs-polars";
 import { readFooterSummary } from "../../src/parquet/index.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../../standins/tiny-warehouse.ts";
 
 const LISTED = ["eurusd", "gbpusd", "usdjpy", "audusd", "nzdusd"];
 const TASKS = 3;

@@ -1,5 +1,5 @@
 // GcsBucket through the real @google-cloud/storage client against the Cloud Storage JSON API
-// stand-in (test/support/gcs-standin.ts), plus the local bucket's share of the same port.
+// stand-in (standins/gcs.ts), plus the local bucket's share of the same port.
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
@@ -12,7 +12,7 @@ import { LocalDirectoryBucket } from "../../src/bucket/local.ts";
 import { fileChecksums } from "../../src/checksum.ts";
 import { JobError } from "../../src/errors.ts";
 import { authClientForEndpoint, isLoopbackEndpoint, STANDIN_ACCESS_TOKEN } from "../../src/gcp/auth.ts";
-import { RESUMABLE_BLOCK_BYTES, startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { RESUMABLE_BLOCK_BYTES, startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 
 const BUCKET = "bqx-training-test";
 const CHUNK = 2 * RESUMABLE_BLOCK_BYTES; // small chunks so a few MiB take several requests

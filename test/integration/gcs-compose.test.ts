@@ -1,5 +1,5 @@
 // Compose, move and ranged put on GcsBucket, through the real @google-cloud/storage client
-// against the Cloud Storage stand-in (test/support/gcs-standin.ts). The stand-in's own compose
+// against the Cloud Storage stand-in (standins/gcs.ts). The stand-in's own compose
 // rules are checked in gcs-standin-compose.test.ts.
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -13,7 +13,7 @@ import type { SourceObject } from "../../src/bucket/port.ts";
 import { crc32cBase64 } from "../../src/checksum.ts";
 import { JobError } from "../../src/errors.ts";
 import { authClientForEndpoint } from "../../src/gcp/auth.ts";
-import { RESUMABLE_BLOCK_BYTES, startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { RESUMABLE_BLOCK_BYTES, startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 
 const BUCKET = "bqx-compose-test";
 const DENIED = "bqx-compose-denied";

@@ -1,12 +1,12 @@
 // The stand-in's compose on its own, driven by @google-cloud/storage's own calls (Bucket.combine
 // and File.request, the call combine makes): the rules Cloud Storage documents for compose that
-// GcsBucket never exercises itself (see test/support/gcs-standin.ts, `compose`).
+// GcsBucket never exercises itself (see standins/gcs.ts, `compose`).
 import { Storage } from "@google-cloud/storage";
 import { crc32c } from "@node-rs/crc32";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { crc32cBase64 } from "../../src/checksum.ts";
 import { authClientForEndpoint } from "../../src/gcp/auth.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 
 const BUCKET = "bqx-standin-compose";
 const DENIED = "bqx-standin-compose-denied";

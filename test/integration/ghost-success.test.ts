@@ -6,10 +6,10 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { startJob, waitFor } from "../support/job-process.ts";
 import { runJob } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
 const PAIR = "eurusd";
 const TRAINING = `training_${PAIR}.parquet`;

@@ -13,10 +13,10 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FEATURES_DATASET as F } from "../../src/constants.ts";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
 const PAIR = "eurusd";
 const OUTPUT = "bqx-names-output";

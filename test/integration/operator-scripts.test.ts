@@ -1,5 +1,5 @@
-// The operator scripts in scripts/, run by bash with recording stand-ins for gcloud, gsutil and
-// docker first on PATH (test/support/fake-gcloud), as strict as the real tools and answering
+// The operator scripts in scripts/operator/, run by bash with recording stand-ins for gcloud, gsutil and
+// docker first on PATH (standins/fake-gcloud), as strict as the real tools and answering
 // with what gcloud 578 and gsutil 5.37 print. The stand-in gcloud runs an execution's tasks as
 // Cloud Run would (the real entrypoint, one process per task, CLOUD_RUN_* set), here on the
 // embedded warehouse and writing to the Cloud Storage stand-in, so what the scripts then
@@ -11,9 +11,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PAIRS } from "../../src/constants.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { ROOT } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../../standins/tiny-warehouse.ts";
 
 const OUTPUT_BUCKET = "bqx-test-output";
 const IMAGE = "us-central1-docker.pkg.dev/bqx-test/bqx/bqx-training-builder";
@@ -64,7 +64,7 @@ async function runScript(
   script: string,
   args: string[] = [],
   env: Record<string, string | undefined> = {},
-  command: string[] = ["bash", path.join(ROOT, "scripts", script), ...args],
+  command: string[] = ["bash", path.join(ROOT, "scripts", "operator", script), ...args],
   whileRunning?: (pid: number) => Promise<void>,
 ): Promise<ScriptRun> {
   const callsBefore = (await readLines<Call>(path.join(cloudDir(), "calls.jsonl"))).length;
@@ -123,10 +123,10 @@ beforeAll(async () => {
   tiny = await buildTinyWarehouse({ path: warehouse, pairs: BUILT });
   gcs = await startGcsStandIn({ buckets: [OUTPUT_BUCKET] });
   baseEnv = {
-    PATH: `${path.join(ROOT, "test", "support", "fake-gcloud")}:${path.dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`,
+    PATH: `${path.join(ROOT, "standins", "fake-gcloud")}:${path.dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`,
     HOME: dir,
     TMPDIR: dir,
-    // scripts/settings.env, overridden the way an operator would for another project.
+    // scripts/operator/settings.env, overridden the way an operator would for another project.
     GCP_PROJECT: "bqx-test",
     REGION: "us-central1",
     JOB_NAME: JOB,
@@ -155,10 +155,10 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe("scripts/settings.env", () => {
+describe("scripts/operator/settings.env", () => {
   it("lists the same 28 pairs as the job (src/constants.ts)", async () => {
     const run = await new Promise<string>((resolve) => {
-      const child = spawn("bash", ["-c", `source scripts/settings.env && echo "$ALL_PAIRS"`], { cwd: ROOT, env: { PATH: baseEnv.PATH! } });
+      const child = spawn("bash", ["-c", `source scripts/operator/settings.env && echo "$ALL_PAIRS"`], { cwd: ROOT, env: { PATH: baseEnv.PATH! } });
       let out = "";
       child.stdout.on("data", (d: Buffer) => (out += d.toString()));
       child.on("close", () => resolve(out.trim()));
@@ -167,7 +167,7 @@ describe("scripts/settings.env", () => {
   });
 });
 
-describe("scripts/deploy.sh", () => {
+describe("scripts/operator/deploy.sh", () => {
   it("builds IMAGE:TAG for linux/amd64, pushes it, then creates the job with the settings' resources, one task at a time and no pair", async () => {
     expect(firstDeploy.code, firstDeploy.stderr).toBe(0);
     const docker = firstDeploy.calls.filter((c) => c.tool === "docker").map((c) => c.argv[0]);
@@ -212,13 +212,13 @@ describe("scripts/deploy.sh", () => {
     expect(gcloudCalls(second, "run", "jobs", "create")).toEqual([]);
     expect(gcloudCalls(second, "run", "jobs", "update").map((c) => flag(c, "image"))).toEqual([`${IMAGE}:v2`]);
     expect(second.stdout).toContain(`== updating job ${JOB} (was ${IMAGE}:v1)`);
-    expect(second.stdout).toContain("roll back with: scripts/deploy.sh --no-build --tag v1");
+    expect(second.stdout).toContain("roll back with: scripts/operator/deploy.sh --no-build --tag v1");
 
     const rollback = await runScript("deploy.sh", ["--no-build", "--tag", "v1"]);
     expect(rollback.code, rollback.stderr).toBe(0);
     expect(rollback.calls.filter((c) => c.tool === "docker")).toEqual([]);
     expect(gcloudCalls(rollback, "run", "jobs", "update").map((c) => flag(c, "image"))).toEqual([`${IMAGE}:v1`]);
-    expect(rollback.stdout).toContain("roll back with: scripts/deploy.sh --no-build --tag v2");
+    expect(rollback.stdout).toContain("roll back with: scripts/operator/deploy.sh --no-build --tag v2");
     const jobs = JSON.parse(await readFile(path.join(cloudDir(), "jobs.json"), "utf8"));
     expect(jobs[JOB].spec.template.spec.template.spec.containers[0].image).toBe(`${IMAGE}:v1`);
   });
@@ -270,7 +270,7 @@ describe("scripts/deploy.sh", () => {
   });
 });
 
-describe("scripts/execute_production_26pairs.sh", () => {
+describe("scripts/operator/execute_production_26pairs.sh", () => {
   it("starts one 1-task execution per pair with TARGET_PAIR as an env var, follows it to its end, validates each file, and ends with a table", async () => {
     const run = await runScript("execute_production_26pairs.sh", ["--pairs", "eurusd gbpusd"]);
     expect(run.code, run.stdout + run.stderr).toBe(0);
@@ -308,7 +308,7 @@ describe("scripts/execute_production_26pairs.sh", () => {
     expect(tableRows(run.stdout).nzdusd).toMatch(new RegExp(`${failed}$`));
     expect(run.stdout).toContain(`execution ${failed} failed: 0 of 1 task(s) succeeded, 1 failed`);
     expect(run.stderr).toContain(`details: gcloud run jobs executions describe ${failed} --region us-central1 --project bqx-test`);
-    expect(run.stderr).toContain('resume with: scripts/execute_production_26pairs.sh --from nzdusd --pairs "usdjpy nzdusd audusd"');
+    expect(run.stderr).toContain('resume with: scripts/operator/execute_production_26pairs.sh --from nzdusd --pairs "usdjpy nzdusd audusd"');
     // The job retried the task once (MAX_RETRIES=1) and failed in discovery both times.
     expect(run.executions[1]!.results![0]!.attempts.map((a) => a.code)).toEqual([1, 1]);
   });
@@ -335,8 +335,8 @@ describe("scripts/execute_production_26pairs.sh", () => {
     expect(run.stderr).toContain(`ERROR: usdjpy: could not describe execution ${name} 5 times in a row`);
     expect(run.stderr).toContain(`execution ${name} keeps running in the cloud`);
     expect(run.stderr).toContain(`watch it: gcloud run jobs executions describe ${name} --region us-central1 --project bqx-test`);
-    expect(run.stderr).toContain(`validate usdjpy: scripts/validate_gcs_training_file.sh usdjpy --execution ${name}`);
-    expect(run.stderr).toContain('then go on with: scripts/execute_production_26pairs.sh --from audusd --pairs "usdjpy audusd"');
+    expect(run.stderr).toContain(`validate usdjpy: scripts/operator/validate_gcs_training_file.sh usdjpy --execution ${name}`);
+    expect(run.stderr).toContain('then go on with: scripts/operator/execute_production_26pairs.sh --from audusd --pairs "usdjpy audusd"');
     expect(run.stderr).not.toContain("--from usdjpy");
     expect(gcloudCalls(run, "run", "jobs", "execute")).toHaveLength(1);
     expect(tableRows(run.stdout)).toEqual({ usdjpy: expect.stringMatching(new RegExp(`^not followed .*${name}$`)), audusd: expect.stringMatching(/^not run /) });
@@ -357,7 +357,7 @@ describe("scripts/execute_production_26pairs.sh", () => {
     expect(run.stderr).toContain("interrupted while waiting for audusd.");
     expect(run.stderr).toContain(`execution ${name} keeps running in the cloud: this script stopped following it, the execution did not stop.`);
     expect(run.stderr).toContain(`watch it: gcloud run jobs executions describe ${name} --region us-central1 --project bqx-test`);
-    expect(run.stderr).toContain(`scripts/validate_gcs_training_file.sh audusd --execution ${name}`);
+    expect(run.stderr).toContain(`scripts/operator/validate_gcs_training_file.sh audusd --execution ${name}`);
     expect(run.stderr).not.toMatch(/execute_production_26pairs\.sh --(from|pairs) "?audusd/);
     expect((await endedExecution(name)).status.succeededCount).toBe(1);
     expect(gcs.getObject(OUTPUT_BUCKET, "runs/training_audusd.parquet")!.metadata.execution).toBe(name);
@@ -375,7 +375,7 @@ describe("scripts/execute_production_26pairs.sh", () => {
 });
 
 // Uses the files the executions above left in the bucket (eurusd, gbpusd, audusd).
-describe("scripts/validate_gcs_training_file.sh", () => {
+describe("scripts/operator/validate_gcs_training_file.sh", () => {
   it("passes a good file after reading only its footer and manifest, never the whole object", async () => {
     const before = gcs.requests.length;
     const run = await runScript("validate_gcs_training_file.sh", ["eurusd"]);
@@ -408,7 +408,7 @@ describe("scripts/validate_gcs_training_file.sh", () => {
     const missing = await runScript("validate_gcs_training_file.sh", ["nzdusd"]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`ERROR: gs://${OUTPUT_BUCKET}/runs/training_nzdusd.parquet does not exist`);
-    expect(missing.stderr).toContain("Rebuild it: scripts/execute_production_26pairs.sh --pairs nzdusd");
+    expect(missing.stderr).toContain("Rebuild it: scripts/operator/execute_production_26pairs.sh --pairs nzdusd");
   });
 
   it("without Application Default Credentials says to run gcloud auth application-default login (exit 3), and never that the file must be rebuilt", async () => {
@@ -439,7 +439,7 @@ describe("scripts/validate_gcs_training_file.sh", () => {
     expect(run.code).toBe(1);
     expect(run.stdout).toMatch(/^FAIL {2}manifest: training_audusd\.manifest\.json does not describe this object: bytes \d+ \(object: \d+\); crc32c/m);
     expect(run.stdout).toMatch(/^FAIL {2}metadata: .*footer bqx\.pair="gbpusd"/m);
-    expect(run.stderr).toContain("failed validation (above); rebuild it: scripts/execute_production_26pairs.sh --pairs audusd");
+    expect(run.stderr).toContain("failed validation (above); rebuild it: scripts/operator/execute_production_26pairs.sh --pairs audusd");
   });
 
   it("fails a file below MIN_TRAINING_BYTES before reading it", async () => {
@@ -456,7 +456,7 @@ describe("scripts/validate_gcs_training_file.sh", () => {
   });
 });
 
-describe("scripts/execute_all_pairs_parallel.sh", () => {
+describe("scripts/operator/execute_all_pairs_parallel.sh", () => {
   it("runs one execution of one task per pair, PAIRS split by task index, at most P at once, follows it through failed looks, and validates every pair", async () => {
     const pairs = ["eurusd", "gbpusd", "usdjpy"];
     // The first two looks at the running execution fail (no network): retried, not taken for its end.
@@ -513,7 +513,7 @@ describe("scripts/execute_all_pairs_parallel.sh", () => {
     expect(run.stdout).toContain(`== execution ${name} failed after`);
     expect(tableRows(run.stdout)).toEqual({ eurusd: "0      ok", gbpusd: "1      missing, stale or invalid", usdjpy: "2      ok" });
     expect(run.stdout).toContain(`FAIL  execution: built by execution ${earlier}, not ${name}: a file from an earlier run; ${name} did not build gbpusd`);
-    expect(run.stderr).toContain(`ERROR: 1 of 3 pair(s) not built by execution ${name}; rerun them with: scripts/execute_production_26pairs.sh --pairs "gbpusd"`);
+    expect(run.stderr).toContain(`ERROR: 1 of 3 pair(s) not built by execution ${name}; rerun them with: scripts/operator/execute_production_26pairs.sh --pairs "gbpusd"`);
     expect(run.stderr).not.toContain('--pairs ""');
   });
 
@@ -537,7 +537,7 @@ describe("scripts/execute_all_pairs_parallel.sh", () => {
     const rows = tableRows(run.stdout);
     expect(Object.keys(rows)).toEqual([...PAIRS]);
     expect(rows.nzdusd).toMatch(/missing, stale or invalid/);
-    expect(run.stderr).toMatch(/ERROR: \d+ of 28 pair\(s\) not built by execution bqx-ml-pipeline-[a-z0-9]{5}; rerun them with: scripts\/execute_production_26pairs\.sh --pairs "[a-z]/);
+    expect(run.stderr).toMatch(/ERROR: \d+ of 28 pair\(s\) not built by execution bqx-ml-pipeline-[a-z0-9]{5}; rerun them with: scripts\/operator\/execute_production_26pairs\.sh --pairs "[a-z]/);
   }, 300_000);
 
   it("refuses more tasks than pairs before calling gcloud", async () => {
@@ -548,7 +548,7 @@ describe("scripts/execute_all_pairs_parallel.sh", () => {
   });
 });
 
-describe("the bash version guard (scripts/common.sh)", () => {
+describe("the bash version guard (scripts/operator/common.sh)", () => {
   const scripts: Array<[string, string[]]> = [
     ["deploy.sh", ["--tag", "v9"]],
     ["execute_production_26pairs.sh", ["--pairs", "eurusd"]],
@@ -557,14 +557,14 @@ describe("the bash version guard (scripts/common.sh)", () => {
   ];
   // BASH_VERSINFO is read-only, so the guard reads BASH_VERSION, which a caller can set: this
   // plays stock macOS bash for the real scripts, sourced as they are run.
-  const asBash = (version: string, script: string, args: string[]) => ["bash", "-c", `BASH_VERSION='${version}'; source scripts/${script} ${args.join(" ")}`];
+  const asBash = (version: string, script: string, args: string[]) => ["bash", "-c", `BASH_VERSION='${version}'; source scripts/operator/${script} ${args.join(" ")}`];
 
   it("refuses bash older than 4.4 (macOS ships 3.2) naming the version found and how to get a newer one, before any call", async () => {
     for (const [script, args] of scripts) {
       const run = await runScript(script, args, {}, asBash("3.2.57(1)-release", script, args));
       expect(run.code, script).toBe(1);
-      expect(run.stderr).toMatch(new RegExp(`^ERROR: bash 3\\.2\\.57\\(1\\)-release \\(\\S*bash\\) is too old for scripts/${script.replace(".", "\\.")}: they need bash 4\\.4 or newer\\.$`, "m"));
-      expect(run.stderr).toContain(`On macOS (which ships bash 3.2): brew install bash, then run the script with it: "$(brew --prefix)/bin/bash" scripts/${script} ...`);
+      expect(run.stderr).toMatch(new RegExp(`^ERROR: bash 3\\.2\\.57\\(1\\)-release \\(\\S*bash\\) is too old for scripts/operator/${script.replace(".", "\\.")}: they need bash 4\\.4 or newer\\.$`, "m"));
+      expect(run.stderr).toContain(`On macOS (which ships bash 3.2): brew install bash, then run the script with it: "$(brew --prefix)/bin/bash" scripts/operator/${script} ...`);
       expect(run.calls).toEqual([]);
     }
     const bash43 = await runScript("deploy.sh", [], {}, asBash("4.3.48(1)-release", "deploy.sh", ["--help"]));
@@ -575,7 +575,7 @@ describe("the bash version guard (scripts/common.sh)", () => {
     for (const version of ["4.4.20(1)-release", "5.2.15(1)-release"]) {
       const run = await runScript("deploy.sh", [], {}, asBash(version, "deploy.sh", ["--help"]));
       expect(run.code, version).toBe(0);
-      expect(run.stdout).toMatch(/^usage: scripts\/deploy\.sh/);
+      expect(run.stdout).toMatch(/^usage: scripts\/operator\/deploy\.sh/);
     }
   });
 });

@@ -14,7 +14,7 @@ import type { WrittenPart } from "../../src/extract/task.ts";
 import { mergeFooters, planPart, readRawFooter, summarizeFooter } from "../../src/parquet/index.ts";
 import { PARQUET_MAGIC, footerObject, layOut } from "../../src/parts/assemble.ts";
 import type { StagedPart } from "../../src/parts/store.ts";
-import { rng } from "../support/rng.ts";
+import { rng } from "../../standins/rng.ts";
 
 const ROWS = 1000;
 const PER_GROUP = 128;

@@ -12,11 +12,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pl from "nodejs-polars";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { buildSampleWarehouse } from "../../src/sample/build.ts";
-import { sampleTables } from "../../src/sample/spec.ts";
+import { buildSampleWarehouse } from "../../standins/sample/build.ts";
+import { sampleTables } from "../../standins/sample/spec.ts";
 import { schemaSha256 } from "../../src/parquet/index.ts";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { startJob, waitFor } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 

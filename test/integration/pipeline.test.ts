@@ -7,9 +7,9 @@ import path from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TARGET_COLUMNS } from "../../src/constants.ts";
-import { buildSampleWarehouse } from "../../src/sample/build.ts";
-import { sampleTables } from "../../src/sample/spec.ts";
-import { varchar } from "../support/duckdb-text.ts";
+import { buildSampleWarehouse } from "../../standins/sample/build.ts";
+import { sampleTables } from "../../standins/sample/spec.ts";
+import { varchar } from "../../standins/duckdb-text.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 
 const PAIR = "eurusd";
@@ -230,7 +230,7 @@ describe("resuming and refusing", () => {
 
 describe("a table wider than its share of the budget", () => {
   it("is aligned in slices of whole row groups, staged as several parts, and the file still equals the left join", async () => {
-    const { buildTinyWarehouse } = await import("../support/tiny-warehouse.ts");
+    const { buildTinyWarehouse } = await import("../../standins/tiny-warehouse.ts");
     const wide = path.join(dir, "wide.duckdb");
     await buildTinyWarehouse({ path: wide, pairs: [PAIR], rows: () => 30_000, wideColumns: 200 });
     const out = path.join(dir, "sliced", "bucket");

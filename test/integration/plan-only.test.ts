@@ -11,10 +11,10 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PAIRS, TARGET_COLUMNS } from "../../src/constants.ts";
 import type { PairPlan } from "../../src/plan/report.ts";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse, type TinyPair } from "../../standins/tiny-warehouse.ts";
 
 const SAMPLE_PAIRS = ["eurusd", "gbpusd"];
 const OUTPUT = "bqx-plan-output";

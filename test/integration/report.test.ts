@@ -7,11 +7,11 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import type { Browser, Page } from "puppeteer-core";
+import type { Browser } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { launchChromium } from "../support/browser.ts";
+import { launchChromium, openIsolated, type OpenedPage } from "../../scripts/dev/browser.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
 const PAIRS = ["eurusd", "gbpusd"];
 const ROW_GROUP_ROWS = 10;
@@ -48,37 +48,11 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-interface Opened {
-  page: Page;
-  /** Every request other than the page's own file (each was aborted). */
-  foreign: string[];
-  /** Console messages and page errors, of any kind. */
-  messages: string[];
-}
-
-/** Opens a local file with every other request intercepted and refused, console and errors recorded. */
-async function open(file: string): Promise<Opened> {
-  const url = pathToFileURL(file).href;
-  const page = await browser.newPage();
-  const foreign: string[] = [];
-  const messages: string[] = [];
-  await page.setRequestInterception(true);
-  page.on("request", (request) => {
-    if (request.url() === url) void request.continue();
-    else {
-      foreign.push(request.url());
-      void request.abort();
-    }
-  });
-  page.on("console", (m) => messages.push(`console ${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => messages.push(`page error: ${String(e)}`));
-  page.on("requestfailed", (r) => r.url() !== url || messages.push(`request failed: ${r.url()}`));
-  await page.setViewport({ width: 1280, height: 900 });
-  const response = await page.goto(url, { waitUntil: "load" });
-  expect(response?.ok() ?? true).toBe(true);
-  // Anything late (a lazy image, a deferred fetch) would show up in the listeners meanwhile.
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  return { page, foreign, messages };
+/** The report's own check (scripts/dev/browser.ts), and the page's own file must have loaded. */
+async function open(file: string): Promise<OpenedPage> {
+  const opened = await openIsolated(browser, file);
+  expect(opened.ok).toBe(true);
+  return opened;
 }
 
 /** Feature families as validation names them (the first word of each table's name), from the manifest. */

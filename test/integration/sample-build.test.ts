@@ -6,9 +6,9 @@ import path from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, TARGET_COLUMNS } from "../../src/constants.ts";
-import { buildSampleWarehouse, type BuiltSample } from "../../src/sample/build.ts";
-import { coveredRows, tableCoverage, trainingRowCount } from "../../src/sample/coverage.ts";
-import { sampleTables, type SampleTable } from "../../src/sample/spec.ts";
+import { buildSampleWarehouse, type BuiltSample } from "../../standins/sample/build.ts";
+import { coveredRows, tableCoverage, trainingRowCount } from "../../standins/sample/coverage.ts";
+import { sampleTables, type SampleTable } from "../../standins/sample/spec.ts";
 
 const PAIR = "audusd";
 const ROWS = 300;

@@ -11,10 +11,10 @@ import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FEATURES_DATASET as F } from "../../src/constants.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
-import { startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
+import { startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
 import { onWarehouse } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../support/tiny-warehouse.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
 const PAIR = "eurusd";
 const CHANGED = `agg_${PAIR}`;

@@ -13,9 +13,9 @@ import type { SliceBounds, TableQuery } from "../../src/extract/task.ts";
 import { closeWorkerClients } from "../../src/warehouse/bigquery.ts";
 import { readBigQueryRows } from "../../src/warehouse/bigquery-extract.ts";
 import type { GcpTaskSettings } from "../../src/warehouse/port.ts";
-import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../support/bigquery-standin.ts";
-import { varchar } from "../support/duckdb-text.ts";
-import { startGcsStandIn, type GcsStandIn } from "../support/gcs-standin.ts";
+import { gcpStandInEnv, startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { varchar } from "../../standins/duckdb-text.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 import { buildSmallSample, sha256 } from "../support/job-process.ts";
 import { runJob, type JobRun } from "../support/run-job.ts";
 

@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { buildSampleWarehouse } from "../../src/sample/build.ts";
-import { sampleTables } from "../../src/sample/spec.ts";
+import { buildSampleWarehouse } from "../../standins/sample/build.ts";
+import { sampleTables } from "../../standins/sample/spec.ts";
 import { ROOT, runJob, type JobLogLine, type JobRun } from "./run-job.ts";
 
 export interface JobProcess {

@@ -3,7 +3,7 @@ import { crc32c } from "@node-rs/crc32";
 import { describe, expect, it } from "vitest";
 import { crc32cBase64 } from "../../src/checksum.ts";
 import { crc32cCombine, crc32cFromBase64, crc32cOfConcatenation } from "../../src/crc32c-combine.ts";
-import { rng } from "../support/rng.ts";
+import { rng } from "../../standins/rng.ts";
 
 describe("crc32cCombine", () => {
   it("gives @node-rs/crc32's CRC32C of the whole for random splits of random data", () => {

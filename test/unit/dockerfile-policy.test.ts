@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildContextFiles, dockerignoreMatcher, execForm, parseDockerfile, parseEnv, splitFlags, type Dockerfile, type Stage } from "../support/dockerfile.ts";
+import { buildContextFiles, dockerignoreMatcher, execForm, parseDockerfile, parseEnv, splitFlags, type Dockerfile, type Stage } from "../../standins/dockerfile.ts";
 import { ROOT } from "../support/run-job.ts";
 
 let dockerfile: Dockerfile;
@@ -104,18 +104,18 @@ describe("Dockerfile.cloudrun", () => {
 });
 
 describe(".dockerignore", () => {
-  it.each([".git/config", "node_modules/pino/package.json", "data/warehouse.duckdb", "bench/run.json", "test/unit/config.test.ts", ".env", "src/.env", "key.pem", "src/gcp/service-account.json", "sa-credentials.json", "README.md", "scripts/deploy.sh"])(
+  it.each([".git/config", "node_modules/pino/package.json", "data/warehouse.duckdb", "bench/run.json", "test/unit/config.test.ts", ".env", "src/.env", "key.pem", "src/gcp/service-account.json", "sa-credentials.json", "README.md", "scripts/operator/deploy.sh"])(
     "leaves %s out of the build context",
     (file) => expect(ignored(file)).toBe(true),
   );
 
-  it.each(["package.json", "package-lock.json", "tsconfig.json", "scripts/postinstall.mjs", "src/main.ts", "src/warehouse/duckdb.ts", "stages/index.ts"])("keeps %s in the build context", (file) =>
+  it.each(["package.json", "package-lock.json", "tsconfig.json", "scripts/dev/postinstall.mjs", "src/main.ts", "src/warehouse/duckdb.ts", "stages/index.ts"])("keeps %s in the build context", (file) =>
     expect(ignored(file)).toBe(false),
   );
 
   it("gives a build context of the sources and the lockfile only", () => {
     const tops = [...new Set(contextFiles.map((f) => f.split("/")[0]))].sort();
     expect(tops).toEqual(["package-lock.json", "package.json", "scripts", "src", "stages", "tsconfig.json"]);
-    expect(contextFiles.filter((f) => f.startsWith("scripts/"))).toEqual(["scripts/postinstall.mjs"]);
+    expect(contextFiles.filter((f) => f.startsWith("scripts/"))).toEqual(["scripts/dev/postinstall.mjs"]);
   });
 });

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import pl from "nodejs-polars";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobError } from "../../src/errors.ts";
-import { Reader, Sink, readFooterSummary, readRawFooter } from "../../src/parquet/footer.ts";
+import { readFooterSummary, readRawFooter } from "../../src/parquet/footer.ts";
+import { Reader, Sink } from "../../src/parquet/thrift.ts";
 
 const BASE_US = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z in µs (exact as a double)
 const ROWS = 2_345;

@@ -1,8 +1,8 @@
 // The pure description of the sample warehouse matches the production shape (REFERENCE.md).
 import { describe, expect, it } from "vitest";
 import { PAIRS, TARGET_COLUMNS } from "../../src/constants.ts";
-import { coveredRows, tableCoverage, targetNullTailRows, trainingRowCount } from "../../src/sample/coverage.ts";
-import { covPartners, decoyPairs, sampleTables, valueSeed, type SampleTable } from "../../src/sample/spec.ts";
+import { coveredRows, tableCoverage, targetNullTailRows, trainingRowCount } from "../../standins/sample/coverage.ts";
+import { covPartners, decoyPairs, sampleTables, valueSeed, type SampleTable } from "../../standins/sample/spec.ts";
 
 const SHARED = /^(tri|mkt|var|csi)_/;
 

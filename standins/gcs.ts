@@ -18,7 +18,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { crc32c } from "@node-rs/crc32";
-import { STANDIN_ACCESS_TOKEN } from "../../src/gcp/auth.ts";
+import { STANDIN_ACCESS_TOKEN } from "../src/gcp/auth.ts";
 import { rng as seeded } from "./rng.ts";
 
 /** What a request does, for targeting faults and reading the request log. */

@@ -1,4 +1,4 @@
-// Maintainer tool: run after changing dependencies (`npm install && node scripts/complete-lockfile.mjs`).
+// Maintainer tool: run after changing dependencies (`npm install && node scripts/dev/complete-lockfile.mjs`).
 // The registry mirror available to this project's build machines lacks some platform binaries
 // (for example nodejs-polars-darwin-arm64). npm then leaves those optional packages out of
 // package-lock.json, and `npm ci` refuses the lock as "out of sync". This adds the missing

@@ -9,11 +9,11 @@
 # longer be followed (it runs on); 130 interrupted (a running execution runs on).
 set -euo pipefail
 
-USAGE="usage: scripts/execute_production_26pairs.sh [--pairs \"eurusd gbpusd ...\"] [--from PAIR]
-  --pairs LIST   pairs to build, in order (default: all 28 in scripts/settings.env ALL_PAIRS)
+USAGE="usage: scripts/operator/execute_production_26pairs.sh [--pairs \"eurusd gbpusd ...\"] [--from PAIR]
+  --pairs LIST   pairs to build, in order (default: all 28 in scripts/operator/settings.env ALL_PAIRS)
   --from PAIR    start at PAIR in the list (resume after a failure)"
 
-# shellcheck source=scripts/common.sh
+# shellcheck source=scripts/operator/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 pairs_arg=""
@@ -45,7 +45,7 @@ require_validation_credentials
 # script is set back to one task, one at a time.
 job_shape="$(gcloud run jobs describe "${JOB_NAME}" --region "${REGION}" --project "${GCP_PROJECT}" \
   --format 'value(spec.template.spec.parallelism,spec.template.spec.taskCount)')" ||
-  die "job ${JOB_NAME} not found in ${REGION} (above): deploy it first (scripts/deploy.sh)"
+  die "job ${JOB_NAME} not found in ${REGION} (above): deploy it first (scripts/operator/deploy.sh)"
 job_parallelism="${job_shape%%$'\t'*}"
 if [[ "${job_parallelism:-0}" -gt 1 ]]; then
   echo "== job ${JOB_NAME} runs up to ${job_parallelism} tasks at once; these executions have 1 task: setting it to 1 task, 1 at a time"
@@ -67,7 +67,7 @@ summary() {
 }
 
 resume_command() {
-  local command="scripts/execute_production_26pairs.sh --from $1"
+  local command="scripts/operator/execute_production_26pairs.sh --from $1"
   ! "${pairs_given}" || command+=" --pairs \"${pairs_arg}\""
   echo "${command}"
 }
@@ -86,7 +86,7 @@ next_pair() {
 after_it_ends() {
   local next
   next="$(next_pair)"
-  echo "once it has ended (describe shows a completionTime), validate ${current}: scripts/validate_gcs_training_file.sh ${current} --execution ${current_execution}" >&2
+  echo "once it has ended (describe shows a completionTime), validate ${current}: scripts/operator/validate_gcs_training_file.sh ${current} --execution ${current_execution}" >&2
   if [[ -n "${next}" ]]; then echo "then go on with: $(resume_command "${next}")" >&2; fi
 }
 

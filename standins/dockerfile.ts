@@ -289,7 +289,7 @@ export async function replayStage(stageName: string, opts: ReplayOptions): Promi
       case "STOPSIGNAL":
         break;
       default:
-        throw new Error(`Dockerfile line ${ins.line}: the contract replay does not know ${ins.keyword}; teach test/support/dockerfile.ts`);
+        throw new Error(`Dockerfile line ${ins.line}: the contract replay does not know ${ins.keyword}; teach standins/dockerfile.ts`);
     }
   }
   opts.roots.set(stageName, opts.root);

@@ -4,9 +4,9 @@
 // No vitest imports: bench:extract uses it from a plain Node process.
 import { rename, rm } from "node:fs/promises";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { planTables } from "../../src/discovery.ts";
-import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET } from "../../src/constants.ts";
-import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
+import { planTables } from "../src/discovery.ts";
+import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET } from "../src/constants.ts";
+import { DuckDBWarehouse } from "../src/warehouse/duckdb.ts";
 
 export interface SubsetOptions {
   source: string;

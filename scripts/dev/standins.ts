@@ -11,11 +11,11 @@ import { rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { DEFAULTS } from "../src/config.ts";
-import { DEFAULT_TARGETS_DATASET, TARGET_ROW_FILTER_COLUMN } from "../src/constants.ts";
-import { startBigQueryStandIns, type StandIns } from "../test/support/bigquery-standin.ts";
-import { varchar } from "../test/support/duckdb-text.ts";
-import { startGcsStandIn, type GcsStandIn } from "../test/support/gcs-standin.ts";
+import { DEFAULTS } from "../../src/config.ts";
+import { DEFAULT_TARGETS_DATASET, TARGET_ROW_FILTER_COLUMN } from "../../src/constants.ts";
+import { startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { varchar } from "../../standins/duckdb-text.ts";
+import { startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
 
 const OUTPUT_BUCKET = "bqx-standin-output";
 const SUMMARY_EVERY_MS = 5_000;
@@ -37,7 +37,7 @@ function fail(message: string): never {
 let values: { warehouse?: string | undefined; "latency-ms"?: string | undefined; "session-latency-ms"?: string | undefined; "env-file"?: string | undefined; seed?: string | undefined; help?: boolean | undefined };
 try {
   ({ values } = parseArgs({
-    // package.json runs `node scripts/standins.ts --`: Node reads an `--env-file` it finds
+    // package.json runs `node scripts/dev/standins.ts --`: Node reads an `--env-file` it finds
     // anywhere in its arguments as its own option (and exits 9 when the file does not exist
     // yet), unless a `--` comes first. That `--` is dropped here.
     args: process.argv.slice(2).filter((a, i) => !(i === 0 && a === "--")),

@@ -29,8 +29,8 @@
 // No vitest imports: `npm run standins` loads this from a plain Node process.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { RESULTS_DATASET, StandInError, StandInWarehouse, bigQueryType, restValue, type QueryParameter, type ResultColumn } from "./standin-warehouse.ts";
-import { startStorageReadStandIn } from "./storage-read-standin.ts";
+import { RESULTS_DATASET, StandInError, StandInWarehouse, bigQueryType, restValue, type QueryParameter, type ResultColumn } from "./warehouse.ts";
+import { startStorageReadStandIn } from "./storage-read.ts";
 import { rng as seeded } from "./rng.ts";
 
 export interface StandInFaults {

@@ -1,6 +1,6 @@
 // Row coverage of the sample's tables: which minutes each holds (what build.ts writes). Pure, so
 // tests can predict every table's row count and the training file's.
-import { TARGET_ROW_FILTER_COLUMN } from "../constants.ts";
+import { TARGET_ROW_FILTER_COLUMN } from "../../src/constants.ts";
 import { nameHash, type SampleTable } from "./spec.ts";
 
 /** Which minutes of [0, rows) a table holds: from `startOffset`, less one every `gapEvery` (at `gapPhase`). */

@@ -3,7 +3,7 @@
 // Made for the README's docs/report-sample.png from the sample's report (`npm start`).
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { launchChromium } from "../test/support/browser.ts";
+import { launchChromium } from "./browser.ts";
 
 const [html, png] = process.argv.slice(2);
 if (!html || !png || !png.endsWith(".png")) {

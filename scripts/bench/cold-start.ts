@@ -13,12 +13,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startBigQueryStandIns } from "../test/support/bigquery-standin.ts";
-import { buildRuntimeImage, installSize, runEntrypoint, type RuntimeImage } from "../test/support/container.ts";
-import { startGcsStandIn } from "../test/support/gcs-standin.ts";
-import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../test/support/tiny-warehouse.ts";
+import { startBigQueryStandIns } from "../../standins/bigquery.ts";
+import { buildRuntimeImage, installSize, runEntrypoint, type RuntimeImage } from "../../standins/container.ts";
+import { startGcsStandIn } from "../../standins/gcs.ts";
+import { TINY_VALIDATION_ENV, buildTinyWarehouse } from "../../standins/tiny-warehouse.ts";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const PAIR = "eurusd";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "5" }, backend: { type: "string", default: "both" }, context: { type: "string", default: ROOT }, keep: { type: "boolean", default: false } } });

@@ -20,7 +20,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const PAIR = "eurusd";
 const ALL_TABLES = 668;
 
@@ -39,12 +39,12 @@ const { values } = parseArgs({
 /** Child mode: Stage 1 alone, configured by the environment; prints one JSON line of figures. */
 async function runStage(): Promise<void> {
   const pino = (await import("pino")).default;
-  const { extractStage } = await import("../stages/extract.ts");
-  const { parseConfig, realHostFacts } = await import("../src/config.ts");
-  const { layoutFor } = await import("../src/layout.ts");
-  const { createLogger } = await import("../src/log.ts");
-  const { BigQueryWarehouse } = await import("../src/warehouse/bigquery.ts");
-  const { GcsBucket } = await import("../src/bucket/gcs.ts");
+  const { extractStage } = await import("../../stages/extract.ts");
+  const { parseConfig, realHostFacts } = await import("../../src/config.ts");
+  const { layoutFor } = await import("../../src/layout.ts");
+  const { createLogger } = await import("../../src/log.ts");
+  const { BigQueryWarehouse } = await import("../../src/warehouse/bigquery.ts");
+  const { GcsBucket } = await import("../../src/bucket/gcs.ts");
   const config = parseConfig(process.env, realHostFacts());
   // stdout carries only the result line.
   const log = createLogger({ level: config.logLevel, format: "json", destination: pino.destination({ dest: 2, sync: true }) });
@@ -95,14 +95,14 @@ async function warehouseFile(): Promise<string> {
   if (!existsSync(full)) {
     await mkdir(base, { recursive: true });
     say(`building the sample warehouse (${rows} rows, 668 tables) in ${full}; cached for later runs`);
-    const { buildSampleWarehouse } = await import("../src/sample/build.ts");
+    const { buildSampleWarehouse } = await import("../../standins/sample/build.ts");
     await buildSampleWarehouse({ path: full, pair: PAIR, rows });
   }
   if (tables === ALL_TABLES) return full;
   const subset = path.join(base, `subset-${tables}.duckdb`);
   if (!existsSync(subset)) {
     say(`copying an evenly spread subset of ${tables - 1} feature tables + the target to ${subset}`);
-    const { subsetWarehouse } = await import("../test/support/subset-warehouse.ts");
+    const { subsetWarehouse } = await import("../../standins/subset-warehouse.ts");
     await subsetWarehouse({ source: full, out: subset, pair: PAIR, features: tables - 1 });
   }
   return subset;
@@ -110,7 +110,7 @@ async function warehouseFile(): Promise<string> {
 
 /** Resolves with the stand-ins' environment once they print their last line (OUTPUT_URI). */
 function startStandIns(warehouse: string): { child: ChildProcess; env: Promise<Record<string, string>>; stopped: Promise<Record<string, number> | undefined> } {
-  const child = spawn(process.execPath, ["scripts/standins.ts", "--", "--warehouse", warehouse, "--latency-ms", latency, "--session-latency-ms", sessionLatency], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["scripts/dev/standins.ts", "--", "--warehouse", warehouse, "--latency-ms", latency, "--session-latency-ms", sessionLatency], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const env = new Promise<Record<string, string>>((resolve, reject) => {
     const vars: Record<string, string> = {};
     createInterface({ input: child.stdout }).on("line", (line) => {
@@ -155,7 +155,7 @@ interface StageFigures {
 /** Stage 1 in its own process; peak RSS from GNU time when present, progress lines echoed. */
 function runStageChild(env: Record<string, string>): Promise<StageFigures & { process_wall_s: number }> {
   const useTime = existsSync("/usr/bin/time");
-  const script = path.join(ROOT, "scripts", "bench-extract.ts");
+  const script = path.join(ROOT, "scripts", "bench", "extract.ts");
   const command = useTime ? "/usr/bin/time" : process.execPath;
   const argv = useTime ? ["-f", "__peak_kb=%M", process.execPath, script, "--run-stage"] : [script, "--run-stage"];
   const started = performance.now();

@@ -6,8 +6,8 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
-import { isAlive } from "../resources.ts";
-import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN, PAIRS } from "../constants.ts";
+import { isAlive } from "../../src/resources.ts";
+import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN, PAIRS } from "../../src/constants.ts";
 import { summaryRows, tableCoverage, targetNullTailRows } from "./coverage.ts";
 import { nameHash, sampleTables, valueSeed, type SampleTable } from "./spec.ts";
 

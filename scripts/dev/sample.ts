@@ -5,11 +5,11 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { PAIRS } from "../src/constants.ts";
-import { buildSampleWarehouse, MAX_SAMPLE_ROWS } from "../src/sample/build.ts";
-import { formatBytes } from "../src/units.ts";
+import { PAIRS } from "../../src/constants.ts";
+import { buildSampleWarehouse, MAX_SAMPLE_ROWS } from "../../standins/sample/build.ts";
+import { formatBytes } from "../../src/units.ts";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const usage = `usage: npm run sample -- [--pair <pair>] [--rows <n>] [--out <file.duckdb>]
   --pair  currency pair, lower case (default $TARGET_PAIR or eurusd); one of ${PAIRS.join(" ")}
   --rows  minutes (rows) per table, 1..${MAX_SAMPLE_ROWS} (default $SAMPLE_ROWS or 2000)

@@ -3,9 +3,9 @@
 // project's validation rules (src/validation.ts) on its parquet footer, read with two ranged
 // reads (the last 8 bytes, then the footer).
 //
-//   node scripts/validate-object.ts gs://bqx-ml-output/training_eurusd.parquet [--min-rows N] [--min-columns N] [--execution NAME] [--json]
-//   node scripts/validate-object.ts data/bucket/training_eurusd.parquet
-//   node scripts/validate-object.ts --check-credentials
+//   node scripts/operator/validate-object.ts gs://bqx-ml-output/training_eurusd.parquet [--min-rows N] [--min-columns N] [--execution NAME] [--json]
+//   node scripts/operator/validate-object.ts data/bucket/training_eurusd.parquet
+//   node scripts/operator/validate-object.ts --check-credentials
 //
 // --execution NAME also requires the file to have been built by that Cloud Run execution (the
 // job records it in the object's metadata and the manifest), so a file left by an earlier run
@@ -21,19 +21,19 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { AuthClient } from "google-auth-library";
-import type { Bucket, ObjectInfo } from "../src/bucket/port.ts";
-import { DEFAULTS } from "../src/config.ts";
-import { KEY_COLUMN, PAIRS } from "../src/constants.ts";
-import { describeError, JobError } from "../src/errors.ts";
-import { isLoopbackEndpoint } from "../src/gcp/auth.ts";
-import { manifestObjectName } from "../src/layout.ts";
-import { schemaText, summarizeFooter } from "../src/parquet/index.ts";
-import { formatBytes } from "../src/units.ts";
-import { validateTrainingFile } from "../src/validation.ts";
+import type { Bucket, ObjectInfo } from "../../src/bucket/port.ts";
+import { DEFAULTS } from "../../src/config.ts";
+import { KEY_COLUMN, PAIRS } from "../../src/constants.ts";
+import { describeError, JobError } from "../../src/errors.ts";
+import { isLoopbackEndpoint } from "../../src/gcp/auth.ts";
+import { manifestObjectName } from "../../src/layout.ts";
+import { schemaText, summarizeFooter } from "../../src/parquet/index.ts";
+import { formatBytes } from "../../src/units.ts";
+import { validateTrainingFile } from "../../src/validation.ts";
 
 const USAGE =
-  "usage: node scripts/validate-object.ts <gs://bucket/[prefix/]training_<pair>.parquet | local path> [--min-rows N] [--min-columns N] [--execution NAME] [--json]\n" +
-  "       node scripts/validate-object.ts --check-credentials";
+  "usage: node scripts/operator/validate-object.ts <gs://bucket/[prefix/]training_<pair>.parquet | local path> [--min-rows N] [--min-columns N] [--execution NAME] [--json]\n" +
+  "       node scripts/operator/validate-object.ts --check-credentials";
 const PARQUET_MAGIC = "PAR1";
 const READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only";
 /** The file could not be checked: the caller's credentials or access, not the file. */
@@ -100,13 +100,13 @@ async function credentials(endpoint: string | undefined): Promise<AuthClient | u
 async function openBucket(uri: string): Promise<{ bucket: Bucket; name: string }> {
   if (uri.startsWith("gs://")) {
     const slash = uri.lastIndexOf("/");
-    const { GcsBucket } = await import("../src/bucket/gcs.ts");
+    const { GcsBucket } = await import("../../src/bucket/gcs.ts");
     const endpoint = gcsEndpoint();
     const authClient = await credentials(endpoint);
     const bucket = new GcsBucket(uri.slice(0, slash), { ...(endpoint ? { apiEndpoint: endpoint } : {}), ...(authClient ? { authClient } : {}), retry: { attempts: 3 } });
     return { bucket, name: uri.slice(slash + 1) };
   }
-  const { LocalDirectoryBucket } = await import("../src/bucket/local.ts");
+  const { LocalDirectoryBucket } = await import("../../src/bucket/local.ts");
   return { bucket: new LocalDirectoryBucket(path.dirname(path.resolve(uri))), name: path.basename(uri) };
 }
 
@@ -168,7 +168,7 @@ async function main(): Promise<number> {
 
   const info: ObjectInfo | undefined = await bucket.stat(name);
   if (!info) {
-    check("object", false, `${uri} does not exist: run the job for ${pair} (scripts/execute_production_26pairs.sh --pairs ${pair}), or check OUTPUT_URI`);
+    check("object", false, `${uri} does not exist: run the job for ${pair} (scripts/operator/execute_production_26pairs.sh --pairs ${pair}), or check OUTPUT_URI`);
     return report();
   }
   size = info.bytes;

@@ -20,10 +20,10 @@ import {
   makeData, tableToIPC, vectorFromArray, type Data, type DataType,
 } from "apache-arrow";
 import { DuckDBDateValue, DuckDBTimestampTZValue, DuckDBTimestampValue, type DuckDBValue } from "@duckdb/node-api";
-import type { StandInContext, StandInRequest } from "./bigquery-standin.ts";
-import { takeFault } from "./bigquery-standin.ts";
+import type { StandInContext, StandInRequest } from "./bigquery.ts";
+import { takeFault } from "./bigquery.ts";
 import { RestrictionError, translateRowRestriction } from "./row-restriction.ts";
-import { RESULTS_DATASET, bigQueryType, type ResultColumn, valueBytes } from "./standin-warehouse.ts";
+import { RESULTS_DATASET, bigQueryType, type ResultColumn, valueBytes } from "./warehouse.ts";
 
 const require = createRequire(import.meta.url);
 const PROTOS = require("@google-cloud/bigquery-storage/build/protos/protos.json") as Parameters<typeof protoLoader.fromJSON>[0];
@@ -115,7 +115,7 @@ function ipcMessages(ipc: Uint8Array): Uint8Array[] {
 }
 
 function encodeBatch(schema: Schema, columns: DuckDBValue[][], rows: number): Uint8Array {
-  const children = schema.fields.map((f, i) => columnData(f.type, columns[i] ?? []));
+  const children = schema.fields.map((f, i) => columnData(f.type as DataType, columns[i] ?? []));
   const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, nullCount: 0, children }));
   const message = ipcMessages(tableToIPC(new Table(schema, [batch]), "stream"))[1];
   if (!message) throw new Error("apache-arrow wrote no record batch");

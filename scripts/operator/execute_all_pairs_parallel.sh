@@ -9,12 +9,12 @@
 # (it runs on); 130 interrupted (the execution runs on).
 set -euo pipefail
 
-USAGE="usage: scripts/execute_all_pairs_parallel.sh [--pairs \"eurusd gbpusd ...\"] [--tasks N] [--parallelism P]
-  --pairs LIST       pairs to build (default: all 28 in scripts/settings.env ALL_PAIRS)
+USAGE="usage: scripts/operator/execute_all_pairs_parallel.sh [--pairs \"eurusd gbpusd ...\"] [--tasks N] [--parallelism P]
+  --pairs LIST       pairs to build (default: all 28 in scripts/operator/settings.env ALL_PAIRS)
   --tasks N          tasks in the execution (default: one per pair; at most one per pair)
-  --parallelism P    tasks running at once (default: PARALLELISM in scripts/settings.env; at most N)"
+  --parallelism P    tasks running at once (default: PARALLELISM in scripts/operator/settings.env; at most N)"
 
-# shellcheck source=scripts/common.sh
+# shellcheck source=scripts/operator/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 pairs_arg=""
@@ -59,7 +59,7 @@ gcloud run jobs update "${JOB_NAME}" --region "${REGION}" --project "${GCP_PROJE
 
 name=""
 validate_hint() {
-  echo "once it has ended, validate its pairs: for pair in ${list}; do scripts/validate_gcs_training_file.sh \"\${pair}\" --execution ${name}; done" >&2
+  echo "once it has ended, validate its pairs: for pair in ${list}; do scripts/operator/validate_gcs_training_file.sh \"\${pair}\" --execution ${name}; done" >&2
 }
 interrupted() {
   trap - INT TERM
@@ -121,13 +121,13 @@ logs="logs: gcloud logging read 'resource.type=\"cloud_run_job\" AND resource.la
 if [[ -n "${rebuild}" ]]; then
   read -r -a rebuild_pairs <<<"${rebuild}"
   echo >&2
-  echo "ERROR: ${#rebuild_pairs[@]} of ${#pairs[@]} pair(s) not built by execution ${name}; rerun them with: scripts/execute_production_26pairs.sh --pairs \"${rebuild}\"" >&2
+  echo "ERROR: ${#rebuild_pairs[@]} of ${#pairs[@]} pair(s) not built by execution ${name}; rerun them with: scripts/operator/execute_production_26pairs.sh --pairs \"${rebuild}\"" >&2
   echo "${logs}" >&2
   exit 1
 fi
 if [[ -n "${unchecked}" ]]; then
   echo >&2
-  echo "ERROR: could not check ${unchecked} (credentials or access, above; not the files). Fix that, then: for pair in ${unchecked}; do scripts/validate_gcs_training_file.sh \"\${pair}\" --execution ${name}; done" >&2
+  echo "ERROR: could not check ${unchecked} (credentials or access, above; not the files). Fix that, then: for pair in ${unchecked}; do scripts/operator/validate_gcs_training_file.sh \"\${pair}\" --execution ${name}; done" >&2
   exit 3
 fi
 if [[ "${status}" != ok ]]; then

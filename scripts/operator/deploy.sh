@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Builds the image from Dockerfile.cloudrun, pushes it, and creates or updates the Cloud Run job
-# to run it, with the resources and variables of scripts/settings.env. Also rolls back: with
+# to run it, with the resources and variables of scripts/operator/settings.env. Also rolls back: with
 # --no-build --tag <earlier tag> it points the job at an image already in the registry.
 set -euo pipefail
 
-USAGE="usage: scripts/deploy.sh [--tag TAG] [--no-build] [--builder docker|cloud-build]
+USAGE="usage: scripts/operator/deploy.sh [--tag TAG] [--no-build] [--builder docker|cloud-build]
   --tag TAG       image tag (default: the git commit, with -dirty-<time> for uncommitted changes)
   --no-build      deploy IMAGE:TAG already in the registry (roll back: --no-build --tag <earlier tag>)
   --builder B     docker (default: a local Docker engine) or cloud-build (gcloud builds submit)"
 
-# shellcheck source=scripts/common.sh
+# shellcheck source=scripts/operator/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 tag=""
@@ -114,6 +114,6 @@ fi
 
 echo "deployed: job ${JOB_NAME} in ${REGION} runs ${image_ref}"
 if [[ -n "${previous}" && "${previous}" != "${image_ref}" ]]; then
-  echo "roll back with: scripts/deploy.sh --no-build --tag ${previous##*:}"
+  echo "roll back with: scripts/operator/deploy.sh --no-build --tag ${previous##*:}"
 fi
-echo "next: scripts/execute_production_26pairs.sh --pairs eurusd   (one pair, validated)"
+echo "next: scripts/operator/execute_production_26pairs.sh --pairs eurusd   (one pair, validated)"

@@ -17,7 +17,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const { values } = parseArgs({
   options: {
     rows: { type: "string", default: "177748" },
@@ -50,7 +50,7 @@ const bucket = path.join(run, "bucket");
 if (!existsSync(warehouse)) {
   await mkdir(dir, { recursive: true });
   say(`building the sample warehouse ${warehouse} (${rows} rows a table); cached for later runs`);
-  const { buildSampleWarehouse } = await import("../src/sample/build.ts");
+  const { buildSampleWarehouse } = await import("../../standins/sample/build.ts");
   await buildSampleWarehouse({ path: warehouse, pair, rows });
 }
 await rm(run, { recursive: true, force: true });
@@ -138,7 +138,7 @@ const result: Record<string, unknown> = {
 
 if (values.check && result.exit === 0) {
   say("reading the file back with DuckDB and polars");
-  const { checkTrainingFile } = await import("./bench/check-file.ts");
+  const { checkTrainingFile } = await import("./check-file.ts");
   result.check = await checkTrainingFile({ file: path.join(bucket, `training_${pair}.parquet`), warehouse, pair });
 }
 if (!values.keep) await rm(run, { recursive: true, force: true });

@@ -3,7 +3,7 @@
 // node_modules come from, so `npm ci --omit=dev` really runs, under Node 24 as in the image), then
 // the runtime stage's COPYs. What the runtime stage gets is then exactly what the image holds
 // under /app, and its ENTRYPOINT can be run as Cloud Run would run it.
-// No vitest imports: scripts/cold-start.ts uses it from a plain Node process.
+// No vitest imports: scripts/bench/cold-start.ts uses it from a plain Node process.
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, realpath, symlink, writeFile } from "node:fs/promises";

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Checks one pair's training file where it is stored, without downloading it: the object exists,
-# its size and metadata are plausible, then the project's validation (scripts/validate-object.ts)
+# its size and metadata are plausible, then the project's validation (scripts/operator/validate-object.ts)
 # reads only its footer and manifest (ranged reads) and applies the job's own rules. With
 # --execution NAME the file must also have been built by that Cloud Run execution.
 # Exit: 0 there and valid; 1 missing, invalid or from another run (rebuild it); 2 bad command
 # line; 3 not checked: the caller's credentials or access (fix them and validate again).
 set -euo pipefail
 
-USAGE="usage: scripts/validate_gcs_training_file.sh PAIR [--execution NAME]
+USAGE="usage: scripts/operator/validate_gcs_training_file.sh PAIR [--execution NAME]
   --execution NAME   the Cloud Run execution that must have built the file"
 
-# shellcheck source=scripts/common.sh
+# shellcheck source=scripts/operator/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 pair=""
@@ -47,7 +47,7 @@ if ! stat="$(gsutil stat "${uri}" 2>"${stat_error}")"; then
     *"ServiceException: 401"*)
       not_checked "gsutil has no valid credentials (401): run gcloud auth login" ;;
     *"No URLs matched"*)
-      die "${uri} does not exist: the execution for ${pair} did not upload it (see its logs), or OUTPUT_URI is not the job's. Rebuild it: scripts/execute_production_26pairs.sh --pairs ${pair}" ;;
+      die "${uri} does not exist: the execution for ${pair} did not upload it (see its logs), or OUTPUT_URI is not the job's. Rebuild it: scripts/operator/execute_production_26pairs.sh --pairs ${pair}" ;;
     *)
       not_checked "gsutil stat failed: $(cat "${stat_error}")" ;;
   esac
@@ -68,16 +68,16 @@ echo "${uri}: ${size:-?} bytes, metadata pair=${meta_pair:-none} rows=${meta_row
 
 [[ "${size}" =~ ^[0-9]+$ ]] || die "${uri}: cannot read its size from gsutil stat"
 [[ "${size}" -ge "${MIN_TRAINING_BYTES}" ]] ||
-  die "${uri} is ${size} bytes, below MIN_TRAINING_BYTES=${MIN_TRAINING_BYTES} (scripts/settings.env): not a complete training file"
+  die "${uri} is ${size} bytes, below MIN_TRAINING_BYTES=${MIN_TRAINING_BYTES} (scripts/operator/settings.env): not a complete training file"
 [[ "${meta_pair}" == "${pair}" ]] || die "${uri} carries metadata pair=${meta_pair:-none}, expected ${pair}: it was not written by the job for ${pair}"
 [[ "${meta_rows}" =~ ^[0-9]+$ && "${meta_columns}" =~ ^[0-9]+$ ]] || die "${uri} lacks its rows/columns metadata: it was not written by this job"
 
 node="$(project_node)"
 code=0
-"${node}" "${PROJECT_ROOT}/scripts/validate-object.ts" "${uri}" --min-rows "${MIN_ROWS}" --min-columns "${MIN_COLUMNS}" \
+"${node}" "${SCRIPTS_DIR}/validate-object.ts" "${uri}" --min-rows "${MIN_ROWS}" --min-columns "${MIN_COLUMNS}" \
   ${expected_execution:+--execution "${expected_execution}"} || code=$?
 case "${code}" in
   0) ;;
   3) not_checked "validate-object.ts could not read it (above); nothing is known to be wrong with the file" ;;
-  *) die "${uri} failed validation (above); rebuild it: scripts/execute_production_26pairs.sh --pairs ${pair}" ;;
+  *) die "${uri} failed validation (above); rebuild it: scripts/operator/execute_production_26pairs.sh --pairs ${pair}" ;;
 esac

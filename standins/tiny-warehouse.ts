@@ -2,10 +2,10 @@
 // across tasks, the container contract, the operator scripts): seconds per run instead of the
 // sample's 668 tables. Each pair has its own row count and its own values (pair index x 1000 +
 // row), so a file built for the wrong pair cannot pass for the right one.
-// No vitest imports: scripts/cold-start.ts uses it from a plain Node process.
+// No vitest imports: scripts/bench/cold-start.ts uses it from a plain Node process.
 import { rename, rm } from "node:fs/promises";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN, PAIRS, TARGET_COLUMNS, TARGET_ROW_FILTER_COLUMN } from "../../src/constants.ts";
+import { DEFAULT_FEATURES_DATASET, DEFAULT_TARGETS_DATASET, KEY_COLUMN, PAIRS, TARGET_COLUMNS, TARGET_ROW_FILTER_COLUMN } from "../src/constants.ts";
 
 export interface TinyWarehouseOptions {
   path: string;

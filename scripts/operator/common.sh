@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Helpers shared by the operator scripts; sourced, never run. Loads the settings
-# (scripts/settings.env, or the file BQX_SETTINGS names) and checks them once.
+# (scripts/operator/settings.env, or the file BQX_SETTINGS names) and checks them once.
 
 # First, before any bash 4 construct is parsed or run: stock macOS bash is 3.2, where the
 # scripts' associative arrays and empty arrays under `set -u` abort them half-way. This block
@@ -17,7 +17,7 @@ case "${BASH_VERSION:-}" in
 esac
 
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PROJECT_ROOT="$(cd "${SCRIPTS_DIR}/.." && pwd)"
+PROJECT_ROOT="$(cd "${SCRIPTS_DIR}/../.." && pwd)"
 export SCRIPTS_DIR PROJECT_ROOT
 
 # gcloud run jobs execute accepts --tasks and --update-env-vars (execution overrides) from
@@ -37,15 +37,15 @@ usage_error() {
   exit 2
 }
 
-# shellcheck source=scripts/settings.env
+# shellcheck source=scripts/operator/settings.env
 source "${BQX_SETTINGS:-${SCRIPTS_DIR}/settings.env}" || die "cannot read the settings file ${BQX_SETTINGS:-${SCRIPTS_DIR}/settings.env}"
 
 for name in GCP_PROJECT REGION JOB_NAME IMAGE SERVICE_ACCOUNT OUTPUT_URI; do
-  [[ -n "${!name:-}" ]] || die "${name} is empty: set it in scripts/settings.env (or the file BQX_SETTINGS names)"
+  [[ -n "${!name:-}" ]] || die "${name} is empty: set it in scripts/operator/settings.env (or the file BQX_SETTINGS names)"
 done
-[[ "${OUTPUT_URI}" == gs://* ]] || die "OUTPUT_URI=${OUTPUT_URI}: expected gs://<bucket>[/<prefix>] for the Cloud Run job (scripts/settings.env; is OUTPUT_URI exported in your shell for a local run?)"
+[[ "${OUTPUT_URI}" == gs://* ]] || die "OUTPUT_URI=${OUTPUT_URI}: expected gs://<bucket>[/<prefix>] for the Cloud Run job (scripts/operator/settings.env; is OUTPUT_URI exported in your shell for a local run?)"
 [[ -z "${CHECKPOINT_URI:-}" ]] || die "CHECKPOINT_URI=${CHECKPOINT_URI}: no longer used (the job stages its parts under OUTPUT_URI's _staging/ prefix; compose needs one bucket): remove it from your settings"
-[[ "${POLL_SECONDS:-}" =~ ^([1-9][0-9]*|[0-9]*\.[0-9]*[1-9][0-9]*)$ ]] || die "POLL_SECONDS=${POLL_SECONDS:-}: expected a number of seconds above 0 (scripts/settings.env)"
+[[ "${POLL_SECONDS:-}" =~ ^([1-9][0-9]*|[0-9]*\.[0-9]*[1-9][0-9]*)$ ]] || die "POLL_SECONDS=${POLL_SECONDS:-}: expected a number of seconds above 0 (scripts/operator/settings.env)"
 
 # True when $1 is one of the 28 pairs.
 is_pair() {
@@ -112,7 +112,7 @@ require_gcloud() {
 require_validation_credentials() {
   local node code=0
   node="$(project_node)"
-  "${node}" "${PROJECT_ROOT}/scripts/validate-object.ts" --check-credentials || code=$?
+  "${node}" "${SCRIPTS_DIR}/validate-object.ts" --check-credentials || code=$?
   [[ ${code} -eq 0 ]] || exit "${code}"
 }
 

@@ -5,10 +5,10 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildSampleWarehouse } from "../src/sample/build.ts";
-import { formatBytes } from "../src/units.ts";
+import { buildSampleWarehouse } from "../../standins/sample/build.ts";
+import { formatBytes } from "../../src/units.ts";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const env = { ...process.env };
 env.TARGET_PAIR ||= "eurusd";
 env.WAREHOUSE ||= path.join(root, "data", "warehouse.duckdb");

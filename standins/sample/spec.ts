@@ -3,7 +3,7 @@
 // 667 feature tables with interval_time (+2 mkt summaries without), 16,988 feature columns,
 // the 49-column target table, and decoy tables of other pairs that discovery must leave alone.
 // build.ts turns this into a DuckDB file; tests use it as the expected answer.
-import { PAIRS, TARGET_COLUMNS, targetTableName } from "../constants.ts";
+import { PAIRS, TARGET_COLUMNS, targetTableName } from "../../src/constants.ts";
 
 export interface SampleColumn {
   name: string;
