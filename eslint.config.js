@@ -13,7 +13,10 @@ export default tseslint.config(
     rules: {
       // A leading underscore marks what is left out on purpose (a destructured field dropped, an
       // argument an interface requires).
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", destructuredArrayIgnorePattern: "^_", ignoreRestSiblings: true }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", destructuredArrayIgnorePattern: "^_", ignoreRestSiblings: true },
+      ],
       // Stages, ports and stand-ins implement promise-returning interfaces; some answer at once.
       "@typescript-eslint/require-await": "off",
     },

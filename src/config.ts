@@ -110,7 +110,10 @@ export function realHostFacts(): HostFacts {
 
 /** Variables an earlier version read, and why they are gone. */
 const RETIRED: ReadonlyArray<readonly [string, string]> = [
-  ["CHECKPOINT_URI", "parts are staged in OUTPUT_URI's own bucket, under <OUTPUT_URI>/_staging/<pair>/, because Cloud Storage composes objects of one bucket only"],
+  [
+    "CHECKPOINT_URI",
+    "parts are staged in OUTPUT_URI's own bucket, under <OUTPUT_URI>/_staging/<pair>/, because Cloud Storage composes objects of one bucket only",
+  ],
   ["KEEP_CHECKPOINTS", "no checkpoints are written any more; the staged parts are removed once the file is published"],
 ];
 
@@ -121,7 +124,12 @@ export function parseConfig(env: Env, host: HostFacts): Readonly<Config> {
   const v = readAll(env, ctx, problems);
   // TARGET_PAIR (one pair), or PAIRS split across the execution's tasks: required, never defaulted.
   // Reported first: the pair is what a person sets on every execution.
-  const selection = selectTaskPairs({ TARGET_PAIR: env.TARGET_PAIR, PAIRS: env.PAIRS, taskIndex: v.CLOUD_RUN_TASK_INDEX ?? 0, taskCount: v.CLOUD_RUN_TASK_COUNT ?? 1 });
+  const selection = selectTaskPairs({
+    TARGET_PAIR: env.TARGET_PAIR,
+    PAIRS: env.PAIRS,
+    taskIndex: v.CLOUD_RUN_TASK_INDEX ?? 0,
+    taskCount: v.CLOUD_RUN_TASK_COUNT ?? 1,
+  });
   problems.unshift(...selection.problems);
   problems.push(...crossProblems(env, v));
   if (problems.length > 0) throw new ConfigError(problems);
@@ -147,12 +155,14 @@ function crossProblems(env: Env, v: Values): string[] {
   const problems: string[] = [];
   const problem = (name: string, expected: string) => problems.push(`${name}: expected ${expected} (got ${shownValue(rawValue(env, name))})`);
   // A plan covers every pair listed, in one task: several tasks would each print the same plan.
-  if (v.PLAN_ONLY && (v.CLOUD_RUN_TASK_COUNT ?? 1) > 1) problem("CLOUD_RUN_TASK_COUNT", "1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1)");
+  if (v.PLAN_ONLY && (v.CLOUD_RUN_TASK_COUNT ?? 1) > 1)
+    problem("CLOUD_RUN_TASK_COUNT", "1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1)");
   // Retired with the raw checkpoints: refused rather than ignored, so nobody believes they still work.
   for (const [name, why] of RETIRED) if (rawValue(env, name) !== undefined) problem(name, `nothing: ${why}; unset ${name}`);
   const gcp = v.BACKEND === "gcp";
   if (rawValue(env, "BQ_READ_ROUTE") !== undefined && v.BQ_READ_ROUTE !== undefined && !gcp) problem("BQ_READ_ROUTE", "only with BACKEND=gcp");
-  if (gcp && rawValue(env, "GCP_PROJECT") === undefined) problem("GCP_PROJECT", "the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp)");
+  if (gcp && rawValue(env, "GCP_PROJECT") === undefined)
+    problem("GCP_PROJECT", "the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp)");
   if (!gcp && (v.BIGQUERY_ENDPOINT !== undefined || v.BIGQUERY_STORAGE_ENDPOINT !== undefined)) {
     problems.push("BIGQUERY_ENDPOINT/BIGQUERY_STORAGE_ENDPOINT: expected only with BACKEND=gcp (got BACKEND=local)");
   }

@@ -1,13 +1,6 @@
 // Which tables make up a pair's training file, and what their columns are called in it.
 // Pure functions over the INFORMATION_SCHEMA listing; no I/O.
-import {
-  KEY_COLUMN,
-  NON_FEATURE_COLUMNS,
-  SHARED_FAMILIES,
-  TARGET_COLUMNS,
-  TARGET_ROW_FILTER_COLUMN,
-  targetTableName,
-} from "./constants.ts";
+import { KEY_COLUMN, NON_FEATURE_COLUMNS, SHARED_FAMILIES, TARGET_COLUMNS, TARGET_ROW_FILTER_COLUMN, targetTableName } from "./constants.ts";
 import { JobError } from "./errors.ts";
 import { RENAME_FIX, nameProblem, outputNameProblem, shownName } from "./names.ts";
 import type { ColumnMapping, KeyTypes, TableInfo } from "./warehouse/port.ts";
@@ -46,7 +39,10 @@ export type FeatureKind = "float64" | "int64" | "bool" | "utf8" | "date";
 
 const KINDS: ReadonlyArray<readonly [FeatureKind, readonly string[]]> = [
   ["float64", ["FLOAT64", "FLOAT", "DOUBLE", "REAL", "FLOAT4", "FLOAT8"]],
-  ["int64", ["INT64", "BIGINT", "INTEGER", "INT", "SMALLINT", "TINYINT", "BYTEINT", "UINTEGER", "USMALLINT", "UTINYINT", "INT8", "INT4", "INT2", "INT1", "LONG"]],
+  [
+    "int64",
+    ["INT64", "BIGINT", "INTEGER", "INT", "SMALLINT", "TINYINT", "BYTEINT", "UINTEGER", "USMALLINT", "UTINYINT", "INT8", "INT4", "INT2", "INT1", "LONG"],
+  ],
   ["bool", ["BOOL", "BOOLEAN"]],
   ["utf8", ["STRING", "VARCHAR", "TEXT"]],
   ["date", ["DATE"]],
@@ -58,7 +54,10 @@ const KINDS: ReadonlyArray<readonly [FeatureKind, readonly string[]]> = [
  * structs, ...): such a column is refused at discovery, before anything is read.
  */
 export function columnKind(type: string): FeatureKind | undefined {
-  const t = type.toUpperCase().replace(/\(.*\)$/, "").trim();
+  const t = type
+    .toUpperCase()
+    .replace(/\(.*\)$/, "")
+    .trim();
   return KINDS.find(([, names]) => names.includes(t))?.[0];
 }
 
@@ -152,7 +151,9 @@ function planTarget(pair: string, targets: { dataset: string; tables: TableInfo[
   const targetColumns = new Set(targetInfo.columns.map((c) => c.name));
   const missingTargets = TARGET_COLUMNS.filter((c) => !targetColumns.has(c));
   if (missingTargets.length > 0) {
-    problems.push(`${targets.dataset}.${targetName} lacks ${missingTargets.length} target columns: ${missingTargets.slice(0, 7).join(", ")}${missingTargets.length > 7 ? ", ..." : ""}`);
+    problems.push(
+      `${targets.dataset}.${targetName} lacks ${missingTargets.length} target columns: ${missingTargets.slice(0, 7).join(", ")}${missingTargets.length > 7 ? ", ..." : ""}`,
+    );
   }
   for (const c of targetInfo.columns.filter((c) => TARGET_COLUMNS.includes(c.name) && columnKind(c.type) === undefined)) {
     problems.push(`${targets.dataset}.${targetName}.${c.name} has type ${c.type}; store targets as ${SUPPORTED_TYPES}`);
@@ -162,7 +163,11 @@ function planTarget(pair: string, targets: { dataset: string; tables: TableInfo[
     table: targetName,
     role: "target",
     prefix: "",
-    columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({ source: c, target: c, type: targetInfo.columns.find((t) => t.name === c)!.type })),
+    columns: TARGET_COLUMNS.filter((c) => targetColumns.has(c)).map((c) => ({
+      source: c,
+      target: c,
+      type: targetInfo.columns.find((t) => t.name === c)!.type,
+    })),
     ...(targetKey.zoneless ? { zonelessKey: true as const } : {}),
   };
 }
@@ -186,7 +191,10 @@ function planFeature(info: TableInfo, pair: string, dataset: string, keyTypes: K
   const unsupported = columns.filter((c) => columnKind(c.type) === undefined);
   if (unsupported.length > 0) {
     return {
-      problem: `${info.dataset}.${info.name} has ${unsupported.length} column(s) of types the training file cannot hold: ${unsupported.slice(0, 5).map((c) => `${c.source} (${c.type})`).join(", ")}${unsupported.length > 5 ? ", ..." : ""}; store features as ${SUPPORTED_TYPES}`,
+      problem: `${info.dataset}.${info.name} has ${unsupported.length} column(s) of types the training file cannot hold: ${unsupported
+        .slice(0, 5)
+        .map((c) => `${c.source} (${c.type})`)
+        .join(", ")}${unsupported.length > 5 ? ", ..." : ""}; store features as ${SUPPORTED_TYPES}`,
     };
   }
   if (columns.length === 0) return { skip: "no feature columns besides the key" };
@@ -200,9 +208,13 @@ function claimColumns(table: PlannedTable, owners: Map<string, string>, problems
     const owner = owners.get(column.target.toLowerCase());
     const tooLong = outputNameProblem(column.target);
     if (owner !== undefined) {
-      problems.push(`column ${shownName(column.target)} from ${shownName(`${table.table}.${column.source}`)} collides with a column of ${shownName(owner)} after prefixing (names must differ in more than case); rename one of the two columns in the warehouse`);
+      problems.push(
+        `column ${shownName(column.target)} from ${shownName(`${table.table}.${column.source}`)} collides with a column of ${shownName(owner)} after prefixing (names must differ in more than case); rename one of the two columns in the warehouse`,
+      );
     } else if (tooLong !== undefined) {
-      problems.push(`column ${shownName(column.target)} from ${shownName(`${table.table}.${column.source}`)} ${tooLong}; shorten the table's or the column's name in the warehouse`);
+      problems.push(
+        `column ${shownName(column.target)} from ${shownName(`${table.table}.${column.source}`)} ${tooLong}; shorten the table's or the column's name in the warehouse`,
+      );
     } else {
       owners.set(column.target.toLowerCase(), table.table);
     }

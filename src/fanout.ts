@@ -33,7 +33,10 @@ export async function buildTaskPairs(opts: TaskPairsOptions): Promise<number> {
   const run = config.cloudRun;
   if (config.pairs.length === 1) {
     if (config.pairSource === "PAIRS") {
-      log.info({ pairs: config.pairs, pairsListed: config.pairsListed }, `task ${run.taskIndex} of ${run.taskCount} builds ${config.pair} (from PAIRS, ${config.pairsListed} listed)`);
+      log.info(
+        { pairs: config.pairs, pairsListed: config.pairsListed },
+        `task ${run.taskIndex} of ${run.taskCount} builds ${config.pair} (from PAIRS, ${config.pairsListed} listed)`,
+      );
     }
     return (await opts.build(config, log)).exitCode;
   }

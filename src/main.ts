@@ -25,7 +25,14 @@ async function openWarehouse(config: Readonly<Config>, log: Logger, signal: Abor
   }
   const { gcp } = config;
   const { BigQueryWarehouse } = await import("./warehouse/bigquery.ts");
-  return new BigQueryWarehouse({ project: gcp.project, location: gcp.location, apiEndpoint: gcp.bigqueryEndpoint, storageReadEndpoint: gcp.storageReadEndpoint, queryTimeoutMs: gcp.queryTimeoutMs, log });
+  return new BigQueryWarehouse({
+    project: gcp.project,
+    location: gcp.location,
+    apiEndpoint: gcp.bigqueryEndpoint,
+    storageReadEndpoint: gcp.storageReadEndpoint,
+    queryTimeoutMs: gcp.queryTimeoutMs,
+    log,
+  });
 }
 
 async function openBucket(location: Location, config: Readonly<Config>, log: Logger, signal: AbortSignal): Promise<Bucket> {
@@ -48,7 +55,8 @@ function describeBackends(config: Readonly<Config>): string {
     config.backend === "gcp"
       ? `BACKEND=gcp: BigQuery project ${config.gcp?.project}${config.gcp?.location ? ` in ${config.gcp.location}` : ""}${config.gcp?.bigqueryEndpoint ? ` at ${config.gcp.bigqueryEndpoint}` : ""}`
       : `BACKEND=local: warehouse ${config.warehouse}`;
-  if (config.planOnly) return `PLAN_ONLY=true: planning ${config.pairs.join(", ")} (nothing is read or written) with ${source}; output ${config.output.uri}; work dir ${config.workDir}`;
+  if (config.planOnly)
+    return `PLAN_ONLY=true: planning ${config.pairs.join(", ")} (nothing is read or written) with ${source}; output ${config.output.uri}; work dir ${config.workDir}`;
   return `building ${config.pairs.map((p) => `training_${p}.parquet`).join(", ")} with ${source}; output ${config.output.uri} (parts staged under its _staging/ prefix, the file assembled there); work dir ${config.workDir}`;
 }
 
@@ -81,7 +89,10 @@ async function main(): Promise<number> {
   );
 
   if (config.corruptUploads) {
-    log.warn({ faultCorruptUploads: true }, "FAULT_CORRUPT_UPLOADS=true: every copy into the output directory gets one byte flipped; for testing the upload's verification only");
+    log.warn(
+      { faultCorruptUploads: true },
+      "FAULT_CORRUPT_UPLOADS=true: every copy into the output directory gets one byte flipped; for testing the upload's verification only",
+    );
   }
   if (config.faults) {
     log.warn(
@@ -102,7 +113,12 @@ async function main(): Promise<number> {
   try {
     warehouse = logFirstWarehouseRequest(await openWarehouse(config, log, controller.signal), log);
     // Staging logs one line per upload at info; only its warnings matter unless debugging.
-    const bucket = await openBucket(config.output, config, log.child({ bucket: "output" }, { level: log.level === "info" ? "warn" : log.level }), controller.signal);
+    const bucket = await openBucket(
+      config.output,
+      config,
+      log.child({ bucket: "output" }, { level: log.level === "info" ? "warn" : log.level }),
+      controller.signal,
+    );
     if (config.planOnly) {
       // The plan checks the output as the run does, and still plans every pair when it fails.
       const output = await bucket.checkWritable().then(

@@ -87,10 +87,25 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     );
   }
   if (input.widestRowGroupBytes > input.budgetBytes) {
-    warnings.push(`one row group of the widest table needs ~${formatBytes(input.widestRowGroupBytes)} to align, more than MEMORY_BUDGET ${formatBytes(input.budgetBytes)}: it is aligned a row group at a time above the budget`);
+    warnings.push(
+      `one row group of the widest table needs ~${formatBytes(input.widestRowGroupBytes)} to align, more than MEMORY_BUDGET ${formatBytes(input.budgetBytes)}: it is aligned a row group at a time above the budget`,
+    );
   }
   if (!input.workDirInMemory && input.workDirFreeBytes !== undefined && input.workDirFreeBytes < input.budgetBytes) {
-    problems.push(`WORK_DIR ${input.workDir} has ${formatBytes(input.workDirFreeBytes)} free, less than the part files in flight may take (up to MEMORY_BUDGET ${formatBytes(input.budgetBytes)}). Fix: point WORK_DIR at a filesystem with more room, or lower MEMORY_BUDGET`);
+    problems.push(
+      `WORK_DIR ${input.workDir} has ${formatBytes(input.workDirFreeBytes)} free, less than the part files in flight may take (up to MEMORY_BUDGET ${formatBytes(input.budgetBytes)}). Fix: point WORK_DIR at a filesystem with more room, or lower MEMORY_BUDGET`,
+    );
   }
-  return { runtimeBytes: RUNTIME_BYTES, extractionBytes, warehouseBytes, duckdbBytesPerWorker, assemblyBytes: ASSEMBLY_BYTES, uploadBytes, memoryNeededBytes, fits: problems.length === 0, problems, warnings };
+  return {
+    runtimeBytes: RUNTIME_BYTES,
+    extractionBytes,
+    warehouseBytes,
+    duckdbBytesPerWorker,
+    assemblyBytes: ASSEMBLY_BYTES,
+    uploadBytes,
+    memoryNeededBytes,
+    fits: problems.length === 0,
+    problems,
+    warnings,
+  };
 }

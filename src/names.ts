@@ -42,4 +42,5 @@ export function metadataValue(name: string): string {
   return encodeURIComponent(name);
 }
 
-export const RENAME_FIX = "rename it in the warehouse to letters, digits and underscores (spaces, quotes, '/' and non-ASCII letters are carried as they are; '.' and control characters are not)";
+export const RENAME_FIX =
+  "rename it in the warehouse to letters, digits and underscores (spaces, quotes, '/' and non-ASCII letters are carried as they are; '.' and control characters are not)";

@@ -11,7 +11,6 @@ import type { Logger } from "./log.ts";
 import { formatBytes, formatSeconds } from "./units.ts";
 import type { Warehouse } from "./warehouse/port.ts";
 
-
 export interface RunOptions {
   config: Readonly<Config>;
   log: Logger;
@@ -58,10 +57,18 @@ export async function runPipeline(opts: RunOptions): Promise<RunOutcome> {
       const interrupted = opts.signal.aborted;
       const job = error instanceof JobError ? error : undefined;
       stageLog.error(
-        { seconds: state.durations[stage.name], reason: interrupted ? "interrupted" : (job?.reason ?? "unexpected"), fix: job?.fix, err: job ? undefined : error },
+        {
+          seconds: state.durations[stage.name],
+          reason: interrupted ? "interrupted" : (job?.reason ?? "unexpected"),
+          fix: job?.fix,
+          err: job ? undefined : error,
+        },
         `stage ${stage.name} failed: ${interrupted ? `interrupted (${String(opts.signal.reason)})` : describeError(error)}`,
       );
-      log.error({ durations: state.durations, exitCode: interrupted ? EXIT_INTERRUPTED : EXIT_FAILED }, `job failed in stage ${stage.name}; nothing was uploaded unless the upload stage completed`);
+      log.error(
+        { durations: state.durations, exitCode: interrupted ? EXIT_INTERRUPTED : EXIT_FAILED },
+        `job failed in stage ${stage.name}; nothing was uploaded unless the upload stage completed`,
+      );
       return { exitCode: interrupted ? EXIT_INTERRUPTED : EXIT_FAILED, state, failedStage: stage.name, error };
     }
   }

@@ -40,9 +40,7 @@ const V1_UNLIMITED_BYTES = 2 ** 60;
 export function cgroupDirs(host: HostProbe, controller: "memory" | "cpu", root = "/sys/fs/cgroup"): { version: 1 | 2; dirs: string[] } {
   const lines = (host.readFile("/proc/self/cgroup") ?? "").split("\n").filter(Boolean);
   const unified = host.readFile(`${root}/cgroup.controllers`) !== undefined;
-  const entry = unified
-    ? lines.find((l) => l.startsWith("0::"))
-    : lines.find((l) => l.split(":")[1]?.split(",").includes(controller));
+  const entry = unified ? lines.find((l) => l.startsWith("0::")) : lines.find((l) => l.split(":")[1]?.split(",").includes(controller));
   const cgroupPath = entry ? entry.slice(entry.indexOf(":", entry.indexOf(":") + 1) + 1) : "/";
   // v1 mounts each controller under its own directory ("cpu" is often a link to "cpu,cpuacct").
   const mount = unified ? root : `${root}/${controller}`;

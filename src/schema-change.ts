@@ -61,26 +61,42 @@ export interface PreviousManifest {
 }
 
 const isSchema = (v: unknown): v is FileSchema =>
-  typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((c: unknown) => typeof c === "object" && c !== null && Object.values(c).every((t) => typeof t === "string"));
+  typeof v === "object" &&
+  v !== null &&
+  !Array.isArray(v) &&
+  Object.values(v).every((c: unknown) => typeof c === "object" && c !== null && Object.values(c).every((t) => typeof t === "string"));
 
 /**
  * Compares the file about to be published with the previous manifest (undefined: none in the
  * bucket). A manifest without `schema` (written by an earlier version) still gives its tables and
  * rows; its columns are not compared, and `notCompared` says so.
  */
-export function compareSchemas(policy: SchemaChangePolicy, current: { rows: number; schema: FileSchema }, previous: PreviousManifest | undefined): SchemaChange {
+export function compareSchemas(
+  policy: SchemaChangePolicy,
+  current: { rows: number; schema: FileSchema },
+  previous: PreviousManifest | undefined,
+): SchemaChange {
   const none = { added: [], removed: [], retyped: [], tablesAdded: [], tablesRemoved: [] };
   if (!previous) return { policy, previous: null, notCompared: "no previous file in the bucket (first build)", ...none, rowsChange: null };
   const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : null);
   const str = (v: unknown) => (typeof v === "string" ? v : null);
-  const before = { rows: num(previous.rows), columns: num(previous.columns), generation: str(previous.file?.generation), createdAt: str(previous.run?.createdAt) };
+  const before = {
+    rows: num(previous.rows),
+    columns: num(previous.columns),
+    generation: str(previous.file?.generation),
+    createdAt: str(previous.run?.createdAt),
+  };
   const rowsChange = before.rows === null ? null : current.rows - before.rows;
   const tablesNow = Object.keys(current.schema);
   if (!isSchema(previous.file?.schema)) {
     // Manifests name tables `<dataset>.<table>` (a name with a '.' is refused at discovery); should
     // one name a bare table, its query settings give the dataset.
-    const label = (dataset: unknown, table: unknown) => (typeof table !== "string" ? [] : [table.includes(".") || typeof dataset !== "string" ? table : `${dataset}.${table}`]);
-    const listed = [...label(previous.query?.TARGETS_DATASET, previous.tables?.target?.table), ...(previous.tables?.features ?? []).flatMap((t) => label(previous.query?.FEATURES_DATASET, t.table))];
+    const label = (dataset: unknown, table: unknown) =>
+      typeof table !== "string" ? [] : [table.includes(".") || typeof dataset !== "string" ? table : `${dataset}.${table}`];
+    const listed = [
+      ...label(previous.query?.TARGETS_DATASET, previous.tables?.target?.table),
+      ...(previous.tables?.features ?? []).flatMap((t) => label(previous.query?.FEATURES_DATASET, t.table)),
+    ];
     const was = new Set(listed);
     return {
       policy,
@@ -93,7 +109,8 @@ export function compareSchemas(policy: SchemaChangePolicy, current: { rows: numb
     };
   }
   const old = previous.file.schema;
-  const columnsOf = (s: FileSchema) => new Map(Object.entries(s).flatMap(([table, cols]) => Object.entries(cols).map(([column, type]) => [column, { table, type }] as const)));
+  const columnsOf = (s: FileSchema) =>
+    new Map(Object.entries(s).flatMap(([table, cols]) => Object.entries(cols).map(([column, type]) => [column, { table, type }] as const)));
   const was = columnsOf(old);
   const now = columnsOf(current.schema);
   return {
@@ -120,7 +137,8 @@ const FIRST_NAMES = 5;
 
 /** One line for a person: counts, then the first few names of each kind. */
 export function describeSchemaChange(change: SchemaChange): string {
-  const list = (names: readonly string[]) => `${names.slice(0, FIRST_NAMES).join(", ")}${names.length > FIRST_NAMES ? `, ... (${names.length - FIRST_NAMES} more)` : ""}`;
+  const list = (names: readonly string[]) =>
+    `${names.slice(0, FIRST_NAMES).join(", ")}${names.length > FIRST_NAMES ? `, ... (${names.length - FIRST_NAMES} more)` : ""}`;
   const parts: string[] = [];
   if (change.tablesAdded.length) parts.push(`${change.tablesAdded.length} tables added (${list(change.tablesAdded)})`);
   if (change.tablesRemoved.length) parts.push(`${change.tablesRemoved.length} tables removed (${list(change.tablesRemoved)})`);

@@ -99,7 +99,9 @@ export function validateTrainingFile(input: ValidationInput): ValidationReport {
   }
   for (const [family, entry] of Object.entries(nulls)) {
     if (entry.entirelyNull.length > 0) {
-      warnings.push(`${family}: ${entry.entirelyNull.length} entirely null column(s): ${entry.entirelyNull.slice(0, 8).join(", ")}${entry.entirelyNull.length > 8 ? ", ..." : ""}`);
+      warnings.push(
+        `${family}: ${entry.entirelyNull.length} entirely null column(s): ${entry.entirelyNull.slice(0, 8).join(", ")}${entry.entirelyNull.length > 8 ? ", ..." : ""}`,
+      );
     }
   }
   for (const h of REQUIRED_TARGET_HORIZONS) {

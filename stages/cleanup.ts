@@ -17,7 +17,12 @@ export const cleanupStage: Stage = {
     // replaces them, and the bucket's lifecycle rule deletes them), so they do not fail the run.
     if (left.length > 0) {
       log.warn(
-        { left: left.length, first: left[0], error: describeError(error), fix: `delete ${where} (gcloud storage rm -r), or give the bucket a lifecycle rule for the _staging/ prefix (README)` },
+        {
+          left: left.length,
+          first: left[0],
+          error: describeError(error),
+          fix: `delete ${where} (gcloud storage rm -r), or give the bucket a lifecycle rule for the _staging/ prefix (README)`,
+        },
         `could not remove ${left.length} staged objects from ${where}: ${describeError(error)}`,
       );
     }

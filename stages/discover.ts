@@ -37,7 +37,12 @@ export async function discover(ctx: DiscoverContext, opts: DiscoverOptions = {})
   await warehouse.preflight([config.featuresDataset, config.targetsDataset]);
   const features = await warehouse.listTables(config.featuresDataset);
   const targets = await warehouse.listTables(config.targetsDataset);
-  const discovery = planTables(config.pair, { dataset: config.featuresDataset, tables: features }, { dataset: config.targetsDataset, tables: targets }, warehouse.keyTypes);
+  const discovery = planTables(
+    config.pair,
+    { dataset: config.featuresDataset, tables: features },
+    { dataset: config.targetsDataset, tables: targets },
+    warehouse.keyTypes,
+  );
   const zoneless = discovery.zonelessKeys;
   if (zoneless.length > 0) {
     const { utc, zoneless: names } = warehouse.keyTypes;
@@ -53,15 +58,25 @@ export async function discover(ctx: DiscoverContext, opts: DiscoverOptions = {})
     const range = { dateFrom: config.dateFrom, dateTo: config.dateTo };
     const started = ctx.now();
     const [featureVersions, targetVersions] = await Promise.all([
-      warehouse.tableVersions(config.featuresDataset, discovery.features.map((t) => t.table), range),
+      warehouse.tableVersions(
+        config.featuresDataset,
+        discovery.features.map((t) => t.table),
+        range,
+      ),
       warehouse.tableVersions(config.targetsDataset, [discovery.target.table], range),
     ]);
     discovery.target.version = targetVersions.get(discovery.target.table)?.version;
     for (const t of discovery.features) t.version = featureVersions.get(t.table)?.version;
-    for (const [dataset, versions] of [[config.featuresDataset, featureVersions], [config.targetsDataset, targetVersions]] as const) {
+    for (const [dataset, versions] of [
+      [config.featuresDataset, featureVersions],
+      [config.targetsDataset, targetVersions],
+    ] as const) {
       for (const [table, v] of versions) if (v.rows !== undefined) versionRows.set(`${dataset}.${table}`, v.rows);
     }
-    log.info({ tables: discovery.features.length + 1, seconds: (ctx.now() - started) / 1000 }, `read the versions of ${discovery.features.length + 1} tables in ${((ctx.now() - started) / 1000).toFixed(1)} s`);
+    log.info(
+      { tables: discovery.features.length + 1, seconds: (ctx.now() - started) / 1000 },
+      `read the versions of ${discovery.features.length + 1} tables in ${((ctx.now() - started) / 1000).toFixed(1)} s`,
+    );
     // What the reads will scan, before any is made, where the warehouse tells (BigQuery).
     const sizes = [...featureVersions.values(), ...targetVersions.values()].map((v) => v.bytes);
     if (sizes.length > 0 && sizes.every((b) => b !== undefined)) {
@@ -107,7 +122,11 @@ export function queryFor(config: DiscoverContext["config"], table: PlannedTable)
 }
 
 /** A table's rows by the warehouse's metadata, capped by ROW_LIMIT (0 when unknown). */
-export function estimatedRows(config: DiscoverContext["config"], rowsByTable: Map<string, number | undefined>, t: Pick<PlannedTable, "dataset" | "table">): number {
+export function estimatedRows(
+  config: DiscoverContext["config"],
+  rowsByTable: Map<string, number | undefined>,
+  t: Pick<PlannedTable, "dataset" | "table">,
+): number {
   return Math.min(rowsByTable.get(`${t.dataset}.${t.table}`) ?? 0, config.rowLimit ?? Number.POSITIVE_INFINITY);
 }
 
@@ -118,7 +137,11 @@ export function planExtraction(config: DiscoverContext["config"], found: Pick<Di
   const widths = tables.map((t) => t.columns.length + (t.role === "target" ? 1 : 0));
   const targetRowsGuess = estimatedRows(config, rowsByTable, discovery.target);
   const outputNames = [KEY_COLUMN, ...tables.flatMap((t) => t.columns.map((c) => c.target))];
-  const rowGroupInputs = { columns: discovery.columnCount, footerBytesPerRowGroup: footerBytesPerRowGroup(outputNames, 1 + discovery.target.columns.length), rowsPerGroup: config.rowGroupRows };
+  const rowGroupInputs = {
+    columns: discovery.columnCount,
+    footerBytesPerRowGroup: footerBytesPerRowGroup(outputNames, 1 + discovery.target.columns.length),
+    rowsPerGroup: config.rowGroupRows,
+  };
   const guessPlan = targetRowsGuess > 0 ? planRowGroups(targetRowsGuess, rowGroupInputs) : undefined;
   const workDir = { inMemory: isInMemoryFilesystem(config.workDir), freeBytes: freeBytes(config.workDir) };
   const memory = planMemory({

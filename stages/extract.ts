@@ -14,7 +14,9 @@ import type { Stage, StageContext } from "./types.ts";
 
 function sourceSettings(ctx: StageContext, duckdbBytesPerWorker: number): SourceSettings {
   const { config } = ctx;
-  return config.backend === "gcp" ? { backend: "gcp", gcp: config.gcp } : { backend: "local", warehouse: config.warehouse, duckdb: { memoryLimitBytes: duckdbBytesPerWorker, threads: 1 } };
+  return config.backend === "gcp"
+    ? { backend: "gcp", gcp: config.gcp }
+    : { backend: "local", warehouse: config.warehouse, duckdb: { memoryLimitBytes: duckdbBytesPerWorker, threads: 1 } };
 }
 
 export const extractStage: Stage = {
@@ -67,7 +69,14 @@ export const extractStage: Stage = {
         targetRows: plan.rows,
         rowGroups: plan.groups,
         stagedBytes: parts.reduce((n, p) => n + p.chunks.bytes, 0),
-        ...(gcpReads ? { tableReads: gcpReads.tableReads, queryJobs: gcpReads.queryJobs, readStreams: gcpReads.streams, estimatedBytesScanned: gcpReads.estimatedBytesScanned } : {}),
+        ...(gcpReads
+          ? {
+              tableReads: gcpReads.tableReads,
+              queryJobs: gcpReads.queryJobs,
+              readStreams: gcpReads.streams,
+              estimatedBytesScanned: gcpReads.estimatedBytesScanned,
+            }
+          : {}),
         ...(run.retries ? { retries: run.retries } : {}),
       } satisfies Record<string, unknown>;
     } finally {

@@ -100,9 +100,17 @@ export class Extraction {
     const target = got as TargetResult;
     this.countRead(target.read);
     const plan = planRowGroups(target.keys.length, rowGroupInputs);
-    if (plan.rowsPerGroup !== target.rowsPerGroup) throw new Error(`row-group plans disagree: ${plan.rowsPerGroup} in the main thread, ${target.rowsPerGroup} in the worker`);
+    if (plan.rowsPerGroup !== target.rowsPerGroup)
+      throw new Error(`row-group plans disagree: ${plan.rowsPerGroup} in the main thread, ${target.rowsPerGroup} in the worker`);
     this.ctx.log.info(
-      { rows: plan.rows, rowsPerGroup: plan.rowsPerGroup, rowGroups: plan.groups, footerEstimateBytes: plan.footerEstimateBytes, decodedGroupBytes: plan.decodedGroupBytes, limitedBy: plan.limitedBy },
+      {
+        rows: plan.rows,
+        rowsPerGroup: plan.rowsPerGroup,
+        rowGroups: plan.groups,
+        footerEstimateBytes: plan.footerEstimateBytes,
+        decodedGroupBytes: plan.decodedGroupBytes,
+        limitedBy: plan.limitedBy,
+      },
       describePlan(plan),
     );
     const keys = new BigInt64Array(new SharedArrayBuffer(target.keys.byteLength));
@@ -117,7 +125,14 @@ export class Extraction {
     const identity = { keysSha256: target.keysSha256, rowsPerGroup: plan.rowsPerGroup, rows: plan.rows };
     const targetQuery = queryFor(config, discovery.target);
     const targetSpec: PartSpec = {
-      fingerprint: partFingerprint({ ...identity, query: targetQuery, tableVersion: discovery.target.version, firstRowGroup: 0, endRowGroup: plan.groups, writing: { rowsPerGroup: plan.rowsPerGroup, minMax: true } }),
+      fingerprint: partFingerprint({
+        ...identity,
+        query: targetQuery,
+        tableVersion: discovery.target.version,
+        firstRowGroup: 0,
+        endRowGroup: plan.groups,
+        writing: { rowsPerGroup: plan.rowsPerGroup, minMax: true },
+      }),
       table: 0,
       label: `${discovery.target.dataset}.${discovery.target.table}`,
       firstRowGroup: 0,
@@ -130,16 +145,35 @@ export class Extraction {
       const query = queryFor(config, t);
       return planSlices(plan, widths[i + 1]!, share).map((slice): PartWork => {
         const spec: PartSpec = {
-          fingerprint: partFingerprint({ ...identity, query, tableVersion: t.version, firstRowGroup: slice.firstRowGroup, endRowGroup: slice.endRowGroup, writing }),
+          fingerprint: partFingerprint({
+            ...identity,
+            query,
+            tableVersion: t.version,
+            firstRowGroup: slice.firstRowGroup,
+            endRowGroup: slice.endRowGroup,
+            writing,
+          }),
           table: i + 1,
           label: `${t.dataset}.${t.table}`,
           firstRowGroup: slice.firstRowGroup,
           endRowGroup: slice.endRowGroup,
           rowGroupRows: rowGroupRows.slice(slice.firstRowGroup, slice.endRowGroup),
         };
-        const bounds = { afterKey: slice.firstRow === 0 ? undefined : keys[slice.firstRow - 1], throughKey: slice.endRow === plan.rows ? undefined : keys[slice.endRow - 1] };
+        const bounds = {
+          afterKey: slice.firstRow === 0 ? undefined : keys[slice.firstRow - 1],
+          throughKey: slice.endRow === plan.rows ? undefined : keys[slice.endRow - 1],
+        };
         const outPath = path.join(layout.parts, `${spec.fingerprint}.parquet`);
-        const task: PartTask = { kind: "part", source: this.source, query, keys, slice: { ...slice, ...bounds }, writing, fingerprint: spec.fingerprint, outPath };
+        const task: PartTask = {
+          kind: "part",
+          source: this.source,
+          query,
+          keys,
+          slice: { ...slice, ...bounds },
+          writing,
+          fingerprint: spec.fingerprint,
+          outPath,
+        };
         return { spec, task, estimate: sliceWorkingBytes(slice.endRow - slice.firstRow, widths[i + 1]!) };
       });
     });
@@ -156,11 +190,19 @@ export class Extraction {
         .map(async (spec) => {
           const found = await this.store.find(spec);
           const rowGroups = `${spec.firstRowGroup}-${spec.endRowGroup}`;
-          if ("problem" in found) log.warn({ table: spec.label, rowGroups, part: spec.fingerprint }, `part of ${spec.label} (row groups ${rowGroups}) in the bucket is ${found.problem}: extracting it again`);
+          if ("problem" in found)
+            log.warn(
+              { table: spec.label, rowGroups, part: spec.fingerprint },
+              `part of ${spec.label} (row groups ${rowGroups}) in the bucket is ${found.problem}: extracting it again`,
+            );
           else this.staged.set(spec.fingerprint, found);
         }),
     );
-    if (this.staged.size > 0) log.info({ reused: this.staged.size, store: this.store.location }, `reusing ${this.staged.size} parts staged by an earlier attempt in ${this.store.location}`);
+    if (this.staged.size > 0)
+      log.info(
+        { reused: this.staged.size, store: this.store.location },
+        `reusing ${this.staged.size} parts staged by an earlier attempt in ${this.store.location}`,
+      );
   }
 
   /** Stages the target's part unless an earlier attempt did. */
@@ -179,7 +221,11 @@ export class Extraction {
     const progress = new Progress({
       total: pending.length,
       now: ctx.now,
-      emit: (figures) => ctx.log.info({ progress: figures, reused: this.staged.size - progress.done, heldBytes: this.pool.reservedBytes }, progressMessage("extracted", figures)),
+      emit: (figures) =>
+        ctx.log.info(
+          { progress: figures, reused: this.staged.size - progress.done, heldBytes: this.pool.reservedBytes },
+          progressMessage("extracted", figures),
+        ),
     });
     const inFlight = new Set<Promise<void>>();
     try {
@@ -192,7 +238,8 @@ export class Extraction {
           if (err instanceof StagingFailed) {
             stagingFailure ??= err.cause;
             this.stop.abort(err.cause);
-          } else failures.push({ failed: true, table: work.spec.label, message: describeError(err), reason: "extract-failed", fix: undefined, retryable: false });
+          } else
+            failures.push({ failed: true, table: work.spec.label, message: describeError(err), reason: "extract-failed", fix: undefined, retryable: false });
         });
         inFlight.add(p);
         void p.finally(() => inFlight.delete(p));
@@ -211,10 +258,13 @@ export class Extraction {
     if (failures.length > 0) {
       const names = [...new Set(failures.map((f) => f.table))];
       const first = failures[0]!;
-      throw new JobError(`${names.length} of ${tableCount} tables failed to extract: ${names.slice(0, 20).join(", ")}${names.length > 20 ? ", ..." : ""}; first error: ${first.message}`, {
-        reason: first.reason,
-        fix: first.fix ?? "see the errors logged for each table above; the parts already staged are reused on the next run",
-      });
+      throw new JobError(
+        `${names.length} of ${tableCount} tables failed to extract: ${names.slice(0, 20).join(", ")}${names.length > 20 ? ", ..." : ""}; first error: ${first.message}`,
+        {
+          reason: first.reason,
+          fix: first.fix ?? "see the errors logged for each table above; the parts already staged are reused on the next run",
+        },
+      );
     }
     return progress.done;
   }

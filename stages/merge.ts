@@ -15,9 +15,24 @@ export const mergeStage: Stage = {
     state.assembly = { layout, footerBytesEstimate: extraction.plan.footerEstimateBytes };
     const footerBytes = layout.footer.body.length;
     log.info(
-      { parts: layout.parts.length, rows: layout.footer.rows, columns: layout.footer.columns, rowGroups: layout.footer.rowGroups, dataBytes: layout.dataEnd, footerBodyBytes: footerBytes, footerEstimateBytes: extraction.plan.footerEstimateBytes },
+      {
+        parts: layout.parts.length,
+        rows: layout.footer.rows,
+        columns: layout.footer.columns,
+        rowGroups: layout.footer.rowGroups,
+        dataBytes: layout.dataEnd,
+        footerBodyBytes: footerBytes,
+        footerEstimateBytes: extraction.plan.footerEstimateBytes,
+      },
       `laid out ${layout.footer.rows} rows x ${layout.footer.columns} columns in ${layout.footer.rowGroups} row groups from ${layout.parts.length} parts: ${formatBytes(layout.dataEnd)} of column chunks, a ${formatBytes(footerBytes)} footer`,
     );
-    return { parts: layout.parts.length, rows: layout.footer.rows, columns: layout.footer.columns, rowGroups: layout.footer.rowGroups, dataBytes: layout.dataEnd, footerBytes };
+    return {
+      parts: layout.parts.length,
+      rows: layout.footer.rows,
+      columns: layout.footer.columns,
+      rowGroups: layout.footer.rowGroups,
+      dataBytes: layout.dataEnd,
+      footerBytes,
+    };
   },
 };

@@ -4,6 +4,7 @@
 // permission checks the run meets first, the disk WORK_DIR needs, and the bytes the reads scan
 // (BigQuery dry runs; an estimate on DuckDB) priced by src/plan/cost.ts. A refusal is the run's
 // own, named the same way; every pair is planned before the exit code says so.
+import { tablesPerThread } from "../src/concurrency.ts";
 import { configForPair } from "../src/fanout.ts";
 import { JobError, describeError } from "../src/errors.ts";
 import type { Logger } from "../src/log.ts";
@@ -22,6 +23,36 @@ export interface PlanContext extends DiscoverContext {
 function asRefusal(err: unknown): NonNullable<PairPlan["problem"]> {
   const job = err instanceof JobError ? err : undefined;
   return { reason: job?.reason ?? "unexpected", message: describeError(err), fix: job?.fix };
+}
+
+/** What the run would hold: memory against the limit, and what WORK_DIR takes. */
+function memoryFigures(
+  config: PlanContext["config"],
+  memory: ReturnType<typeof planExtraction>["memory"],
+  workDir: ReturnType<typeof planExtraction>["workDir"],
+): Pick<PairPlan, "memory" | "workDir"> {
+  return {
+    memory: {
+      neededBytes: memory.memoryNeededBytes,
+      limitBytes: config.memoryLimitBytes,
+      limitSource: config.memoryLimitSource,
+      budgetBytes: config.memoryBudgetBytes,
+      budgetSource: config.memoryBudgetSource,
+      workers: config.maxWorkers,
+      tablesInFlight: config.maxWorkers * tablesPerThread(config.backend, config.extractConcurrency, config.maxWorkers),
+      bytesPerWorker: Math.floor(config.memoryBudgetBytes / config.maxWorkers),
+      duckdbBytesPerWorker: memory.duckdbBytesPerWorker,
+      fits: memory.fits,
+      warnings: memory.warnings,
+    },
+    // Part files wait in WORK_DIR within MEMORY_BUDGET; the assembly adds its footer object (under the footer limit).
+    workDir: {
+      path: config.workDir,
+      needBytes: memory.extractionBytes + FOOTER_LIMIT_BYTES,
+      inMemory: workDir.inMemory,
+      freeBytes: workDir.freeBytes ?? null,
+    },
+  };
 }
 
 /** One pair's plan. Never throws for a refusal (it is in the plan); only an interruption escapes. */
@@ -57,26 +88,13 @@ export async function planPair(ctx: PlanContext): Promise<PairPlan> {
     plan.skippedTables = discovery.skipped.length;
     plan.columns = discovery.columnCount;
     const targetName = `${discovery.target.dataset}.${discovery.target.table}`;
-    const rows = estimatedRows(config, found.rowsByTable, discovery.target) || Math.min(found.versionRows.get(targetName) ?? 0, config.rowLimit ?? Number.POSITIVE_INFINITY);
+    const rows =
+      estimatedRows(config, found.rowsByTable, discovery.target) ||
+      Math.min(found.versionRows.get(targetName) ?? 0, config.rowLimit ?? Number.POSITIVE_INFINITY);
     plan.rowsEstimate = rows > 0 ? rows : null;
 
     const { memory, workDir } = planExtraction(config, found);
-    const tasksPerWorker = config.backend === "gcp" ? Math.max(1, Math.ceil(config.extractConcurrency / config.maxWorkers)) : 1;
-    plan.memory = {
-      neededBytes: memory.memoryNeededBytes,
-      limitBytes: config.memoryLimitBytes,
-      limitSource: config.memoryLimitSource,
-      budgetBytes: config.memoryBudgetBytes,
-      budgetSource: config.memoryBudgetSource,
-      workers: config.maxWorkers,
-      tablesInFlight: config.maxWorkers * tasksPerWorker,
-      bytesPerWorker: Math.floor(config.memoryBudgetBytes / config.maxWorkers),
-      duckdbBytesPerWorker: memory.duckdbBytesPerWorker,
-      fits: memory.fits,
-      warnings: memory.warnings,
-    };
-    // Part files wait in WORK_DIR within MEMORY_BUDGET; the assembly adds its footer object (under the footer limit).
-    plan.workDir = { path: config.workDir, needBytes: memory.extractionBytes + FOOTER_LIMIT_BYTES, inMemory: workDir.inMemory, freeBytes: workDir.freeBytes ?? null };
+    Object.assign(plan, memoryFigures(config, memory, workDir));
     if (!memory.fits) problem ??= memoryPlanRefusal(memory);
 
     const reads = tables.map((t) => queryFor(config, t));
@@ -91,7 +109,8 @@ export async function planPair(ctx: PlanContext): Promise<PairPlan> {
       }
     }
     // Loaded for gcp only: a local plan never loads the Google clients.
-    const route: ReadRoute = config.backend === "gcp" ? (await import("../src/warehouse/bigquery-sql.ts")).readRouteFor(config.gcp, { rowLimit: config.rowLimit }) : "local";
+    const route: ReadRoute =
+      config.backend === "gcp" ? (await import("../src/warehouse/bigquery-sql.ts")).readRouteFor(config.gcp, { rowLimit: config.rowLimit }) : "local";
     const estimate = await warehouse.estimateReads(reads);
     const bytes = estimate.bytes.reduce((n, b) => n + b, 0);
     plan.scan = { route, bytes, method: estimate.method, measured: estimate.measured, dryRuns: estimate.dryRuns, upperBoundBytes: found.bytesAtMost ?? null };
@@ -131,7 +150,10 @@ export async function planPairs(opts: PlanPairsOptions): Promise<number> {
     else pairLog.error(fields, planMessage(plan));
   }
   const refused = plans.filter((p) => !p.ok).map((p) => p.pair);
-  log.info({ pairs: plans.length, refused }, `plan of ${plans.length} pair${plans.length === 1 ? "" : "s"} (nothing was read or written):\n${formatPlanTable(plans)}`);
+  log.info(
+    { pairs: plans.length, refused },
+    `plan of ${plans.length} pair${plans.length === 1 ? "" : "s"} (nothing was read or written):\n${formatPlanTable(plans)}`,
+  );
   if (refused.length > 0) {
     log.error({ refused, exitCode: EXIT_FAILED }, `the run would be refused for ${refused.length} of ${plans.length} pairs: ${refused.join(", ")}`);
     return EXIT_FAILED;

@@ -136,14 +136,18 @@ export const reportStage: Stage = {
     let step = `the run report ${base}/${name}`;
     try {
       const html = reportHtml(ctx);
-      const report = await putPage(ctx, name, html, { pair: config.pair, ...(state.uploaded.training.generation ? { training_generation: state.uploaded.training.generation } : {}) });
+      const report = await putPage(ctx, name, html, {
+        pair: config.pair,
+        ...(state.uploaded.training.generation ? { training_generation: state.uploaded.training.generation } : {}),
+      });
       const uri = `${base}/${name}`;
       log.info({ uri, bytes: report.bytes }, `wrote the run report ${uri} (${formatBytes(report.bytes)})`);
       step = `the index ${base}/${REPORT_INDEX_OBJECT}`;
       const { entries, bytes: indexBytes, rebuilds } = await writeIndex(ctx);
       const indexUri = `${base}/${REPORT_INDEX_OBJECT}`;
       const unreadable = entries.filter((e) => "unreadable" in e);
-      for (const e of unreadable) log.warn({ manifest: e.manifest }, `index: ${e.manifest} is unreadable (${"unreadable" in e ? e.unreadable : ""}); listed as such`);
+      for (const e of unreadable)
+        log.warn({ manifest: e.manifest }, `index: ${e.manifest} is unreadable (${"unreadable" in e ? e.unreadable : ""}); listed as such`);
       log.info({ uri: indexUri, pairs: entries.length, unreadable: unreadable.length, rebuilds }, `rewrote the index ${indexUri} (${entries.length} pairs)`);
       state.report = { uri, bytes: report.bytes, indexUri };
       return { report: uri, reportBytes: report.bytes, index: indexUri, indexBytes, pairs: entries.length };

@@ -18,7 +18,7 @@ async function previousManifest(ctx: StageContext): Promise<PreviousManifest | u
   try {
     await ctx.bucket.get(name, file);
     const parsed: unknown = JSON.parse(await readFile(file, "utf8"));
-    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed) : { unreadable: "it is not a JSON object" };
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed : { unreadable: "it is not a JSON object" };
   } catch (err) {
     if (err instanceof JobError && err.retryable) throw err;
     return { unreadable: describeError(err) };
@@ -46,17 +46,33 @@ export async function checkSchemaChange(ctx: StageContext, current: { rows: numb
     }
   }
   const summary = describeSchemaChange(change);
-  const fields = { schemaChange: policy, added: change.added.length, removed: change.removed.length, retyped: change.retyped.length, tablesAdded: change.tablesAdded.length, tablesRemoved: change.tablesRemoved.length, rowsChange: change.rowsChange, previousGeneration: published?.generation ?? null };
+  const fields = {
+    schemaChange: policy,
+    added: change.added.length,
+    removed: change.removed.length,
+    retyped: change.retyped.length,
+    tablesAdded: change.tablesAdded.length,
+    tablesRemoved: change.tablesRemoved.length,
+    rowsChange: change.rowsChange,
+    previousGeneration: published?.generation ?? null,
+  };
   if (!hasDrift(change)) {
-    const what = !change.previous ? "schema not compared" : change.notCompared ? `schema compared in part with the published ${uri}` : `schema unchanged since the published ${uri}`;
+    const what = !change.previous
+      ? "schema not compared"
+      : change.notCompared
+        ? `schema compared in part with the published ${uri}`
+        : `schema unchanged since the published ${uri}`;
     log.info(fields, `${what}: ${summary}`);
     return change;
   }
   if (policy === "fail") {
-    throw new JobError(`schema changed since the published ${uri}${published?.generation ? ` (generation ${published.generation})` : ""}: ${summary}; SCHEMA_CHANGE=fail, so it is kept with its manifest and nothing was published`, {
-      reason: "schema-change",
-      fix: "if the warehouse change is intended, run again with SCHEMA_CHANGE=warn or SCHEMA_CHANGE=allow (the staged parts are reused); otherwise restore the tables in the warehouse",
-    });
+    throw new JobError(
+      `schema changed since the published ${uri}${published?.generation ? ` (generation ${published.generation})` : ""}: ${summary}; SCHEMA_CHANGE=fail, so it is kept with its manifest and nothing was published`,
+      {
+        reason: "schema-change",
+        fix: "if the warehouse change is intended, run again with SCHEMA_CHANGE=warn or SCHEMA_CHANGE=allow (the staged parts are reused); otherwise restore the tables in the warehouse",
+      },
+    );
   }
   const message = `schema changed since the published ${uri}: ${summary}; publishing (SCHEMA_CHANGE=${policy})`;
   if (policy === "warn") log.warn(fields, message);

@@ -10,6 +10,7 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { crc32c } from "@node-rs/crc32";
+import type { PutResult } from "../src/bucket/port.ts";
 import { crc32cBase64 } from "../src/checksum.ts";
 import { effectiveConfig } from "../src/config.ts";
 import { JobError } from "../src/errors.ts";
@@ -71,6 +72,54 @@ function runRecord(ctx: StageContext): Record<string, unknown> {
   };
 }
 
+/** Head, parts and footer composed into a temporary object whose size and CRC32C equal the prediction from the parts'. */
+async function composeVerified(ctx: StageContext, footer: Buffer) {
+  const { config, state, bucket, log } = ctx;
+  const scratch = path.join(ctx.layout.root, "assembly");
+  await mkdir(scratch, { recursive: true });
+  const writeTemp = async (name: string, data: Buffer) => {
+    const file = path.join(scratch, name);
+    await writeFile(file, data);
+    return file;
+  };
+  let composed;
+  try {
+    composed = await composeFile(bucket, config.pair, state.assembly!.layout, footer, writeTemp, ctx.signal);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+  const predicted = { bytes: composed.bytes, crc32c: crc32cBase64(composed.crc32c) };
+  log.info(
+    {
+      object: composed.object.name,
+      bytes: composed.bytes,
+      crc32c: predicted.crc32c,
+      componentCount: composed.object.componentCount,
+      composeCalls: composed.composeCalls,
+    },
+    `composed ${formatBytes(composed.bytes)} in ${composed.composeCalls} compose calls; size and CRC32C ${predicted.crc32c} match the prediction from the parts`,
+  );
+  return { composed, predicted };
+}
+
+/** The manifest object: the footer's manifest, the run's record and the published file's identity and schema. */
+async function putManifest(ctx: StageContext, record: Record<string, unknown>, trainingGeneration: string | undefined): Promise<PutResult> {
+  const { config, bucket } = ctx;
+  await mkdir(ctx.layout.root, { recursive: true });
+  const file = path.join(ctx.layout.root, manifestObjectName(config.pair));
+  await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
+  try {
+    return await bucket.put(
+      file,
+      manifestObjectName(config.pair),
+      { crc32c: crc32cBase64(crc32c(await readFile(file))) },
+      { pair: config.pair, ...(trainingGeneration ? { training_generation: trainingGeneration } : {}) },
+    );
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
 export const uploadStage: Stage = {
   name: "upload",
   async run(ctx) {
@@ -81,30 +130,16 @@ export const uploadStage: Stage = {
     const schema = fileSchema(assembly.layout.parts);
     state.schemaChange = await checkSchemaChange(ctx, { rows: validation.rows, schema });
     const manifest = contentManifest(ctx);
-    const footer = footerObject(assembly.layout, { "bqx.pair": config.pair, "bqx.tables": String(state.extraction!.tables.length), [MANIFEST_KEY]: JSON.stringify(manifest) });
-    const thrift = footer.subarray(0, footer.length - 8);
-    const scratch = path.join(ctx.layout.root, "assembly");
-    await mkdir(scratch, { recursive: true });
-    const writeTemp = async (name: string, data: Buffer) => {
-      const file = path.join(scratch, name);
-      await writeFile(file, data);
-      return file;
-    };
-    let composed;
-    try {
-      composed = await composeFile(bucket, config.pair, assembly.layout, footer, writeTemp, ctx.signal);
-    } finally {
-      await rm(scratch, { recursive: true, force: true });
-    }
-    const predicted = { bytes: composed.bytes, crc32c: crc32cBase64(composed.crc32c) };
-    log.info(
-      { object: composed.object.name, bytes: composed.bytes, crc32c: predicted.crc32c, componentCount: composed.object.componentCount, composeCalls: composed.composeCalls },
-      `composed ${formatBytes(composed.bytes)} in ${composed.composeCalls} compose calls; size and CRC32C ${predicted.crc32c} match the prediction from the parts`,
-    );
+    const footer = footerObject(assembly.layout, {
+      "bqx.pair": config.pair,
+      "bqx.tables": String(state.extraction!.tables.length),
+      [MANIFEST_KEY]: JSON.stringify(manifest),
+    });
+    const { composed, predicted } = await composeVerified(ctx, footer);
 
     const name = trainingObjectName(config.pair);
     const before = await bucket.stat(name);
-    const schemaHash = schemaSha256OfFooter(thrift);
+    const schemaHash = schemaSha256OfFooter(footer.subarray(0, footer.length - 8));
     // Object metadata lets a consumer check the file's shape (and compare schemas across pairs
     // and runs) from a listing, without downloading 15 GiB.
     const metadata = {
@@ -121,27 +156,17 @@ export const uploadStage: Stage = {
       expected: predicted,
     });
     const uri = `${bucket.location.replace(/\/+$/, "")}/${name}`;
-    log.info({ uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, replaced: before?.generation ?? null, schemaSha256: schemaHash }, `published ${uri} (CRC32C verified, generation ${published.generation})`);
+    const { bytes, crc32c: crc, generation, componentCount } = published;
+    log.info(
+      { uri, bytes, crc32c: crc, generation, replaced: before?.generation ?? null, schemaSha256: schemaHash },
+      `published ${uri} (CRC32C verified, generation ${generation})`,
+    );
 
-    const record = {
-      ...manifest,
-      run: runRecord(ctx),
-      // The file's identity, and its schema by table so the next run can compare (kept out of the
-      // footer: the file's own schema says it there).
-      file: { object: name, uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, componentCount: published.componentCount ?? null, schemaSha256: schemaHash, schema },
-    };
-    const manifestFile = await (async () => {
-      await mkdir(ctx.layout.root, { recursive: true });
-      const file = path.join(ctx.layout.root, manifestObjectName(config.pair));
-      await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
-      return file;
-    })();
-    const manifestUpload = await bucket.put(manifestFile, manifestObjectName(config.pair), { crc32c: crc32cBase64(crc32c(await readFile(manifestFile))) }, {
-      pair: config.pair,
-      ...(published.generation ? { training_generation: published.generation } : {}),
-    });
-    await rm(manifestFile, { force: true });
+    // The file's identity, and its schema by table so the next run can compare (kept out of the
+    // footer: the file's own schema says it there).
+    const file = { object: name, uri, bytes, crc32c: crc, generation, componentCount: componentCount ?? null, schemaSha256: schemaHash, schema };
+    const manifestUpload = await putManifest(ctx, { ...manifest, run: runRecord(ctx), file }, generation);
     state.uploaded = { training: { ...published, uri }, manifest: manifestUpload, composeCalls: composed.composeCalls, predictedCrc32c: predicted.crc32c };
-    return { uri, bytes: published.bytes, crc32c: published.crc32c, generation: published.generation, composeCalls: composed.composeCalls, componentCount: published.componentCount, schemaSha256: schemaHash, manifest: manifestUpload.uri };
+    return { uri, bytes, crc32c: crc, generation, composeCalls: composed.composeCalls, componentCount, schemaSha256: schemaHash, manifest: manifestUpload.uri };
   },
 };

@@ -39,7 +39,9 @@ export const validateStage: Stage = {
     for (const warning of report.warnings) log.warn({ check: "nulls" }, warning);
     log.info(
       { horizons: report.horizons, nullRateByFamily: Object.fromEntries(Object.entries(report.nulls).map(([f, n]) => [f, Number(n.nullRate.toFixed(4))])) },
-      `targets: ${report.targetsPresent}/49 present; horizons ${Object.entries(report.horizons).map(([h, ok]) => `${h}${ok ? "" : " MISSING"}`).join(", ")}`,
+      `targets: ${report.targetsPresent}/49 present; horizons ${Object.entries(report.horizons)
+        .map(([h, ok]) => `${h}${ok ? "" : " MISSING"}`)
+        .join(", ")}`,
     );
     if (!report.ok) {
       throw new JobError(`training file failed validation:\n  ${report.errors.join("\n  ")}`, {
@@ -47,6 +49,13 @@ export const validateStage: Stage = {
         fix: "nothing was published; fix the data (or MIN_ROWS/MIN_COLUMNS for a small warehouse) and run again",
       });
     }
-    return { rows: report.rows, columns: report.columns, features: report.features, rowGroups: summary.rowGroups.length, overallNullRate: report.overallNullRate, warnings: report.warnings.length };
+    return {
+      rows: report.rows,
+      columns: report.columns,
+      features: report.features,
+      rowGroups: summary.rowGroups.length,
+      overallNullRate: report.overallNullRate,
+      warnings: report.warnings.length,
+    };
   },
 };

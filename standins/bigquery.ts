@@ -173,7 +173,6 @@ interface Job {
   finish: () => void;
 }
 
-
 /** Takes one use of the first matching fault entry; entries vanish when used up. */
 export function takeFault<T extends { count: number }>(list: T[], match: (f: T) => boolean): T | undefined {
   const i = list.findIndex((f) => f.count > 0 && match(f));
@@ -184,8 +183,27 @@ export function takeFault<T extends { count: number }>(list: T[], match: (f: T) 
   return f;
 }
 
-const HTTP_STATUS_NAMES: Readonly<Record<number, string>> = { 400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE" };
-const REASON_STATUS: Readonly<Record<string, number>> = { invalidQuery: 400, invalid: 400, notFound: 404, accessDenied: 403, backendError: 503, internalError: 500, rateLimitExceeded: 429, resourcesExceeded: 400, stopped: 400 };
+const HTTP_STATUS_NAMES: Readonly<Record<number, string>> = {
+  400: "INVALID_ARGUMENT",
+  401: "UNAUTHENTICATED",
+  403: "PERMISSION_DENIED",
+  404: "NOT_FOUND",
+  409: "ALREADY_EXISTS",
+  429: "RESOURCE_EXHAUSTED",
+  500: "INTERNAL",
+  503: "UNAVAILABLE",
+};
+const REASON_STATUS: Readonly<Record<string, number>> = {
+  invalidQuery: 400,
+  invalid: 400,
+  notFound: 404,
+  accessDenied: 403,
+  backendError: 503,
+  internalError: 500,
+  rateLimitExceeded: 429,
+  resourcesExceeded: 400,
+  stopped: 400,
+};
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -194,7 +212,14 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
 }
 
 function errorBody(e: StandInError): unknown {
-  return { error: { code: e.status, message: e.message, errors: [{ message: e.message, domain: "global", reason: e.reason }], status: HTTP_STATUS_NAMES[e.status] ?? "UNKNOWN" } };
+  return {
+    error: {
+      code: e.status,
+      message: e.message,
+      errors: [{ message: e.message, domain: "global", reason: e.reason }],
+      status: HTTP_STATUS_NAMES[e.status] ?? "UNKNOWN",
+    },
+  };
 }
 
 async function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
@@ -242,8 +267,14 @@ const DIALECT_PREFIX = /^\s*#(standard|legacy)SQL\b[^\n]*\n?/i;
 function legacySqlProblem(query: string, params: readonly QueryParameter[], useLegacySql: boolean | undefined): StandInError | undefined {
   if (!isLegacySql(query, useLegacySql)) return undefined;
   const quoted = /`([^`]+)`/.exec(query);
-  if (quoted) return new StandInError(400, "invalid", `Invalid table name: \`${quoted[1]}\` [Try using standard SQL (https://cloud.google.com/bigquery/docs/reference/standard-sql/enabling-standard-sql)]`);
-  if (params.length > 0) return new StandInError(400, "invalidQuery", "Query parameters cannot be used in legacy SQL queries; set useLegacySql to false (GoogleSQL)");
+  if (quoted)
+    return new StandInError(
+      400,
+      "invalid",
+      `Invalid table name: \`${quoted[1]}\` [Try using standard SQL (https://cloud.google.com/bigquery/docs/reference/standard-sql/enabling-standard-sql)]`,
+    );
+  if (params.length > 0)
+    return new StandInError(400, "invalidQuery", "Query parameters cannot be used in legacy SQL queries; set useLegacySql to false (GoogleSQL)");
   return new StandInError(400, "invalidQuery", "The stand-in runs GoogleSQL only: this query was sent as legacy SQL (useLegacySql true or absent)");
 }
 
@@ -277,7 +308,11 @@ class RestStandIn {
     const here = sameLocation(location, this.wh.location);
     for (const d of datasets) {
       if (this.ctx.faults.accessDeniedDatasets.has(d)) {
-        throw new StandInError(403, "accessDenied", `Access Denied: Dataset ${p}:${d}: Permission bigquery.tables.getData denied on dataset ${p}:${d} (or it may not exist).`);
+        throw new StandInError(
+          403,
+          "accessDenied",
+          `Access Denied: Dataset ${p}:${d}: Permission bigquery.tables.getData denied on dataset ${p}:${d} (or it may not exist).`,
+        );
       }
       if (!here || !this.wh.hasDataset(d)) throw new StandInError(404, "notFound", `Not found: Dataset ${p}:${d} was not found in location ${location}`);
     }
@@ -302,7 +337,21 @@ class RestStandIn {
     if (existing) throw new StandInError(409, "duplicate", `Already Exists: Job ${this.wh.project}:${existing.location}.${id}`);
     let finish = () => {};
     const done = new Promise<void>((resolve) => (finish = resolve));
-    const job: Job = { id, location, query, legacySql: isLegacySql(query, useLegacySql), created: Date.now(), state: "RUNNING", errorResult: undefined, table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`, columns: [], rows: 0, readsTables: false, done, finish };
+    const job: Job = {
+      id,
+      location,
+      query,
+      legacySql: isLegacySql(query, useLegacySql),
+      created: Date.now(),
+      state: "RUNNING",
+      errorResult: undefined,
+      table: `anon_${id.replace(/[^A-Za-z0-9_]/g, "_")}`,
+      columns: [],
+      rows: 0,
+      readsTables: false,
+      done,
+      finish,
+    };
     const complete = (errorResult?: { reason: string; message: string }) => {
       if (job.state === "DONE") return;
       job.state = "DONE";
@@ -337,10 +386,12 @@ class RestStandIn {
           job.columns = r.columns;
           job.rows = r.rows;
         });
-    void Promise.all([run, wait]).finally(() => (served.runningJobs -= 1)).then(
-      () => complete(injected ? { reason: injected.reason, message: injected.message ?? `Injected ${injected.reason}` } : undefined),
-      (err: Error) => complete({ reason: "invalidQuery", message: err.message.split("\n")[0] ?? err.message }),
-    );
+    void Promise.all([run, wait])
+      .finally(() => (served.runningJobs -= 1))
+      .then(
+        () => complete(injected ? { reason: injected.reason, message: injected.message ?? `Injected ${injected.reason}` } : undefined),
+        (err: Error) => complete({ reason: "invalidQuery", message: err.message.split("\n")[0] ?? err.message }),
+      );
     return job;
   }
 
@@ -350,7 +401,12 @@ class RestStandIn {
    * row is read. The answer is what BigQuery returns for a dry run: a DONE job without an id,
    * its statistics carrying the bytes the query would process, as strings.
    */
-  private async dryRun(location: string, query: string, params: QueryParameter[], useLegacySql: boolean | undefined): Promise<{ resource: unknown; bytes: number }> {
+  private async dryRun(
+    location: string,
+    query: string,
+    params: QueryParameter[],
+    useLegacySql: boolean | undefined,
+  ): Promise<{ resource: unknown; bytes: number }> {
     const legacy = legacySqlProblem(query, params, useLegacySql);
     if (legacy) throw legacy;
     const text = query.replace(DIALECT_PREFIX, "");
@@ -370,7 +426,13 @@ class RestStandIn {
         statistics: {
           creationTime: now,
           totalBytesProcessed: String(bytes),
-          query: { totalBytesProcessed: String(bytes), totalBytesProcessedAccuracy: "PRECISE", cacheHit: false, statementType: "SELECT", referencedTables: translated.tables.map((t) => ({ projectId: p, datasetId: t.dataset, tableId: t.table })) },
+          query: {
+            totalBytesProcessed: String(bytes),
+            totalBytesProcessedAccuracy: "PRECISE",
+            cacheHit: false,
+            statementType: "SELECT",
+            referencedTables: translated.tables.map((t) => ({ projectId: p, datasetId: t.dataset, tableId: t.table })),
+          },
         },
       },
     };
@@ -382,8 +444,14 @@ class RestStandIn {
       kind: "bigquery#job",
       id: `${p}:${job.location}.${job.id}`,
       jobReference: { projectId: p, jobId: job.id, location: job.location },
-      configuration: { jobType: "QUERY", query: { query: job.query, useLegacySql: job.legacySql, destinationTable: { projectId: p, datasetId: RESULTS_DATASET, tableId: job.table } } },
-      status: job.state === "DONE" ? { state: "DONE", ...(job.errorResult ? { errorResult: job.errorResult, errors: [job.errorResult] } : {}) } : { state: "RUNNING" },
+      configuration: {
+        jobType: "QUERY",
+        query: { query: job.query, useLegacySql: job.legacySql, destinationTable: { projectId: p, datasetId: RESULTS_DATASET, tableId: job.table } },
+      },
+      status:
+        job.state === "DONE"
+          ? { state: "DONE", ...(job.errorResult ? { errorResult: job.errorResult, errors: [job.errorResult] } : {}) }
+          : { state: "RUNNING" },
       statistics: { creationTime: String(job.created), startTime: String(job.created), query: { statementType: "SELECT", totalBytesProcessed: "0" } },
     };
   }
@@ -455,20 +523,28 @@ class RestStandIn {
       const [, project, rest = ""] = m;
       const route = `${req.method} ${rest}`;
       const seg = rest.split("/").map(decodeURIComponent);
-      entry.method =
-        /^GET datasets\/[^/]+$/.test(route) ? "datasets.get"
-        : route === "POST jobs" ? "jobs.insert"
-        : /^GET jobs\/[^/]+$/.test(route) ? "jobs.get"
-        : /^POST jobs\/[^/]+\/cancel$/.test(route) ? "jobs.cancel"
-        : route === "POST queries" ? "jobs.query"
-        : /^GET queries\/[^/]+$/.test(route) ? "jobs.getQueryResults"
-        : "unknown";
-      if (!String(req.headers.authorization ?? "").startsWith("Bearer ")) throw new StandInError(401, "unauthorized", "Request is missing required authentication credential.");
+      entry.method = /^GET datasets\/[^/]+$/.test(route)
+        ? "datasets.get"
+        : route === "POST jobs"
+          ? "jobs.insert"
+          : /^GET jobs\/[^/]+$/.test(route)
+            ? "jobs.get"
+            : /^POST jobs\/[^/]+\/cancel$/.test(route)
+              ? "jobs.cancel"
+              : route === "POST queries"
+                ? "jobs.query"
+                : /^GET queries\/[^/]+$/.test(route)
+                  ? "jobs.getQueryResults"
+                  : "unknown";
+      if (!String(req.headers.authorization ?? "").startsWith("Bearer "))
+        throw new StandInError(401, "unauthorized", "Request is missing required authentication credential.");
       const injected = takeFault(this.ctx.faults.restErrors, (f) => f.method === "*" || f.method === entry.method);
       if (injected && !injected.afterServing) throw new StandInError(injected.status, injected.reason, injected.message ?? `Injected ${injected.reason}`);
       if (injected) lostAnswer = new StandInError(injected.status, injected.reason, injected.message ?? `Injected ${injected.reason}`);
       if (this.ctx.faults.restErrorRate > 0 && this.ctx.random() < this.ctx.faults.restErrorRate) {
-        throw this.ctx.random() < 0.5 ? new StandInError(429, "rateLimitExceeded", "Exceeded rate limits: too many api requests per user per method") : new StandInError(503, "backendError", "Backend error.");
+        throw this.ctx.random() < 0.5
+          ? new StandInError(429, "rateLimitExceeded", "Exceeded rate limits: too many api requests per user per method")
+          : new StandInError(503, "backendError", "Backend error.");
       }
       if (project !== this.wh.project) throw new StandInError(404, "notFound", `Not found: Project ${project}`);
       const body = req.method === "POST" ? await readBody(req) : {};
@@ -479,12 +555,20 @@ class RestStandIn {
           const d = seg[1] ?? "";
           entry.dataset = d;
           this.checkAccess([d], []);
-          return send(200, { kind: "bigquery#dataset", id: `${project}:${d}`, datasetReference: { projectId: project, datasetId: d }, location: this.wh.location });
+          return send(200, {
+            kind: "bigquery#dataset",
+            id: `${project}:${d}`,
+            datasetReference: { projectId: project, datasetId: d },
+            location: this.wh.location,
+          });
         }
         case "jobs.insert": {
           this.checkJobsCreate();
           const ref = (body.jobReference ?? {}) as { jobId?: string; location?: string };
-          const configuration = (body.configuration ?? {}) as { dryRun?: boolean; query?: { query?: string; queryParameters?: QueryParameter[]; useLegacySql?: boolean } };
+          const configuration = (body.configuration ?? {}) as {
+            dryRun?: boolean;
+            query?: { query?: string; queryParameters?: QueryParameter[]; useLegacySql?: boolean };
+          };
           const query = configuration.query;
           if (!query?.query) throw new StandInError(400, "invalid", "Only query jobs are supported by the stand-in");
           if (configuration.dryRun === true) {
@@ -532,7 +616,14 @@ class RestStandIn {
           await this.waitFor(job, Number(url.searchParams.get("timeoutMs") ?? 10_000));
           const token = url.searchParams.get("pageToken") ?? url.searchParams.get("startIndex");
           const maxResults = url.searchParams.get("maxResults");
-          return send(200, await this.results(job, "bigquery#getQueryResultsResponse", { start: token ? Number(token) : 0, maxResults: maxResults === null ? undefined : Number(maxResults), int64Timestamps }));
+          return send(
+            200,
+            await this.results(job, "bigquery#getQueryResultsResponse", {
+              start: token ? Number(token) : 0,
+              maxResults: maxResults === null ? undefined : Number(maxResults),
+              int64Timestamps,
+            }),
+          );
         }
         default:
           throw new StandInError(404, "notFound", `The stand-in does not serve ${route}`);
@@ -553,7 +644,11 @@ class RestStandIn {
  * The job's variables that point BACKEND=gcp at these stand-ins (and at a Cloud Storage stand-in
  * at `gcsEndpoint`); `location: false` leaves BQ_LOCATION unset, for BigQuery to infer.
  */
-export function gcpStandInEnv(s: Pick<StandIns, "project" | "location" | "bigqueryEndpoint" | "storageEndpoint">, gcsEndpoint: string, opts: { location?: boolean } = {}): Record<string, string> {
+export function gcpStandInEnv(
+  s: Pick<StandIns, "project" | "location" | "bigqueryEndpoint" | "storageEndpoint">,
+  gcsEndpoint: string,
+  opts: { location?: boolean } = {},
+): Record<string, string> {
   return {
     BACKEND: "gcp",
     GCP_PROJECT: s.project,

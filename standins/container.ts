@@ -35,7 +35,11 @@ async function npmCli(): Promise<string> {
  */
 function registryEnv(npmCliPath: string): Record<string, string> {
   const passed = Object.entries(process.env).filter(
-    ([k, v]) => v !== undefined && /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|HTTPS?_PROXY|https?_proxy|NO_PROXY|no_proxy|npm_config_(cafile|ca|registry|proxy|https_proxy|noproxy|strict_ssl|cache))$/.test(k),
+    ([k, v]) =>
+      v !== undefined &&
+      /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|HTTPS?_PROXY|https?_proxy|NO_PROXY|no_proxy|npm_config_(cafile|ca|registry|proxy|https_proxy|noproxy|strict_ssl|cache))$/.test(
+        k,
+      ),
   ) as Array<[string, string]>;
   const env = Object.fromEntries(passed);
   // <prefix>/lib/node_modules/npm/bin/npm-cli.js -> <prefix>/etc/npmrc
@@ -79,9 +83,25 @@ export async function buildRuntimeImage(opts: { contextDir: string; outDir: stri
   const installer = copies.find((c) => c.flags.from !== undefined && /node_modules/.test(c.rest))?.flags.from;
   for (const stage of dockerfile.stages) {
     if (!stage.name || !sources.includes(stage.name)) continue;
-    await replayStage(stage.name, { dockerfile, contextDir: opts.contextDir, roots, root: path.join(opts.outDir, stage.name), runEnv, skipRun: stage.name !== installer, onRun: (c) => ran.push(c) });
+    await replayStage(stage.name, {
+      dockerfile,
+      contextDir: opts.contextDir,
+      roots,
+      root: path.join(opts.outDir, stage.name),
+      runEnv,
+      skipRun: stage.name !== installer,
+      onRun: (c) => ran.push(c),
+    });
   }
-  const replayed = await replayStage(RUNTIME_STAGE, { dockerfile, contextDir: opts.contextDir, roots, root: path.join(opts.outDir, RUNTIME_STAGE), runEnv, moveFromStages: true, onRun: (c) => ran.push(c) });
+  const replayed = await replayStage(RUNTIME_STAGE, {
+    dockerfile,
+    contextDir: opts.contextDir,
+    roots,
+    root: path.join(opts.outDir, RUNTIME_STAGE),
+    runEnv,
+    moveFromStages: true,
+    onRun: (c) => ran.push(c),
+  });
   return { ...replayed, binDir, installSeconds: (performance.now() - started) / 1000, ran };
 }
 

@@ -114,7 +114,7 @@ export function parseEnv(args: string): Record<string, string> {
 export function execForm(args: string): string[] | undefined {
   if (!args.startsWith("[")) return undefined;
   const parsed: unknown = JSON.parse(args);
-  return Array.isArray(parsed) && parsed.every((a) => typeof a === "string") ? (parsed) : undefined;
+  return Array.isArray(parsed) && parsed.every((a) => typeof a === "string") ? parsed : undefined;
 }
 
 /**
@@ -303,6 +303,8 @@ function runShell(command: string, cwd: string, env: Record<string, string>, lin
     child.stdout.on("data", (d: Buffer) => (output += d.toString()));
     child.stderr.on("data", (d: Buffer) => (output += d.toString()));
     child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`Dockerfile line ${line}: RUN ${command} exited ${code}:\n${output.slice(-4000)}`))));
+    child.on("close", (code) =>
+      code === 0 ? resolve() : reject(new Error(`Dockerfile line ${line}: RUN ${command} exited ${code}:\n${output.slice(-4000)}`)),
+    );
   });
 }

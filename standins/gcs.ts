@@ -23,8 +23,7 @@ import { rng as seeded } from "./rng.ts";
 
 /** What a request does, for targeting faults and reading the request log. */
 export type GcsRequestKind =
-  | "bucket" | "list" | "metadata" | "media" | "delete"
-  | "upload-start" | "upload-chunk" | "upload-status" | "upload-simple" | "compose" | "other";
+  "bucket" | "list" | "metadata" | "media" | "delete" | "upload-start" | "upload-chunk" | "upload-status" | "upload-simple" | "compose" | "other";
 
 export interface GcsFaultConfig {
   /** Fraction of matching requests answered with `failStatus` (seeded, reproducible). */
@@ -110,13 +109,30 @@ const PRINCIPAL = "standin-sa@bqx-ml.iam.gserviceaccount.com";
 export const MAX_COMPOSE_SOURCES = 32;
 /** Where Cloud Storage's componentCount saturates (same page). */
 const MAX_COMPONENT_COUNT = 2_147_483_647;
-const REASONS: Record<number, string> = { 400: "invalid", 401: "authError", 403: "forbidden", 404: "notFound", 410: "gone", 412: "conditionNotMet", 416: "requestedRangeNotSatisfiable", 429: "rateLimitExceeded", 500: "internalError", 502: "badGateway", 503: "backendError", 504: "gatewayTimeout" };
+const REASONS: Record<number, string> = {
+  400: "invalid",
+  401: "authError",
+  403: "forbidden",
+  404: "notFound",
+  410: "gone",
+  412: "conditionNotMet",
+  416: "requestedRangeNotSatisfiable",
+  429: "rateLimitExceeded",
+  500: "internalError",
+  502: "badGateway",
+  503: "backendError",
+  504: "gatewayTimeout",
+};
 const PERMISSION: Partial<Record<GcsRequestKind, string>> = {
-  bucket: "storage.buckets.get", list: "storage.objects.list", metadata: "storage.objects.get", media: "storage.objects.get",
-  delete: "storage.objects.delete", "upload-start": "storage.objects.create", "upload-simple": "storage.objects.create",
+  bucket: "storage.buckets.get",
+  list: "storage.objects.list",
+  metadata: "storage.objects.get",
+  media: "storage.objects.get",
+  delete: "storage.objects.delete",
+  "upload-start": "storage.objects.create",
+  "upload-simple": "storage.objects.create",
   compose: "storage.objects.create",
 };
-
 
 export class GcsFaults {
   config: GcsFaultConfig = {};
@@ -262,7 +278,10 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     if (ifGenerationMatch === undefined) return;
     const existing = objectsOf(bucket).get(name);
     if ((existing?.generation ?? "0") !== ifGenerationMatch) {
-      throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (ifGenerationMatch=${ifGenerationMatch}, current generation ${existing?.generation ?? "none"})`);
+      throw new HttpError(
+        412,
+        `At least one of the pre-conditions you specified did not hold. (ifGenerationMatch=${ifGenerationMatch}, current generation ${existing?.generation ?? "none"})`,
+      );
     }
   };
   /** Objects are never patched here, so a live object's metageneration is always 1. */
@@ -270,7 +289,10 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     if (ifMetagenerationMatch === undefined) return;
     const existing = objectsOf(bucket).get(name);
     if (!existing || ifMetagenerationMatch !== "1") {
-      throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (ifMetagenerationMatch=${ifMetagenerationMatch}, current metageneration ${existing ? "1" : "none"})`);
+      throw new HttpError(
+        412,
+        `At least one of the pre-conditions you specified did not hold. (ifMetagenerationMatch=${ifMetagenerationMatch}, current metageneration ${existing ? "1" : "none"})`,
+      );
     }
   };
   const resourceOf = (o: StoredObject): Record<string, unknown> => ({
@@ -312,12 +334,20 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
         throw new HttpError(400, `Provided ${label} "${provided}" doesn't match calculated ${label} "${calculated}".`);
       }
     }
-    return install(f.bucket, f.name, f.file, { ifGenerationMatch: f.ifGenerationMatch }, {
-      size: sums.size, crc32c: sums.crc32c, md5Hash: sums.md5Hash,
-      contentType: f.contentType ?? stringField(f.resource.contentType) ?? "application/octet-stream",
-      storageClass: stringField(f.resource.storageClass) ?? defaultClasses.get(f.bucket) ?? "STANDARD",
-      metadata: customMetadata(f.resource),
-    });
+    return install(
+      f.bucket,
+      f.name,
+      f.file,
+      { ifGenerationMatch: f.ifGenerationMatch },
+      {
+        size: sums.size,
+        crc32c: sums.crc32c,
+        md5Hash: sums.md5Hash,
+        contentType: f.contentType ?? stringField(f.resource.contentType) ?? "application/octet-stream",
+        storageClass: stringField(f.resource.storageClass) ?? defaultClasses.get(f.bucket) ?? "STANDARD",
+        metadata: customMetadata(f.resource),
+      },
+    );
   };
 
   /**
@@ -352,7 +382,15 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
   const handlers = {
     bucket(bucket: string, res: ServerResponse): void {
       objectsOf(bucket);
-      json(res, 200, { kind: "storage#bucket", id: bucket, name: bucket, location: "US-CENTRAL1", storageClass: defaultClasses.get(bucket) ?? "STANDARD", metageneration: "1", timeCreated: new Date(0).toISOString() });
+      json(res, 200, {
+        kind: "storage#bucket",
+        id: bucket,
+        name: bucket,
+        location: "US-CENTRAL1",
+        storageClass: defaultClasses.get(bucket) ?? "STANDARD",
+        metageneration: "1",
+        timeCreated: new Date(0).toISOString(),
+      });
     },
 
     list(bucket: string, q: Record<string, string>, res: ServerResponse): void {
@@ -463,14 +501,20 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
         }
         const pre = (s.objectPreconditions as { ifGenerationMatch?: unknown } | undefined)?.ifGenerationMatch;
         if (pre !== undefined && int64Text(pre) !== obj.generation) {
-          throw new HttpError(412, `At least one of the pre-conditions you specified did not hold. (source ${sourceName}: ifGenerationMatch=${int64Text(pre)}, current generation ${obj.generation})`);
+          throw new HttpError(
+            412,
+            `At least one of the pre-conditions you specified did not hold. (source ${sourceName}: ifGenerationMatch=${int64Text(pre)}, current generation ${obj.generation})`,
+          );
         }
         return obj;
       });
       const storageClass = stringField(destination.storageClass) ?? defaultClasses.get(bucket) ?? "STANDARD";
       const otherClasses = [...new Set(sources.map((o) => o.storageClass).filter((c) => c !== storageClass))];
       if (otherClasses.length > 0) {
-        throw new HttpError(400, `Cannot compose object with destination storage class ${storageClass} from source components that have different storage classes (${otherClasses.join(", ")})`);
+        throw new HttpError(
+          400,
+          `Cannot compose object with destination storage class ${storageClass} from source components that have different storage classes (${otherClasses.join(", ")})`,
+        );
       }
       // Opened in this same tick, before any await: a source replaced while the bytes are copied
       // is still read as the generation that was checked (its file is unlinked, not truncated).
@@ -494,12 +538,20 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       const sums = await hashFile(staged);
       const components = sources.reduce((n, o) => n + (o.componentCount ?? 1), 0);
       try {
-        return await install(bucket, name, staged, { ifGenerationMatch: q.ifGenerationMatch, ifMetagenerationMatch: q.ifMetagenerationMatch }, {
-          size: sums.size, crc32c: sums.crc32c,
-          contentType: stringField(destination.contentType) ?? "application/octet-stream",
-          storageClass, componentCount: Math.min(components, MAX_COMPONENT_COUNT),
-          metadata: customMetadata(destination),
-        });
+        return await install(
+          bucket,
+          name,
+          staged,
+          { ifGenerationMatch: q.ifGenerationMatch, ifMetagenerationMatch: q.ifMetagenerationMatch },
+          {
+            size: sums.size,
+            crc32c: sums.crc32c,
+            contentType: stringField(destination.contentType) ?? "application/octet-stream",
+            storageClass,
+            componentCount: Math.min(components, MAX_COMPONENT_COUNT),
+            metadata: customMetadata(destination),
+          },
+        );
       } finally {
         await rm(staged, { force: true });
       }
@@ -517,7 +569,13 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       await writeFile(file, "");
       const size = header(req, "x-upload-content-length");
       sessions.set(id, {
-        id, bucket, name, file, persisted: 0, resource, state: "open",
+        id,
+        bucket,
+        name,
+        file,
+        persisted: 0,
+        resource,
+        state: "open",
         declaredSize: size === undefined ? undefined : Number(size),
         ifGenerationMatch: q.ifGenerationMatch,
         contentType: header(req, "x-upload-content-type"),
@@ -571,8 +629,15 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       }
       try {
         session.result = await finalize({
-          bucket: session.bucket, name: session.name, file: session.file, resource: session.resource, contentType: session.contentType,
-          ifGenerationMatch: session.ifGenerationMatch, declaredSize: session.declaredSize, headerHash: header(req, "x-goog-hash"), wire: true,
+          bucket: session.bucket,
+          name: session.name,
+          file: session.file,
+          resource: session.resource,
+          contentType: session.contentType,
+          ifGenerationMatch: session.ifGenerationMatch,
+          declaredSize: session.declaredSize,
+          headerHash: header(req, "x-goog-hash"),
+          wire: true,
         });
         session.state = "final";
       } catch (err) {
@@ -600,7 +665,17 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       const file = path.join(dir, "sessions", randomBytes(12).toString("hex"));
       await writeFile(file, data);
       try {
-        const obj = await finalize({ bucket, name, file, resource, contentType, ifGenerationMatch: q.ifGenerationMatch, declaredSize: undefined, headerHash: header(req, "x-goog-hash"), wire: true });
+        const obj = await finalize({
+          bucket,
+          name,
+          file,
+          resource,
+          contentType,
+          ifGenerationMatch: q.ifGenerationMatch,
+          declaredSize: undefined,
+          headerHash: header(req, "x-goog-hash"),
+          wire: true,
+        });
         json(res, 200, resourceOf(obj));
       } finally {
         await rm(file, { force: true });
@@ -608,7 +683,12 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     },
   };
 
-  const route = (method: string, segments: string[], q: Record<string, string>, req: IncomingMessage): { kind: GcsRequestKind; bucket?: string; name?: string; session?: Session } => {
+  const route = (
+    method: string,
+    segments: string[],
+    q: Record<string, string>,
+    req: IncomingMessage,
+  ): { kind: GcsRequestKind; bucket?: string; name?: string; session?: Session } => {
     const root = segments[0] === "upload" || segments[0] === "download" ? segments[0] : "";
     const api = root ? segments.slice(1) : segments;
     if (api[0] !== "storage" || api[1] !== "v1" || api[2] !== "b" || !api[3]) return { kind: "other" };
@@ -629,7 +709,8 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
     if (o === "o" && !name && method === "GET" && !root) return { kind: "list", bucket };
     if (o === "o" && name && method === "GET") return { kind: q.alt === "media" || root === "download" ? "media" : "metadata", bucket, name };
     if (o === "o" && name && method === "DELETE" && !root) return { kind: "delete", bucket, name };
-    if (o === "o" && method === "POST" && !root && api.length > 6 && api.at(-1) === "compose") return { kind: "compose", bucket, name: api.slice(5, -1).join("/") };
+    if (o === "o" && method === "POST" && !root && api.length > 6 && api.at(-1) === "compose")
+      return { kind: "compose", bucket, name: api.slice(5, -1).join("/") };
     return { kind: "other", bucket };
   };
 
@@ -666,7 +747,12 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
             const denied = p ? faults.denial(bucket, p) : undefined;
             if (p && denied) {
               await readBody(req);
-              throw new HttpError(denied, denied === 401 ? "Invalid Credentials" : `${PRINCIPAL} does not have ${p} access to the Google Cloud Storage ${kind === "bucket" ? "bucket" : "object"}. Permission '${p}' denied on resource (or it may not exist).`);
+              throw new HttpError(
+                denied,
+                denied === 401
+                  ? "Invalid Credentials"
+                  : `${PRINCIPAL} does not have ${p} access to the Google Cloud Storage ${kind === "bucket" ? "bucket" : "object"}. Permission '${p}' denied on resource (or it may not exist).`,
+              );
             }
           }
         }
@@ -690,8 +776,7 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
             throw new HttpError(lost, faultMessage(lost));
           }
           json(res, 200, resourceOf(obj));
-        }
-        else if (kind === "upload-start") await handlers.startResumable(bucket!, query, req, res);
+        } else if (kind === "upload-start") await handlers.startResumable(bucket!, query, req, res);
         else if (kind === "upload-simple") await handlers.simpleUpload(bucket!, query, req, res);
         else if (session) await handlers.sessionPut(session, kind, injected, req, res);
         else {
@@ -717,7 +802,17 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
       const file = path.join(dir, "sessions", randomBytes(12).toString("hex"));
       await writeFile(file, data);
       const resource = { metadata, ...(objectOpts.storageClass ? { storageClass: objectOpts.storageClass } : {}) };
-      return finalize({ bucket, name, file, resource, contentType: undefined, ifGenerationMatch: undefined, declaredSize: undefined, headerHash: undefined, wire: false });
+      return finalize({
+        bucket,
+        name,
+        file,
+        resource,
+        contentType: undefined,
+        ifGenerationMatch: undefined,
+        declaredSize: undefined,
+        headerHash: undefined,
+        wire: false,
+      });
     },
     getObject: (bucket, name) => buckets.get(bucket)?.get(name),
     listObjects: (bucket, prefix = "") => [...(buckets.get(bucket)?.keys() ?? [])].filter((n) => n.startsWith(prefix)).sort(),
@@ -739,7 +834,11 @@ export async function startGcsStandIn(opts: GcsStandInOptions = {}): Promise<Gcs
 }
 
 function faultMessage(status: number): string {
-  return status === 429 ? "The rate of requests exceeds the rate limit. Please reduce the rate of requests." : status >= 500 ? "Backend Error" : `injected ${status}`;
+  return status === 429
+    ? "The rate of requests exceeds the rate limit. Please reduce the rate of requests."
+    : status >= 500
+      ? "Backend Error"
+      : `injected ${status}`;
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -759,7 +858,11 @@ function int64Text(v: unknown): string {
 /** The custom `metadata` of an object resource, every value a string as Cloud Storage stores it. */
 function customMetadata(resource: Record<string, unknown>): Record<string, string> {
   const custom = resource.metadata && typeof resource.metadata === "object" ? (resource.metadata as Record<string, unknown>) : {};
-  return Object.fromEntries(Object.entries(custom).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]));
+  return Object.fromEntries(
+    Object.entries(custom)
+      .filter(([, v]) => v !== null && v !== undefined)
+      .map(([k, v]) => [k, String(v)]),
+  );
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {

@@ -68,9 +68,12 @@ export function translateRowRestriction(restriction: string, columns: readonly R
 
   const column = (): RestrictionColumn => {
     const t = tokens[i++];
-    if (t?.kind === "word" && tokens[i]?.text === "(") throw new RestrictionError(`Function ${t.text}() is not supported in a row restriction: compare a column with a constant`);
+    if (t?.kind === "word" && tokens[i]?.text === "(")
+      throw new RestrictionError(`Function ${t.text}() is not supported in a row restriction: compare a column with a constant`);
     if (!t || !(t.kind === "ident" || (t.kind === "word" && !["AND", "OR", "NOT", "TIMESTAMP", "DATETIME", "DATE", "CAST"].includes(t.text.toUpperCase())))) {
-      throw new RestrictionError(`Expected a column name but got ${t?.text ?? "the end"} in the row restriction (comparisons must be between a column and a constant)`);
+      throw new RestrictionError(
+        `Expected a column name but got ${t?.text ?? "the end"} in the row restriction (comparisons must be between a column and a constant)`,
+      );
     }
     const found = columns.find((c) => c.name.toLowerCase() === t.text.toLowerCase());
     if (found === undefined) throw new RestrictionError(`Unrecognized name: ${t.text} in the row restriction`);

@@ -16,8 +16,24 @@ import { createRequire } from "node:module";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import {
-  Bool, DateDay, Field, Float64, Int64, Message, RecordBatch, Schema, Struct, Table, TimeUnit, Timestamp, Utf8,
-  makeData, tableToIPC, vectorFromArray, type Data, type DataType,
+  Bool,
+  DateDay,
+  Field,
+  Float64,
+  Int64,
+  Message,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  TimeUnit,
+  Timestamp,
+  Utf8,
+  makeData,
+  tableToIPC,
+  vectorFromArray,
+  type Data,
+  type DataType,
 } from "apache-arrow";
 import { DuckDBDateValue, DuckDBTimestampTZValue, DuckDBTimestampValue, type DuckDBValue } from "@duckdb/node-api";
 import type { StandInContext, StandInRequest } from "./bigquery.ts";
@@ -50,14 +66,27 @@ const DEFAULT_MAX_STREAMS = 16;
 
 function arrowType(duckType: string): DataType {
   switch (duckType.toUpperCase()) {
-    case "TIMESTAMP WITH TIME ZONE": return new Timestamp(TimeUnit.MICROSECOND, "UTC");
-    case "TIMESTAMP": return new Timestamp(TimeUnit.MICROSECOND);
-    case "DOUBLE": case "FLOAT": case "REAL": return new Float64();
-    case "BIGINT": case "INTEGER": case "SMALLINT": case "TINYINT": return new Int64();
-    case "VARCHAR": return new Utf8();
-    case "BOOLEAN": return new Bool();
-    case "DATE": return new DateDay();
-    default: throw new Error(`the stand-in cannot send ${duckType} as Arrow`);
+    case "TIMESTAMP WITH TIME ZONE":
+      return new Timestamp(TimeUnit.MICROSECOND, "UTC");
+    case "TIMESTAMP":
+      return new Timestamp(TimeUnit.MICROSECOND);
+    case "DOUBLE":
+    case "FLOAT":
+    case "REAL":
+      return new Float64();
+    case "BIGINT":
+    case "INTEGER":
+    case "SMALLINT":
+    case "TINYINT":
+      return new Int64();
+    case "VARCHAR":
+      return new Utf8();
+    case "BOOLEAN":
+      return new Bool();
+    case "DATE":
+      return new DateDay();
+    default:
+      throw new Error(`the stand-in cannot send ${duckType} as Arrow`);
   }
 }
 
@@ -103,7 +132,7 @@ function columnData(type: DataType, values: DuckDBValue[]): Data {
 function ipcMessages(ipc: Uint8Array): Uint8Array[] {
   const view = new DataView(ipc.buffer, ipc.byteOffset, ipc.byteLength);
   const out: Uint8Array[] = [];
-  for (let p = 0; p + 8 <= ipc.length; ) {
+  for (let p = 0; p + 8 <= ipc.length;) {
     const length = view.getInt32(p + 4, true);
     if (length === 0) break; // end-of-stream marker
     const message = Message.decode(ipc.subarray(p + 8, p + 8 + length));
@@ -173,8 +202,11 @@ async function startProxy(target: number): Promise<{ port: number; cut(peer: str
 
 export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ endpoint: string; close(): Promise<void> }> {
   const definition = protoLoader.fromJSON(PROTOS, { longs: String, enums: String, defaults: true, oneofs: true });
-  const service = (grpc.loadPackageDefinition(definition) as unknown as { google: { cloud: { bigquery: { storage: { v1: { BigQueryRead: { service: grpc.ServiceDefinition } } } } } } })
-    .google.cloud.bigquery.storage.v1.BigQueryRead.service;
+  const service = (
+    grpc.loadPackageDefinition(definition) as unknown as {
+      google: { cloud: { bigquery: { storage: { v1: { BigQueryRead: { service: grpc.ServiceDefinition } } } } } };
+    }
+  ).google.cloud.bigquery.storage.v1.BigQueryRead.service;
   const wh = ctx.warehouse;
   const sessions = new Map<string, Session>();
   let sessionCount = 0;
@@ -189,7 +221,10 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     const injected = takeFault(ctx.faults.grpcErrors, (f) => f.method === "CreateReadSession");
     if (injected) throw grpcError(injected.code, injected.message ?? `injected ${grpc.status[injected.code]}`);
     if (ctx.faults.readSessionDenied) {
-      throw grpcError(grpc.status.PERMISSION_DENIED, `request failed: the user does not have 'bigquery.readsessions.create' permission for '${request.parent ?? ""}'`);
+      throw grpcError(
+        grpc.status.PERMISSION_DENIED,
+        `request failed: the user does not have 'bigquery.readsessions.create' permission for '${request.parent ?? ""}'`,
+      );
     }
     const path = request.readSession?.table ?? "";
     const m = /^projects\/([^/]+)\/datasets\/([^/]+)\/tables\/([^/]+)$/.exec(path);
@@ -210,22 +245,30 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     const waitMs = typeof wait === "number" ? wait : wait[0] + ctx.random() * (wait[1] - wait[0]);
     if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs).unref());
     const maxStreams = Number(request.maxStreamCount ?? 0);
-    if (!Number.isInteger(maxStreams) || maxStreams < 0) throw grpcError(grpc.status.INVALID_ARGUMENT, `max_stream_count must be non-negative (got ${request.maxStreamCount})`);
+    if (!Number.isInteger(maxStreams) || maxStreams < 0)
+      throw grpcError(grpc.status.INVALID_ARGUMENT, `max_stream_count must be non-negative (got ${request.maxStreamCount})`);
     if (request.readSession?.dataFormat !== "ARROW") throw grpcError(grpc.status.INVALID_ARGUMENT, "The stand-in serves data_format ARROW only");
     const duckName = wh.duckName(dataset, table);
     const all = await wh.withConnection((c) => wh.columnsOf(c, duckName));
     const selected = request.readSession.readOptions?.selectedFields ?? [];
     for (const name of selected) {
-      if (!all.some((x) => x.name.toLowerCase() === name.toLowerCase())) throw grpcError(grpc.status.INVALID_ARGUMENT, `Field ${name} not found in table ${dataset}.${table}`);
+      if (!all.some((x) => x.name.toLowerCase() === name.toLowerCase()))
+        throw grpcError(grpc.status.INVALID_ARGUMENT, `Field ${name} not found in table ${dataset}.${table}`);
     }
     // The table's order, whatever the order asked for.
     const columns = selected.length === 0 ? all : all.filter((c) => selected.some((name) => name.toLowerCase() === c.name.toLowerCase()));
     const restriction = request.readSession.readOptions?.rowRestriction;
     let where: string | undefined;
     try {
-      where = restriction ? translateRowRestriction(restriction, all.map((c) => ({ name: c.name, type: bigQueryType(c.duckType)[0] }))) : undefined;
+      where = restriction
+        ? translateRowRestriction(
+            restriction,
+            all.map((c) => ({ name: c.name, type: bigQueryType(c.duckType)[0] })),
+          )
+        : undefined;
     } catch (err) {
-      if (err instanceof RestrictionError) throw grpcError(grpc.status.INVALID_ARGUMENT, `request failed: row restriction ${JSON.stringify(restriction)}: ${err.message}`);
+      if (err instanceof RestrictionError)
+        throw grpcError(grpc.status.INVALID_ARGUMENT, `request failed: row restriction ${JSON.stringify(restriction)}: ${err.message}`);
       throw err;
     }
     const rows = await wh.rowCount(duckName, where);
@@ -271,7 +314,8 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
     const streamRows = session?.streamRows[stream];
     if (!session || streamRows === undefined) return fail(grpc.status.NOT_FOUND, `Not found: stream ${streamName}`);
     Object.assign(entry, { dataset: session.dataset, table: session.table });
-    if (!Number.isInteger(offset) || offset < 0 || offset > streamRows) return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} is beyond the ${streamRows} rows of the stream`);
+    if (!Number.isInteger(offset) || offset < 0 || offset > streamRows)
+      return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} is beyond the ${streamRows} rows of the stream`);
     // A drop is spent only on a stream long enough to break after its batches.
     const drop = takeFault(ctx.faults.readRowsDrops, (d) => streamRows - offset > d.afterBatches * ctx.batchRows);
     const cancelled = new Promise<void>((resolve) => call.once("cancelled", () => resolve()));
@@ -283,7 +327,9 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
       const where = [...(session.where ? [session.where] : []), ...(streams > 1 ? [`rowid % ${streams} = ${stream}`] : [])];
       // rowid is fixed for a read-only table, so a resumed stream sees the same order.
       const order = session.unordered ? "hash(rowid * 7919 + 13), rowid" : "rowid";
-      const result = await c.stream(`SELECT ${select} FROM ${session.duckName}${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY ${order} OFFSET ${offset}`);
+      const result = await c.stream(
+        `SELECT ${select} FROM ${session.duckName}${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY ${order} OFFSET ${offset}`,
+      );
       for (let chunk = await result.fetchChunk(); chunk && chunk.rowCount > 0; chunk = await result.fetchChunk()) {
         const columns = chunk.getColumns();
         for (let start = 0; start < chunk.rowCount; start += ctx.batchRows) {
@@ -297,7 +343,10 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
               // Set before any call: clients reach the server only through the proxy.
               proxy.cut(call.getPeer());
             } else {
-              fail(drop.mode === "internal" ? grpc.status.INTERNAL : grpc.status.UNAVAILABLE, drop.mode === "internal" ? "Received RST_STREAM with code 2 (Internal server error)" : "Connection reset by the stand-in (injected)");
+              fail(
+                drop.mode === "internal" ? grpc.status.INTERNAL : grpc.status.UNAVAILABLE,
+                drop.mode === "internal" ? "Received RST_STREAM with code 2 (Internal server error)" : "Connection reset by the stand-in (injected)",
+              );
             }
             return;
           }
@@ -305,7 +354,11 @@ export async function startStorageReadStandIn(ctx: StandInContext): Promise<{ en
           const slice = columns.map((col) => col.slice(start, start + n));
           const batch = encodeBatch(session.schema, slice, n);
           const progress = { atResponseStart: (offset + sent) / streamRows, atResponseEnd: (offset + sent + n) / streamRows };
-          const more = call.write({ arrowRecordBatch: { serializedRecordBatch: Buffer.from(batch), rowCount: String(n) }, rowCount: String(n), stats: { progress } });
+          const more = call.write({
+            arrowRecordBatch: { serializedRecordBatch: Buffer.from(batch), rowCount: String(n) },
+            rowCount: String(n),
+            stats: { progress },
+          });
           sent += n;
           batches++;
           entry.rows = sent;

@@ -69,7 +69,10 @@ export async function buildTinyWarehouse(opts: TinyWarehouseOptions): Promise<Re
       await c.run(`CREATE TABLE ${F}.${q(`mom_bqx_${pair}`)} AS SELECT ${key()}, (${base} + i) * 2 AS z FROM range(${rows}) r(i) WHERE i % 2 = 0`);
       const wide = opts.wideColumns ?? 0;
       if (wide > 0) {
-        const cols = Array.from({ length: wide }, (_, k) => `CASE WHEN (i + ${k}) % 7 = 0 THEN NULL ELSE ((${base} + i) * ${k + 1} + 0.5)::DOUBLE END AS ${q(`w${k}`)}`);
+        const cols = Array.from(
+          { length: wide },
+          (_, k) => `CASE WHEN (i + ${k}) % 7 = 0 THEN NULL ELSE ((${base} + i) * ${k + 1} + 0.5)::DOUBLE END AS ${q(`w${k}`)}`,
+        );
         // Rows in shuffled order, and every fifth minute missing: slices must not depend on the storage order.
         await c.run(`CREATE TABLE ${F}.${q(`reg_${pair}`)} AS SELECT ${key()}, ${cols.join(", ")} FROM range(${rows}) r(i) WHERE i % 5 <> 3 ORDER BY hash(i)`);
       }

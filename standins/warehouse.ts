@@ -87,7 +87,14 @@ const INFO_TYPE_CASE = `CASE upper(data_type)
   WHEN 'BIGINT' THEN 'INT64' WHEN 'INTEGER' THEN 'INT64' WHEN 'SMALLINT' THEN 'INT64' WHEN 'TINYINT' THEN 'INT64'
   WHEN 'VARCHAR' THEN 'STRING' WHEN 'BOOLEAN' THEN 'BOOL' WHEN 'DATE' THEN 'DATE' ELSE data_type END`;
 
-const PARAM_CASTS: Readonly<Record<string, string>> = { DATE: "DATE", INT64: "BIGINT", FLOAT64: "DOUBLE", STRING: "VARCHAR", TIMESTAMP: "TIMESTAMPTZ", BOOL: "BOOLEAN" };
+const PARAM_CASTS: Readonly<Record<string, string>> = {
+  DATE: "DATE",
+  INT64: "BIGINT",
+  FLOAT64: "DOUBLE",
+  STRING: "VARCHAR",
+  TIMESTAMP: "TIMESTAMPTZ",
+  BOOL: "BOOLEAN",
+};
 
 export class StandInWarehouse {
   readonly project: string;
@@ -173,7 +180,11 @@ export class StandInWarehouse {
     // A quoted identifier may hold backslash escapes (\` and \\); dots inside one split a path.
     const splitPath = (quoted: string) => [...quoted.matchAll(QUOTED)].flatMap((m) => (m[1] ?? "").split(".").map((s) => s.replace(/\\(.)/g, "$1")));
     const paramTypes = new Map(params.map((p) => [p.name ?? "", (p.parameterType?.type ?? "STRING").toUpperCase()]));
-    const comparisons = [...sql.matchAll(/(?<!\()`([^`.]+)`\s*(<=|>=|<|>|=)\s*@([A-Za-z_]\w*)/g)].map((m) => ({ column: m[1]!, op: m[2]!, paramType: paramTypes.get(m[3]!) ?? "STRING" }));
+    const comparisons = [...sql.matchAll(/(?<!\()`([^`.]+)`\s*(<=|>=|<|>|=)\s*@([A-Za-z_]\w*)/g)].map((m) => ({
+      column: m[1]!,
+      op: m[2]!,
+      paramType: paramTypes.get(m[3]!) ?? "STRING",
+    }));
 
     let out = sql.replace(new RegExp(`(${QUOTED_PATH})\\.INFORMATION_SCHEMA\\.(TABLES|COLUMNS|PARTITIONS)\\b`, "gi"), (_m, path: string, view: string) => {
       const parts = splitPath(path);
@@ -210,7 +221,8 @@ export class StandInWarehouse {
       const p = byName.get(name);
       if (!p) throw new StandInError(400, "invalidQuery", `Undeclared query parameters: ${name}`);
       if ((p.parameterType?.type ?? "").toUpperCase() === "ARRAY") {
-        if ((p.parameterType?.arrayType?.type ?? "STRING").toUpperCase() !== "STRING") throw new StandInError(400, "invalidQuery", `Query parameter '${name}': the stand-in takes ARRAY<STRING> only`);
+        if ((p.parameterType?.arrayType?.type ?? "STRING").toUpperCase() !== "STRING")
+          throw new StandInError(400, "invalidQuery", `Query parameter '${name}': the stand-in takes ARRAY<STRING> only`);
         values[name] = JSON.stringify((p.parameterValue?.arrayValues ?? []).map((v) => v.value ?? null));
         return `CAST(json($${name}) AS VARCHAR[])`;
       }
@@ -273,7 +285,11 @@ export class StandInWarehouse {
         if (!column) continue;
         const [type] = bigQueryType(column.duckType);
         if ((type === "DATETIME" && cmp.paramType === "TIMESTAMP") || (type === "TIMESTAMP" && cmp.paramType === "DATETIME")) {
-          throw new StandInError(400, "invalidQuery", `No matching signature for operator ${cmp.op} for argument types: ${type}, ${cmp.paramType}. Supported signature: ANY ${cmp.op} ANY`);
+          throw new StandInError(
+            400,
+            "invalidQuery",
+            `No matching signature for operator ${cmp.op} for argument types: ${type}, ${cmp.paramType}. Supported signature: ANY ${cmp.op} ANY`,
+          );
         }
       }
     }

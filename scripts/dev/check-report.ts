@@ -23,7 +23,9 @@ try {
     await page.close();
     const pageClean = ok && foreign.length === 0 && messages.length === 0;
     clean &&= pageClean;
-    process.stdout.write(`${JSON.stringify({ file, bytes: (await stat(file)).size, title, loaded: ok, svgs, heatCells, coverageCells, foreignRequests: foreign, messages, clean: pageClean })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ file, bytes: (await stat(file)).size, title, loaded: ok, svgs, heatCells, coverageCells, foreignRequests: foreign, messages, clean: pageClean })}\n`,
+    );
   }
 } finally {
   await browser.close();

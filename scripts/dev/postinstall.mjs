@@ -38,9 +38,7 @@ if (!polarsLoads()) {
   try {
     const npmCli = process.env.npm_execpath;
     const packArgs = ["pack", "--silent", "--pack-destination", tmp, `${name}@${version}`];
-    const out = npmCli
-      ? execFileSync(process.execPath, [npmCli, ...packArgs], { encoding: "utf8" })
-      : execFileSync("npm", packArgs, { encoding: "utf8" });
+    const out = npmCli ? execFileSync(process.execPath, [npmCli, ...packArgs], { encoding: "utf8" }) : execFileSync("npm", packArgs, { encoding: "utf8" });
     const tarball = join(tmp, out.trim().split("\n").pop());
     const target = join(dirname(require.resolve("nodejs-polars/package.json")), "..", name);
     mkdirSync(target, { recursive: true });

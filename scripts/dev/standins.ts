@@ -34,14 +34,28 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-let values: { warehouse?: string | undefined; "latency-ms"?: string | undefined; "session-latency-ms"?: string | undefined; "env-file"?: string | undefined; seed?: string | undefined; help?: boolean | undefined };
+let values: {
+  warehouse?: string | undefined;
+  "latency-ms"?: string | undefined;
+  "session-latency-ms"?: string | undefined;
+  "env-file"?: string | undefined;
+  seed?: string | undefined;
+  help?: boolean | undefined;
+};
 try {
   ({ values } = parseArgs({
     // package.json runs `node scripts/dev/standins.ts --`: Node reads an `--env-file` it finds
     // anywhere in its arguments as its own option (and exits 9 when the file does not exist
     // yet), unless a `--` comes first. That `--` is dropped here.
     args: process.argv.slice(2).filter((a, i) => !(i === 0 && a === "--")),
-    options: { warehouse: { type: "string" }, "latency-ms": { type: "string" }, "session-latency-ms": { type: "string" }, "env-file": { type: "string" }, seed: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      warehouse: { type: "string" },
+      "latency-ms": { type: "string" },
+      "session-latency-ms": { type: "string" },
+      "env-file": { type: "string" },
+      seed: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
     allowPositionals: false,
   }));
@@ -69,7 +83,8 @@ if (!existsSync(warehouse)) {
 const latency = parseLatency(values["latency-ms"] ?? "0");
 if (latency === undefined) fail(`--latency-ms must be a number of milliseconds or a range like 2000-3000 (got ${JSON.stringify(values["latency-ms"])})`);
 const sessionLatency = parseLatency(values["session-latency-ms"] ?? "0");
-if (sessionLatency === undefined) fail(`--session-latency-ms must be a number of milliseconds or a range like 300-800 (got ${JSON.stringify(values["session-latency-ms"])})`);
+if (sessionLatency === undefined)
+  fail(`--session-latency-ms must be a number of milliseconds or a range like 300-800 (got ${JSON.stringify(values["session-latency-ms"])})`);
 const seed = Number(values.seed ?? 1);
 if (!Number.isSafeInteger(seed)) fail(`--seed must be a whole number (got ${JSON.stringify(values.seed)})`);
 
@@ -80,10 +95,16 @@ async function smallestTargetRows(file: string): Promise<number | undefined> {
   const instance = await DuckDBInstance.create(file, { access_mode: "READ_ONLY" });
   const c = await instance.connect();
   try {
-    const tables = (await c.runAndReadAll(`SELECT table_name FROM information_schema.tables WHERE table_schema = '${DEFAULT_TARGETS_DATASET}' AND table_name LIKE 'targets\\_%' ESCAPE '\\'`)).getRowsJS();
+    const tables = (
+      await c.runAndReadAll(
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = '${DEFAULT_TARGETS_DATASET}' AND table_name LIKE 'targets\\_%' ESCAPE '\\'`,
+      )
+    ).getRowsJS();
     let fewest: number | undefined;
     for (const [name] of tables) {
-      const reader = await c.runAndReadAll(`SELECT count(*) FROM "${DEFAULT_TARGETS_DATASET}"."${varchar(name)}" WHERE "${TARGET_ROW_FILTER_COLUMN}" IS NOT NULL`);
+      const reader = await c.runAndReadAll(
+        `SELECT count(*) FROM "${DEFAULT_TARGETS_DATASET}"."${varchar(name)}" WHERE "${TARGET_ROW_FILTER_COLUMN}" IS NOT NULL`,
+      );
       const n = Number(reader.getRowsJS()[0]?.[0] ?? 0);
       fewest = fewest === undefined ? n : Math.min(fewest, n);
     }
@@ -164,13 +185,20 @@ function summarise(all = false): void {
     const tally = (keys: string[]) => {
       const by = new Map<string, number>();
       for (const k of keys) by.set(k, (by.get(k) ?? 0) + 1);
-      return [...by.entries()].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ");
+      return [...by.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, n]) => `${k} ${n}`)
+        .join(", ");
     };
     const statuses = items.flatMap((i) => (i.status === undefined ? [] : [`${i.key} ${i.status}`]));
     return `${items.length}${items.length ? ` (${tally(items.map((i) => i.key))}${statuses.length ? `; not OK: ${tally(statuses)}` : ""})` : ""}`;
   };
-  const rest = bq.filter((r) => r.api === "bigquery").map((r) => ({ key: r.method, status: typeof r.status === "number" && r.status >= 400 ? String(r.status) : undefined }));
-  const read = bq.filter((r) => r.api === "storage").map((r) => ({ key: r.method, status: typeof r.status === "string" && !["OK", "RUNNING"].includes(r.status) ? r.status : undefined }));
+  const rest = bq
+    .filter((r) => r.api === "bigquery")
+    .map((r) => ({ key: r.method, status: typeof r.status === "number" && r.status >= 400 ? String(r.status) : undefined }));
+  const read = bq
+    .filter((r) => r.api === "storage")
+    .map((r) => ({ key: r.method, status: typeof r.status === "string" && !["OK", "RUNNING"].includes(r.status) ? r.status : undefined }));
   const objects = storage.map((r) => ({ key: r.kind, status: r.status >= 400 ? String(r.status) : undefined }));
   say(`${new Date().toISOString().slice(11, 19)} bigquery ${count(rest)}; storage read ${count(read)}; cloud storage ${count(objects)}`);
 }
@@ -185,7 +213,14 @@ async function stop(signal: NodeJS.Signals): Promise<void> {
   say(`${signal}: closing`);
   await Promise.allSettled([bigquery!.close(), gcs!.close()]);
   const cpu = process.cpuUsage();
-  const figures = { seconds: (Date.now() - started) / 1000, requests: served, ...counted, cpu_user_s: cpu.user / 1e6, cpu_system_s: cpu.system / 1e6, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
+  const figures = {
+    seconds: (Date.now() - started) / 1000,
+    requests: served,
+    ...counted,
+    cpu_user_s: cpu.user / 1e6,
+    cpu_system_s: cpu.system / 1e6,
+    peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+  };
   say(`stopped: ${JSON.stringify(figures)}`);
   process.exit(0);
 }

@@ -71,7 +71,9 @@ function wholeNumber(name: string, value: string | undefined, fallback: number):
 const gcsEndpoint = (): string | undefined => {
   const endpoint = process.env.GCS_ENDPOINT?.trim() || undefined;
   if (endpoint && /^http:/i.test(endpoint) && !isLoopbackEndpoint(endpoint)) {
-    usage(`GCS_ENDPOINT: expected https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google (got ${JSON.stringify(endpoint)})`);
+    usage(
+      `GCS_ENDPOINT: expected https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google (got ${JSON.stringify(endpoint)})`,
+    );
   }
   return endpoint;
 };
@@ -103,7 +105,11 @@ async function openBucket(uri: string): Promise<{ bucket: Bucket; name: string }
     const { GcsBucket } = await import("../../src/bucket/gcs.ts");
     const endpoint = gcsEndpoint();
     const authClient = await credentials(endpoint);
-    const bucket = new GcsBucket(uri.slice(0, slash), { ...(endpoint ? { apiEndpoint: endpoint } : {}), ...(authClient ? { authClient } : {}), retry: { attempts: 3 } });
+    const bucket = new GcsBucket(uri.slice(0, slash), {
+      ...(endpoint ? { apiEndpoint: endpoint } : {}),
+      ...(authClient ? { authClient } : {}),
+      retry: { attempts: 3 },
+    });
     return { bucket, name: uri.slice(slash + 1) };
   }
   const { LocalDirectoryBucket } = await import("../../src/bucket/local.ts");
@@ -133,7 +139,8 @@ async function main(): Promise<number> {
     return 0;
   }
   const expectedExecution = values.execution;
-  if (expectedExecution !== undefined && !/^[a-z0-9][a-z0-9-]*$/.test(expectedExecution)) usage(`--execution: expected a Cloud Run execution name (got ${JSON.stringify(expectedExecution)})`);
+  if (expectedExecution !== undefined && !/^[a-z0-9][a-z0-9-]*$/.test(expectedExecution))
+    usage(`--execution: expected a Cloud Run execution name (got ${JSON.stringify(expectedExecution)})`);
   if (positionals.length !== 1) usage(`expected one object URI (got ${positionals.length})`);
   const uri = positionals[0]!;
   const minRows = wholeNumber("min-rows", values["min-rows"], DEFAULTS.MIN_ROWS);
@@ -152,9 +159,7 @@ async function main(): Promise<number> {
       process.stdout.write(`${JSON.stringify({ uri, pair, ok, bytes: size, bytesRead, checks })}\n`);
     } else {
       for (const c of checks) process.stdout.write(`${c.ok ? "ok  " : "FAIL"}  ${c.check}: ${c.detail}\n`);
-      process.stdout.write(
-        `${ok ? "valid" : "NOT VALID"}: ${uri} (read ${formatBytes(bytesRead)} of ${formatBytes(size)}: footer and manifest only)\n`,
-      );
+      process.stdout.write(`${ok ? "valid" : "NOT VALID"}: ${uri} (read ${formatBytes(bytesRead)} of ${formatBytes(size)}: footer and manifest only)\n`);
     }
     return ok ? 0 : 1;
   };
@@ -168,11 +173,19 @@ async function main(): Promise<number> {
 
   const info: ObjectInfo | undefined = await bucket.stat(name);
   if (!info) {
-    check("object", false, `${uri} does not exist: run the job for ${pair} (scripts/operator/execute_production_26pairs.sh --pairs ${pair}), or check OUTPUT_URI`);
+    check(
+      "object",
+      false,
+      `${uri} does not exist: run the job for ${pair} (scripts/operator/execute_production_26pairs.sh --pairs ${pair}), or check OUTPUT_URI`,
+    );
     return report();
   }
   size = info.bytes;
-  check("object", info.bytes >= 12, `${formatBytes(info.bytes)} (${info.bytes} bytes), crc32c ${info.crc32c || "none"}${info.generation ? `, generation ${info.generation}` : ""}`);
+  check(
+    "object",
+    info.bytes >= 12,
+    `${formatBytes(info.bytes)} (${info.bytes} bytes), crc32c ${info.crc32c || "none"}${info.generation ? `, generation ${info.generation}` : ""}`,
+  );
   if (info.bytes < 12) return report();
 
   // The manifest is written after the training file has been validated and verified; it is what
@@ -233,7 +246,11 @@ async function main(): Promise<number> {
   const thrift = new Uint8Array(await read(name, info.bytes - 8 - footerLength, info.bytes - 8));
   const footer = summarizeFooter(thrift, info.bytes);
   const schemaSha256 = createHash("sha256").update(schemaText(thrift)).digest("hex");
-  check("footer", true, `${footer.numRows} rows x ${footer.columnNames.length} columns in ${footer.rowGroups.length} row groups (${formatBytes(footer.footerBytes)} footer)`);
+  check(
+    "footer",
+    true,
+    `${footer.numRows} rows x ${footer.columnNames.length} columns in ${footer.rowGroups.length} row groups (${formatBytes(footer.footerBytes)} footer)`,
+  );
 
   const md = info.metadata;
   const mdProblems = [
@@ -246,7 +263,9 @@ async function main(): Promise<number> {
   check(
     "metadata",
     mdProblems.length === 0,
-    mdProblems.length === 0 ? `pair=${pair} rows=${md.rows} columns=${md.columns} schema_sha256=${schemaSha256.slice(0, 12)}...` : `${mdProblems.join("; ")}: the object's metadata does not match its content; run the job for ${pair} again`,
+    mdProblems.length === 0
+      ? `pair=${pair} rows=${md.rows} columns=${md.columns} schema_sha256=${schemaSha256.slice(0, 12)}...`
+      : `${mdProblems.join("; ")}: the object's metadata does not match its content; run the job for ${pair} again`,
   );
 
   // The footer carries the manifest of the file's content; the manifest object is that plus the
@@ -258,7 +277,9 @@ async function main(): Promise<number> {
     check(
       "footer manifest",
       same,
-      same ? "the footer's manifest is the manifest object's (pair, rows, tables, validation)" : `${inFooter === undefined ? "the footer carries no manifest" : "the footer's manifest differs from the manifest object's"}: they were not written together; run the job for ${pair} again`,
+      same
+        ? "the footer's manifest is the manifest object's (pair, rows, tables, validation)"
+        : `${inFooter === undefined ? "the footer carries no manifest" : "the footer's manifest differs from the manifest object's"}: they were not written together; run the job for ${pair} again`,
     );
   }
 

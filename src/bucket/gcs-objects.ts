@@ -2,6 +2,8 @@
 // request retries, credentials on a custom endpoint), object names under the prefix, object
 // resources as the port describes them, and the whole-operation retry (src/retry.ts) that
 // converts every failure to a JobError at this edge (src/gcp/errors.ts). The operations live in gcs.ts.
+import { createReadStream } from "node:fs";
+import { Readable } from "node:stream";
 import { IdempotencyStrategy, Storage, type Bucket as StorageBucket, type File } from "@google-cloud/storage";
 import type { AuthClient } from "google-auth-library";
 import { JobError } from "../errors.ts";
@@ -9,7 +11,7 @@ import { authClientForEndpoint } from "../gcp/auth.ts";
 import { withRetry, type RetryPolicy } from "../retry.ts";
 import type { Logger } from "../log.ts";
 import { bucketMissing, describeGcsFailure, httpStatusOf as statusOf } from "../gcp/errors.ts";
-import type { ObjectInfo, SourceObject } from "./port.ts";
+import type { ByteRange, ObjectInfo, SourceObject } from "./port.ts";
 
 /** Resumable chunks are buffered in memory (the library keeps one to resend after a fault). */
 export const DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024;
@@ -129,11 +131,14 @@ export class GcsObjects {
         return this.infoOf(source.name, md);
       } catch (err) {
         if (statusOf(err) !== 404 || bucketMissing(err)) throw err;
-        throw new JobError(`cannot ${what}: ${this.uriOf(source.name)} is no longer generation ${source.generation}; it was replaced or deleted after its generation was read`, {
-          reason: "source-changed",
-          fix: "stage that object again and use its new generation",
-          cause: err,
-        });
+        throw new JobError(
+          `cannot ${what}: ${this.uriOf(source.name)} is no longer generation ${source.generation}; it was replaced or deleted after its generation was read`,
+          {
+            reason: "source-changed",
+            fix: "stage that object again and use its new generation",
+            cause: err,
+          },
+        );
       }
     });
   }
@@ -141,7 +146,9 @@ export class GcsObjects {
   /** An object resource (metadata GET or compose answer) as the port describes it. */
   infoOf(name: string, md: { size?: unknown; crc32c?: unknown; generation?: unknown; metadata?: unknown; componentCount?: unknown }): ObjectInfo {
     const custom = Object.fromEntries(
-      Object.entries((md.metadata ?? {}) as Record<string, unknown>).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]),
+      Object.entries((md.metadata ?? {}) as Record<string, unknown>)
+        .filter(([, v]) => v !== null && v !== undefined)
+        .map(([k, v]) => [k, String(v)]),
     );
     return {
       name,
@@ -172,19 +179,25 @@ export class GcsObjects {
       isRetryable: (err: unknown) => err instanceof JobError && err.retryable,
       ...(this.signal ? { signal: this.signal } : {}),
       onRetry: ({ attempt, delayMs, error }) =>
-        this.log?.warn({ op, target, attempt, delayMs, err: (error as Error).message }, `${op} ${target} failed; trying again in ${delayMs} ms (attempt ${attempt + 1} of ${attempts})`),
+        this.log?.warn(
+          { op, target, attempt, delayMs, err: (error as Error).message },
+          `${op} ${target} failed; trying again in ${delayMs} ms (attempt ${attempt + 1} of ${attempts})`,
+        ),
     };
   }
 
   /** Runs `fn` under the whole-operation retry, converting failures to JobErrors. */
   retrying<T>(op: string, name: string, fn: () => Promise<T>): Promise<T> {
-    return withRetry(async () => {
-      try {
-        return await fn();
-      } catch (err) {
-        throw this.toJobError(err, op, name);
-      }
-    }, this.policy(this.attempts, op, this.uriOf(name)));
+    return withRetry(
+      async () => {
+        try {
+          return await fn();
+        } catch (err) {
+          throw this.toJobError(err, op, name);
+        }
+      },
+      this.policy(this.attempts, op, this.uriOf(name)),
+    );
   }
 
   toJobError(err: unknown, op: string, name: string): JobError {
@@ -199,4 +212,16 @@ export function contentTypeOf(name: string): string {
   if (name.endsWith(".parquet")) return "application/vnd.apache.parquet";
   if (name.endsWith(".html")) return "text/html; charset=utf-8";
   return "application/octet-stream";
+}
+
+/** The local file, or bytes [start, end) of it. */
+export function readLocal(localPath: string, range: ByteRange | undefined): Readable {
+  if (!range) return createReadStream(localPath);
+  if (range.end === range.start) return Readable.from([]);
+  return createReadStream(localPath, { start: range.start, end: range.end - 1 });
+}
+
+export function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }

@@ -17,17 +17,17 @@
 // - Errors are JobErrors at this edge: 401/403/404/412 are final and name the fix; 429, 5xx,
 //   network faults and checksum mismatches are `retryable`.
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { crc32c } from "@node-rs/crc32";
 import { crc32cBase64 } from "../checksum.ts";
 import { JobError } from "../errors.ts";
 import { withRetry } from "../retry.ts";
 import { bucketMissing, httpStatusOf as statusOf } from "../gcp/errors.ts";
-import { GCS_MAX_COMPOSE_SOURCES, GcsObjects, PROBE_PREFIX, contentTypeOf, type GcsBucketOptions } from "./gcs-objects.ts";
+import { GCS_MAX_COMPOSE_SOURCES, GcsObjects, PROBE_PREFIX, contentTypeOf, readLocal, sameRecord, type GcsBucketOptions } from "./gcs-objects.ts";
 import {
   assertByteRange,
   assertSourceCount,
@@ -87,14 +87,18 @@ export class GcsBucket implements Bucket {
     const { size: fileSize } = await stat(localPath);
     if (range) {
       assertByteRange(localPath, range.start, range.end);
-      if (range.end > fileSize) throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${fileSize} bytes)`, { reason: "range-out-of-bounds" });
+      if (range.end > fileSize)
+        throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${fileSize} bytes)`, { reason: "range-out-of-bounds" });
     }
     const size = range ? range.end - range.start : fileSize;
     const recorded: Record<string, string> = expected.sha256 !== undefined ? { sha256: expected.sha256 } : {};
     const before = await this.stat(name);
     const ifGenerationMatch = before?.generation ?? "0";
     const sameContent = (info: ObjectInfo | undefined): boolean =>
-      info !== undefined && info.bytes === size && info.crc32c === expected.crc32c && (expected.sha256 === undefined || info.metadata.sha256 === expected.sha256);
+      info !== undefined &&
+      info.bytes === size &&
+      info.crc32c === expected.crc32c &&
+      (expected.sha256 === undefined || info.metadata.sha256 === expected.sha256);
     let sessionUri: string | undefined;
     const started = Date.now();
     const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
@@ -140,7 +144,11 @@ export class GcsBucket implements Bucket {
     if (!stored || !sameContent(stored)) {
       // Unreachable against Cloud Storage (it verified the declared crc32c); a server that
       // ignores it must not leave an unverified object behind.
-      if (stored?.generation) await this.o.file(name).delete({ ifGenerationMatch: stored.generation }).catch(() => undefined);
+      if (stored?.generation)
+        await this.o
+          .file(name)
+          .delete({ ifGenerationMatch: stored.generation })
+          .catch(() => undefined);
       throw new JobError(
         `${uri} does not match what was uploaded: expected ${size} bytes with crc32c ${expected.crc32c}, stored ${stored?.bytes ?? "nothing"} bytes with crc32c ${stored?.crc32c ?? "none"}`,
         { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, check that GCS_ENDPOINT points at Cloud Storage" },
@@ -170,34 +178,48 @@ export class GcsBucket implements Bucket {
     };
     const started = Date.now();
     let stored: ObjectInfo | undefined;
-    await withRetry(async (attempt) => {
-      try {
-        stored = this.o.infoOf(destination, await this.composeRequest(destination, request, ifGenerationMatch));
-      } catch (err) {
-        if (statusOf(err) === 412 && attempt > 1) {
-          // An earlier attempt may have composed with its answer lost: then the object is ours.
-          const now = await this.stat(destination);
-          if (now && now.generation !== ifGenerationMatch && (await this.isComposedFrom(now, sources, metadata, opts.expected))) {
-            stored = now;
-            return;
+    await withRetry(
+      async (attempt) => {
+        try {
+          stored = this.o.infoOf(destination, await this.composeRequest(destination, request, ifGenerationMatch));
+        } catch (err) {
+          if (statusOf(err) === 412 && attempt > 1) {
+            // An earlier attempt may have composed with its answer lost: then the object is ours.
+            const now = await this.stat(destination);
+            if (now && now.generation !== ifGenerationMatch && (await this.isComposedFrom(now, sources, metadata, opts.expected))) {
+              stored = now;
+              return;
+            }
           }
+          throw this.o.toJobError(err, "compose", destination);
         }
-        throw this.o.toJobError(err, "compose", destination);
-      }
-    }, this.o.policy(this.o.uploadAttempts, "compose", uri));
+      },
+      this.o.policy(this.o.uploadAttempts, "compose", uri),
+    );
     const result = stored!;
     if (opts.expected && (result.bytes !== opts.expected.bytes || result.crc32c !== opts.expected.crc32c)) {
       // Deleted by its generation, so nothing another writer put there since is touched.
-      const removed = await this.o.file(destination)
+      const removed = await this.o
+        .file(destination)
         .delete({ ifGenerationMatch: result.generation })
-        .then(() => true, (err: unknown) => statusOf(err) === 404 || statusOf(err) === 412);
+        .then(
+          () => true,
+          (err: unknown) => statusOf(err) === 404 || statusOf(err) === 412,
+        );
       throw new JobError(
         `composing ${uri} from ${sources.length} sources gave ${result.bytes} bytes with crc32c ${result.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}${removed ? "; the result was deleted" : `; deleting the result (generation ${result.generation}) failed too`}`,
         { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, the parts or their predicted crc32c are wrong: stage them again" },
       );
     }
     this.o.log?.info(
-      { uri, bytes: result.bytes, generation: result.generation, components: result.componentCount, sources: sources.length, seconds: (Date.now() - started) / 1000 },
+      {
+        uri,
+        bytes: result.bytes,
+        generation: result.generation,
+        components: result.componentCount,
+        sources: sources.length,
+        seconds: (Date.now() - started) / 1000,
+      },
       `composed ${uri} from ${sources.length} sources${opts.expected ? " (size and crc32c verified)" : ""}`,
     );
     return result;
@@ -208,11 +230,14 @@ export class GcsBucket implements Bucket {
     if (source.name === destination) throw new JobError(`cannot move ${this.o.uriOf(destination)} onto itself`, { reason: "bad-object-name" });
     const from = await this.o.statGeneration(source, `move ${this.o.uriOf(source.name)} to ${this.o.uriOf(destination)}`);
     if (opts.expected && (from.bytes !== opts.expected.bytes || from.crc32c !== opts.expected.crc32c)) {
-      throw new JobError(`cannot move ${this.o.uriOf(source.name)}: it has ${from.bytes} bytes with crc32c ${from.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`, {
-        reason: "checksum-mismatch",
-        retryable: true,
-        fix: "stage the object again",
-      });
+      throw new JobError(
+        `cannot move ${this.o.uriOf(source.name)}: it has ${from.bytes} bytes with crc32c ${from.crc32c}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`,
+        {
+          reason: "checksum-mismatch",
+          retryable: true,
+          fix: "stage the object again",
+        },
+      );
     }
     const moved = await this.compose([source], destination, {
       ...opts,
@@ -226,7 +251,11 @@ export class GcsBucket implements Bucket {
         const status = statusOf(err);
         // 404: gone already (an earlier try's answer was lost). 412: another writer put a new
         // object under that name meanwhile; the generation we moved is no longer live, and theirs stays.
-        if (status === 412) this.o.log?.warn({ uri: this.o.uriOf(source.name), generation: source.generation }, `moved ${this.o.uriOf(source.name)}, which another writer replaced meanwhile; their object stays`);
+        if (status === 412)
+          this.o.log?.warn(
+            { uri: this.o.uriOf(source.name), generation: source.generation },
+            `moved ${this.o.uriOf(source.name)}, which another writer replaced meanwhile; their object stays`,
+          );
         if ((status === 404 && !bucketMissing(err)) || status === 412) return;
         throw err;
       }
@@ -241,7 +270,11 @@ export class GcsBucket implements Bucket {
   async get(name: string, localPath: string): Promise<GetResult> {
     const uri = this.o.uriOf(name);
     const info = await this.stat(name);
-    if (!info) throw new JobError(`cannot download ${uri}: no such object`, { reason: "object-not-found", fix: "check the object name; list the bucket to see what is there" });
+    if (!info)
+      throw new JobError(`cannot download ${uri}: no such object`, {
+        reason: "object-not-found",
+        fix: "check the object name; list the bucket to see what is there",
+      });
     await mkdir(path.dirname(path.resolve(localPath)), { recursive: true });
     return this.o.retrying("download", name, async () => {
       const staging = `${localPath}.download-${process.pid}-${randomBytes(4).toString("hex")}`;
@@ -263,11 +296,14 @@ export class GcsBucket implements Bucket {
         await pipeline(source, hasher, createWriteStream(staging), ...(this.o.signal ? [{ signal: this.o.signal }] : []));
         const got = { crc32c: crc32cBase64(crc), sha256: sha.digest("hex") };
         if (bytes !== info.bytes || got.crc32c !== info.crc32c || (info.metadata.sha256 && info.metadata.sha256 !== got.sha256)) {
-          throw new JobError(`checksum mismatch downloading ${uri}: object has ${info.bytes} bytes with crc32c ${info.crc32c}, received ${bytes} bytes with crc32c ${got.crc32c}`, {
-            reason: "checksum-mismatch",
-            retryable: true,
-            fix: "run again; if it repeats, the stored object is damaged: delete it so it is rebuilt",
-          });
+          throw new JobError(
+            `checksum mismatch downloading ${uri}: object has ${info.bytes} bytes with crc32c ${info.crc32c}, received ${bytes} bytes with crc32c ${got.crc32c}`,
+            {
+              reason: "checksum-mismatch",
+              retryable: true,
+              fix: "run again; if it repeats, the stored object is damaged: delete it so it is rebuilt",
+            },
+          );
         }
         await rename(staging, localPath);
         return { uri, path: localPath, bytes, checksums: got, generation: info.generation };
@@ -336,7 +372,12 @@ export class GcsBucket implements Bucket {
    * Whether `now` is what this compose makes: its metadata, and the expected size and crc32c,
    * or (none expected) the sources' total size and component count, read at their generations.
    */
-  private async isComposedFrom(now: ObjectInfo, sources: readonly SourceObject[], metadata: Record<string, string>, expected: ComposeOptions["expected"]): Promise<boolean> {
+  private async isComposedFrom(
+    now: ObjectInfo,
+    sources: readonly SourceObject[],
+    metadata: Record<string, string>,
+    expected: ComposeOptions["expected"],
+  ): Promise<boolean> {
     if (!sameRecord(now.metadata, metadata)) return false;
     if (expected) return now.bytes === expected.bytes && now.crc32c === expected.crc32c;
     let bytes = 0;
@@ -349,17 +390,4 @@ export class GcsBucket implements Bucket {
     }
     return now.bytes === bytes && now.componentCount === components;
   }
-
-}
-
-/** The local file, or bytes [start, end) of it. */
-function readLocal(localPath: string, range: ByteRange | undefined): Readable {
-  if (!range) return createReadStream(localPath);
-  if (range.end === range.start) return Readable.from([]);
-  return createReadStream(localPath, { start: range.start, end: range.end - 1 });
-}
-
-function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }

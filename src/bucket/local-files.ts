@@ -86,17 +86,21 @@ export function writerIsGone(pid: number): boolean {
 }
 
 export function sourceChanged(what: string, sourcePath: string, pinned: string, now: string | undefined): JobError {
-  return new JobError(`cannot ${what}: source ${sourcePath} is no longer generation ${pinned} (${now ? `now ${now}` : "deleted"}); it was replaced or deleted after its generation was read`, {
-    reason: "source-changed",
-    fix: "stage that object again and use its new generation",
-  });
+  return new JobError(
+    `cannot ${what}: source ${sourcePath} is no longer generation ${pinned} (${now ? `now ${now}` : "deleted"}); it was replaced or deleted after its generation was read`,
+    {
+      reason: "source-changed",
+      fix: "stage that object again and use its new generation",
+    },
+  );
 }
 
 /** Refuses a range past the end of the local file before anything is copied. */
 export async function assertRangeOfFile(localPath: string, range: ByteRange): Promise<void> {
   assertByteRange(localPath, range.start, range.end);
   const { size } = await stat(localPath);
-  if (range.end > size) throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${size} bytes)`, { reason: "range-out-of-bounds" });
+  if (range.end > size)
+    throw new JobError(`range [${range.start}, ${range.end}) of ${localPath} is past its end (${size} bytes)`, { reason: "range-out-of-bounds" });
 }
 
 /** A byte range of a file to copy; `end` undefined: to the end of the file (its size, which `opened` may return). */
@@ -131,7 +135,7 @@ export async function copyInto(
   let turn = 0;
   let writing: Promise<void> = Promise.resolve();
   const write = async (chunk: Buffer, position: number) => {
-    for (let done = 0; done < chunk.length; ) done += (await out.write(chunk, done, chunk.length - done, position + done)).bytesWritten;
+    for (let done = 0; done < chunk.length;) done += (await out.write(chunk, done, chunk.length - done, position + done)).bytesWritten;
   };
   for (const piece of pieces) {
     const input = await open(piece.path, "r").catch((err: unknown) => {
@@ -140,7 +144,7 @@ export async function copyInto(
     try {
       const size = (await piece.opened?.(input)) ?? (await input.stat()).size;
       const end = piece.end ?? size;
-      for (let position = piece.start; position < end; ) {
+      for (let position = piece.start; position < end;) {
         opts.signal?.throwIfAborted();
         const buffer = buffers[turn]!;
         turn ^= 1;
@@ -183,9 +187,12 @@ export async function checkGeneration(target: string, ifGenerationMatch: string 
   const info = await stat(target).catch(() => undefined);
   const current = info ? generationOf(info.mtimeMs) : "0";
   if (current !== ifGenerationMatch) {
-    throw new JobError(`cannot write ${target}: another writer changed it meanwhile (generation ${current === "0" ? "none" : current}, expected ${ifGenerationMatch === "0" ? "none" : ifGenerationMatch})`, {
-      reason: "precondition-failed",
-      fix: "make sure only one execution writes this pair's objects at a time, then run again",
-    });
+    throw new JobError(
+      `cannot write ${target}: another writer changed it meanwhile (generation ${current === "0" ? "none" : current}, expected ${ifGenerationMatch === "0" ? "none" : ifGenerationMatch})`,
+      {
+        reason: "precondition-failed",
+        fix: "make sure only one execution writes this pair's objects at a time, then run again",
+      },
+    );
   }
 }

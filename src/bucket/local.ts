@@ -115,10 +115,11 @@ export class LocalDirectoryBucket implements Bucket {
       }
       if (stored.crc32c !== expected.crc32c || (expected.sha256 !== undefined && stored.sha256 !== expected.sha256)) {
         const what = range ? `bytes [${range.start}, ${range.end}) of ${localPath}` : localPath;
-        throw new JobError(
-          `checksum mismatch after copying ${what} to ${staging}: expected crc32c ${expected.crc32c}, stored ${stored.crc32c}`,
-          { reason: "checksum-mismatch", retryable: true, fix: "run again; if it repeats, check the disk behind OUTPUT_URI" },
-        );
+        throw new JobError(`checksum mismatch after copying ${what} to ${staging}: expected crc32c ${expected.crc32c}, stored ${stored.crc32c}`, {
+          reason: "checksum-mismatch",
+          retryable: true,
+          fix: "run again; if it repeats, check the disk behind OUTPUT_URI",
+        });
       }
       const { mtimeMs } = await stat(staging);
       if (withSidecar) {
@@ -157,7 +158,10 @@ export class LocalDirectoryBucket implements Bucket {
     const source = this.objectPath(name);
     const info = await this.stat(name);
     if (!info) {
-      throw new JobError(`cannot download ${source}: no such object`, { reason: "object-not-found", fix: "check the object name; list the bucket to see what is there" });
+      throw new JobError(`cannot download ${source}: no such object`, {
+        reason: "object-not-found",
+        fix: "check the object name; list the bucket to see what is there",
+      });
     }
     await mkdir(path.dirname(path.resolve(localPath)), { recursive: true });
     const staging = `${localPath}.download-${process.pid}-${randomBytes(4).toString("hex")}`;
@@ -165,11 +169,14 @@ export class LocalDirectoryBucket implements Bucket {
       await copyFile(source, staging);
       const got = await fileChecksums(staging);
       if (got.crc32c !== info.crc32c || got.bytes !== info.bytes) {
-        throw new JobError(`checksum mismatch downloading ${source}: object crc32c ${info.crc32c} (${info.bytes} bytes), received ${got.crc32c} (${got.bytes} bytes)`, {
-          reason: "checksum-mismatch",
-          retryable: true,
-          fix: "run again; if it repeats, the stored object is damaged: delete it so it is rebuilt",
-        });
+        throw new JobError(
+          `checksum mismatch downloading ${source}: object crc32c ${info.crc32c} (${info.bytes} bytes), received ${got.crc32c} (${got.bytes} bytes)`,
+          {
+            reason: "checksum-mismatch",
+            retryable: true,
+            fix: "run again; if it repeats, the stored object is damaged: delete it so it is rebuilt",
+          },
+        );
       }
       await rename(staging, localPath);
       return { uri: source, path: localPath, bytes: got.bytes, checksums: { crc32c: got.crc32c, sha256: got.sha256 }, generation: info.generation };
@@ -201,11 +208,15 @@ export class LocalDirectoryBucket implements Bucket {
 
   async list(prefix = ""): Promise<string[]> {
     const names: string[] = [];
-    await walkFiles(this.location, (dir, name) => dir !== this.location || name !== META_DIR, (file) => {
-      if (path.basename(file).includes(".uploading-")) return;
-      const rel = path.relative(this.location, file).split(path.sep).join("/");
-      if (rel.startsWith(prefix)) names.push(rel);
-    });
+    await walkFiles(
+      this.location,
+      (dir, name) => dir !== this.location || name !== META_DIR,
+      (file) => {
+        if (path.basename(file).includes(".uploading-")) return;
+        const rel = path.relative(this.location, file).split(path.sep).join("/");
+        if (rel.startsWith(prefix)) names.push(rel);
+      },
+    );
     return names.sort();
   }
 
@@ -231,10 +242,14 @@ export class LocalDirectoryBucket implements Bucket {
     const abandoned: string[] = [];
     for (const root of roots) {
       if (root !== this.location && !root.startsWith(this.location + path.sep)) continue;
-      await walkFiles(root, () => true, (file) => {
-        const writer = /(\.uploading-(\d+)-[0-9a-f]+)$/.exec(file);
-        if (writer && !this.ownSuffixes.has(writer[1]!) && writerIsGone(Number(writer[2]))) abandoned.push(file);
-      });
+      await walkFiles(
+        root,
+        () => true,
+        (file) => {
+          const writer = /(\.uploading-(\d+)-[0-9a-f]+)$/.exec(file);
+          if (writer && !this.ownSuffixes.has(writer[1]!) && writerIsGone(Number(writer[2]))) abandoned.push(file);
+        },
+      );
     }
     for (const file of abandoned) {
       await rm(file, { force: true });
@@ -307,11 +322,14 @@ export class LocalDirectoryBucket implements Bucket {
     const sidecar = await this.currentSidecar(source.name, info);
     const crc = sidecar?.crc32c ?? (opts.expected || opts.metadata ? (await fileChecksums(from)).crc32c : undefined);
     if (opts.expected && (info.size !== opts.expected.bytes || crc !== opts.expected.crc32c)) {
-      throw new JobError(`cannot move ${from} to ${to}: it has ${info.size} bytes with crc32c ${crc}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`, {
-        reason: "checksum-mismatch",
-        retryable: true,
-        fix: "stage the object again; if it repeats, check the disk behind OUTPUT_URI",
-      });
+      throw new JobError(
+        `cannot move ${from} to ${to}: it has ${info.size} bytes with crc32c ${crc}, expected ${opts.expected.bytes} bytes with crc32c ${opts.expected.crc32c}`,
+        {
+          reason: "checksum-mismatch",
+          retryable: true,
+          fix: "stage the object again; if it repeats, check the disk behind OUTPUT_URI",
+        },
+      );
     }
     const sourceSidecar = this.sidecarPath(source.name);
     const targetSidecar = this.sidecarPath(destination);

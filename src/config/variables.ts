@@ -119,7 +119,9 @@ const endpoint = (): Variable<string> => ({
       return refused("an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google)");
     }
     if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
-      return refused("https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google");
+      return refused(
+        "https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google",
+      );
     }
     return url.origin;
   },
@@ -176,7 +178,10 @@ export const VARIABLES = {
       return ms !== undefined && ms >= 1000 && ms <= 6 * 3_600_000 ? ms : refused("a duration from 1s to 6h like 10m, 90s or 1h");
     },
   } satisfies Variable<number>,
-  BQ_READ_ROUTE: oneOf(["table", "query"] as const, `"table" (Storage Read sessions on the tables themselves, no query jobs) or "query" (a query job per read)`),
+  BQ_READ_ROUTE: oneOf(
+    ["table", "query"] as const,
+    `"table" (Storage Read sessions on the tables themselves, no query jobs) or "query" (a query job per read)`,
+  ),
   WORK_DIR: localPath((ctx) => path.join(ctx.tmpDir, "bqx-training")),
   FEATURES_DATASET: matching(IDENTIFIER, "a dataset name of letters, digits and underscores", DEFAULT_FEATURES_DATASET),
   TARGETS_DATASET: matching(IDENTIFIER, "a dataset name of letters, digits and underscores", DEFAULT_TARGETS_DATASET),
@@ -188,7 +193,11 @@ export const VARIABLES = {
   EXTRACT_CONCURRENCY: wholeNumber(1000),
   MIN_ROWS: wholeNumber(undefined, DEFAULTS.MIN_ROWS),
   MIN_COLUMNS: wholeNumber(undefined, DEFAULTS.MIN_COLUMNS),
-  SCHEMA_CHANGE: oneOf(SCHEMA_CHANGE_POLICIES, "allow, warn or fail (what to do when the columns or tables differ from the published file's)", DEFAULTS.SCHEMA_CHANGE as SchemaChangePolicy),
+  SCHEMA_CHANGE: oneOf(
+    SCHEMA_CHANGE_POLICIES,
+    "allow, warn or fail (what to do when the columns or tables differ from the published file's)",
+    DEFAULTS.SCHEMA_CHANGE as SchemaChangePolicy,
+  ),
   MEMORY_BUDGET: {
     accepts: "a size of at least 64MiB like 3GiB, 512MiB or 2GB",
     parse: (text) => {

@@ -33,7 +33,10 @@ export function checkedKeyFrame(frame: pl.DataFrame, label: string): pl.DataFram
   }
   const nulls = key.nullCount();
   if (nulls > 0) {
-    throw new JobError(`${label} has ${nulls} rows with a NULL ${KEY_COLUMN}`, { reason: "null-key", fix: `remove those rows from ${table}; every row needs its ${KEY_COLUMN}` });
+    throw new JobError(`${label} has ${nulls} rows with a NULL ${KEY_COLUMN}`, {
+      reason: "null-key",
+      fix: `remove those rows from ${table}; every row needs its ${KEY_COLUMN}`,
+    });
   }
   const repeated = frame.height - key.nUnique();
   if (repeated > 0) {
@@ -54,7 +57,12 @@ export function rowGroupSizes(rows: number, per: number): number[] {
 
 /** The keys as a one-column frame of the key's type. */
 export function keyFrameOf(keys: BigInt64Array): pl.DataFrame {
-  return pl.DataFrame([pl.Series(KEY_COLUMN, keys as unknown as number[]).cast(pl.Int64).cast(KEY_DTYPE)]);
+  return pl.DataFrame([
+    pl
+      .Series(KEY_COLUMN, keys as unknown as number[])
+      .cast(pl.Int64)
+      .cast(KEY_DTYPE),
+  ]);
 }
 
 /**
@@ -72,7 +80,7 @@ async function crcOfRange(path: string, start: number, end: number): Promise<num
   try {
     const buf = Buffer.allocUnsafe(Math.min(8 << 20, Math.max(1, end - start)));
     let crc = 0;
-    for (let at = start; at < end; ) {
+    for (let at = start; at < end;) {
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - at), at);
       if (bytesRead === 0) throw new Error(`${path}: unexpected end of file at ${at}`);
       crc = crc32c(buf.subarray(0, bytesRead), crc);

@@ -27,14 +27,31 @@ async function runTarget(task: TargetTask, started: number): Promise<ExtractResu
   }
   const keys = BigInt64Array.from(frame.getColumn(KEY_COLUMN).cast(pl.Int64).toTypedArray() as BigInt64Array);
   for (let i = 1; i < keys.length; i += 1) {
-    if (keys[i]! <= keys[i - 1]!) throw new JobError(`${label}: ${KEY_COLUMN} is not strictly increasing at row ${i}`, { reason: "key-order", retryable: true });
+    if (keys[i]! <= keys[i - 1]!)
+      throw new JobError(`${label}: ${KEY_COLUMN} is not strictly increasing at row ${i}`, { reason: "key-order", retryable: true });
   }
   const plan = planRowGroups(frame.height, task.rowGroupInputs);
-  const keysSha256 = createHash("sha256").update(new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength)).digest("hex");
+  const keysSha256 = createHash("sha256")
+    .update(new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength))
+    .digest("hex");
   await mkdir(task.outDir, { recursive: true });
-  const part = await writePart(frame, path.join(task.outDir, `target-${keysSha256.slice(0, 16)}.parquet`), { rowsPerGroup: plan.rowsPerGroup, minMax: true }, label);
+  const part = await writePart(
+    frame,
+    path.join(task.outDir, `target-${keysSha256.slice(0, 16)}.parquet`),
+    { rowsPerGroup: plan.rowsPerGroup, minMax: true },
+    label,
+  );
   // 1.4 MB at full shape, copied once to the main thread (the one table-sized value that crosses).
-  return { kind: "target", keys, rowsPerGroup: plan.rowsPerGroup, part, keysSha256, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}), ...(read.read ? { read: read.read } : {}) };
+  return {
+    kind: "target",
+    keys,
+    rowsPerGroup: plan.rowsPerGroup,
+    part,
+    keysSha256,
+    seconds: (performance.now() - started) / 1000,
+    ...(read.retries ? { retries: read.retries } : {}),
+    ...(read.read ? { read: read.read } : {}),
+  };
 }
 
 async function runPart(task: PartTask, started: number): Promise<ExtractResult> {
@@ -44,7 +61,14 @@ async function runPart(task: PartTask, started: number): Promise<ExtractResult> 
   const aligned = alignToKeys(frame, task.keys.subarray(task.slice.firstRow, task.slice.endRow), label);
   await mkdir(path.dirname(task.outPath), { recursive: true });
   const part = await writePart(aligned, task.outPath, task.writing, label);
-  return { kind: "part", part, sourceRows: frame.height, seconds: (performance.now() - started) / 1000, ...(read.retries ? { retries: read.retries } : {}), ...(read.read ? { read: read.read } : {}) };
+  return {
+    kind: "part",
+    part,
+    sourceRows: frame.height,
+    seconds: (performance.now() - started) / 1000,
+    ...(read.retries ? { retries: read.retries } : {}),
+    ...(read.read ? { read: read.read } : {}),
+  };
 }
 
 export default async function extract(task: ExtractTask): Promise<ExtractResult> {
@@ -65,6 +89,13 @@ export default async function extract(task: ExtractTask): Promise<ExtractResult>
     return task.kind === "target" ? await runTarget(task, started) : await runPart(task, started);
   } catch (err) {
     const job = err instanceof JobError ? err : undefined;
-    return { failed: true, table, message: (err as Error).message, reason: job?.reason ?? "extract-failed", fix: job?.fix, retryable: (job?.retryable ?? true) && !retriesSpent(err) };
+    return {
+      failed: true,
+      table,
+      message: (err as Error).message,
+      reason: job?.reason ?? "extract-failed",
+      fix: job?.fix,
+      retryable: (job?.retryable ?? true) && !retriesSpent(err),
+    };
   }
 }

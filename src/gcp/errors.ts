@@ -35,18 +35,52 @@ export interface FailureContext {
 
 /** gRPC status codes (grpc/status.h); names for messages. */
 export const GRPC_STATUS: Readonly<Record<number, string>> = {
-  1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND", 6: "ALREADY_EXISTS",
-  7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION", 10: "ABORTED", 11: "OUT_OF_RANGE",
-  12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+  1: "CANCELLED",
+  2: "UNKNOWN",
+  3: "INVALID_ARGUMENT",
+  4: "DEADLINE_EXCEEDED",
+  5: "NOT_FOUND",
+  6: "ALREADY_EXISTS",
+  7: "PERMISSION_DENIED",
+  8: "RESOURCE_EXHAUSTED",
+  9: "FAILED_PRECONDITION",
+  10: "ABORTED",
+  11: "OUT_OF_RANGE",
+  12: "UNIMPLEMENTED",
+  13: "INTERNAL",
+  14: "UNAVAILABLE",
+  15: "DATA_LOSS",
+  16: "UNAUTHENTICATED",
 };
 const GRPC_UNAVAILABLE = 14;
 
 /** REFERENCE.md: retry these; never retry accessDenied, notFound, invalidQuery, invalid, resourcesExceeded. */
 const RETRYABLE_REASONS = new Set(["rateLimitExceeded", "userRateLimitExceeded", "jobRateLimitExceeded", "backendError", "internalError"]);
-const FINAL_REASONS = new Set(["accessDenied", "notFound", "invalidQuery", "invalid", "resourcesExceeded", "quotaExceeded", "duplicate", "responseTooLarge", "billingNotEnabled", "stopped", "timeout"]);
+const FINAL_REASONS = new Set([
+  "accessDenied",
+  "notFound",
+  "invalidQuery",
+  "invalid",
+  "resourcesExceeded",
+  "quotaExceeded",
+  "duplicate",
+  "responseTooLarge",
+  "billingNotEnabled",
+  "stopped",
+  "timeout",
+]);
 /** UNAVAILABLE and INTERNAL are how a dropped connection or an RST_STREAM surface in grpc-js. */
 const RETRYABLE_GRPC = new Set([4, 8, 10, 13, GRPC_UNAVAILABLE]);
-const RETRYABLE_NETWORK = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE", "EAI_AGAIN", "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE", "UND_ERR_SOCKET"]);
+const RETRYABLE_NETWORK = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EAI_AGAIN",
+  "ECONNABORTED",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "UND_ERR_SOCKET",
+]);
 
 /** A query job that finished with `status.errorResult`: thrown like an API error so one mapping serves both. */
 export class BigQueryJobFailure extends Error {
@@ -81,7 +115,9 @@ export function httpStatusOf(err: unknown): number | undefined {
 export function describeFault(err: unknown, api: GoogleApi): GoogleApiFault {
   const code = field(err, "code");
   const errors = field(err, "errors");
-  const firstReason = Array.isArray(errors) ? (errors.find((e) => typeof field(e, "reason") === "string") as { reason?: string } | undefined)?.reason : undefined;
+  const firstReason = Array.isArray(errors)
+    ? (errors.find((e) => typeof field(e, "reason") === "string") as { reason?: string } | undefined)?.reason
+    : undefined;
   const reason = err instanceof BigQueryJobFailure ? err.reason : firstReason;
   // ApiError carries an HTTP status; a gRPC error a status code 0-16 (and `details`/`metadata`).
   const isGrpc = typeof code === "number" && code >= 0 && code <= 16 && (field(err, "details") !== undefined || field(err, "metadata") !== undefined);
@@ -160,7 +196,12 @@ function classify(err: unknown, api: GoogleApi, ctx: FailureContext): JobError {
   const opts = { cause: err };
   // Before the status checks: BigQuery sends some rate limits as HTTP 403 rateLimitExceeded.
   if (f.reason !== undefined && RETRYABLE_REASONS.has(f.reason)) {
-    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (the parts already staged are kept)" });
+    return new JobError(head, {
+      ...opts,
+      reason: "bigquery-transient",
+      retryable: true,
+      fix: "a transient BigQuery error that outlasted the retries; run the job again (the parts already staged are kept)",
+    });
   }
   if (f.reason === "accessDenied" || f.httpStatus === 403 || f.grpcCode === 7) {
     return new JobError(head, { ...opts, reason: "bigquery-access-denied", fix: roleFix(f, ctx) });
@@ -180,7 +221,11 @@ function classify(err: unknown, api: GoogleApi, ctx: FailureContext): JobError {
     return new JobError(head, { ...opts, reason: "query-timeout", retryable: true, fix: "raise QUERY_TIMEOUT, or look at the job in the BigQuery console" });
   }
   if (f.reason === "resourcesExceeded") {
-    return new JobError(head, { ...opts, reason: "bigquery-resources-exceeded", fix: "lower ROW_LIMIT or narrow DATE_FROM/DATE_TO so the query needs less memory" });
+    return new JobError(head, {
+      ...opts,
+      reason: "bigquery-resources-exceeded",
+      fix: "lower ROW_LIMIT or narrow DATE_FROM/DATE_TO so the query needs less memory",
+    });
   }
   if (f.reason === "quotaExceeded") {
     return new JobError(head, { ...opts, reason: "bigquery-quota", fix: `lower EXTRACT_CONCURRENCY, or raise the BigQuery quota of project ${ctx.project}` });
@@ -193,7 +238,12 @@ function classify(err: unknown, api: GoogleApi, ctx: FailureContext): JobError {
     });
   }
   if (isRetryableFault(f)) {
-    return new JobError(head, { ...opts, reason: "bigquery-transient", retryable: true, fix: "a transient BigQuery error that outlasted the retries; run the job again (the parts already staged are kept)" });
+    return new JobError(head, {
+      ...opts,
+      reason: "bigquery-transient",
+      retryable: true,
+      fix: "a transient BigQuery error that outlasted the retries; run the job again (the parts already staged are kept)",
+    });
   }
   // An unknown failure without a definite client-side status: trying again is harmless.
   const definite = f.httpStatus !== undefined || f.grpcCode !== undefined || f.reason !== undefined;
@@ -208,14 +258,39 @@ export function bucketMissing(err: unknown): boolean {
   return /bucket does not exist/i.test((err as { message?: string })?.message ?? "");
 }
 
-const NETWORK = /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|fetch failed|other side closed|Retry (total time )?limit exceeded|premature close/i;
+const NETWORK =
+  /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|fetch failed|other side closed|Retry (total time )?limit exceeded|premature close/i;
 const OBJECT_ADMIN = "roles/storage.objectAdmin";
 
 /** One Cloud Storage failure as a JobError naming what failed and what to do. */
 export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: string; uri: string }): JobError {
-  const status = httpStatusOf(err);
-  const detail = String((err as { message?: unknown })?.message ?? err);
-  const what = `cannot ${ctx.op} ${ctx.uri}`;
+  const f: GcsFault = {
+    err,
+    ctx,
+    status: httpStatusOf(err),
+    detail: String((err as { message?: unknown })?.message ?? err),
+    what: `cannot ${ctx.op} ${ctx.uri}`,
+  };
+  return (
+    gcsAccessFailure(f) ??
+    gcsObjectFailure(f) ??
+    gcsTransientFailure(f) ??
+    new JobError(`${f.what}: ${f.status ? `HTTP ${f.status}: ` : ""}${f.detail}`, { reason: "gcs-error", cause: err })
+  );
+}
+
+/** One Cloud Storage failure, read once: the library's error, where it happened, its status and message. */
+interface GcsFault {
+  err: unknown;
+  ctx: { op: string; bucket: string; uri: string };
+  status: number | undefined;
+  detail: string;
+  /** "cannot <op> <uri>": how every message starts. */
+  what: string;
+}
+
+/** Credentials, permissions, a missing bucket. */
+function gcsAccessFailure({ err, ctx, status, detail, what }: GcsFault): JobError | undefined {
   const grant = `grant ${OBJECT_ADMIN} on gs://${ctx.bucket} to the job's service account (gcloud storage buckets add-iam-policy-binding gs://${ctx.bucket} --member=serviceAccount:<job service account> --role=${OBJECT_ADMIN}); objectCreator + objectViewer is not enough, replacing and cleaning up objects needs storage.objects.delete`;
   if (status === 401) {
     return new JobError(`${what}: Cloud Storage did not accept the credentials (401: ${detail})`, {
@@ -226,25 +301,42 @@ export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: stri
   }
   if (status === 403) {
     const permission = /Permission '([\w.]+)'/.exec(detail)?.[1] ?? /does not have ([\w.]+) access/.exec(detail)?.[1];
-    return new JobError(`${what}: permission denied${permission ? ` (missing ${permission})` : ""} on bucket ${ctx.bucket}`, { reason: "gcs-permission-denied", fix: grant, cause: err });
+    return new JobError(`${what}: permission denied${permission ? ` (missing ${permission})` : ""} on bucket ${ctx.bucket}`, {
+      reason: "gcs-permission-denied",
+      fix: grant,
+      cause: err,
+    });
   }
   if (status === 404 && bucketMissing(err)) {
     return new JobError(`${what}: bucket ${ctx.bucket} does not exist`, {
       reason: "gcs-bucket-not-found",
-      fix: `create it (gcloud storage buckets create gs://${ctx.bucket} --location=us-central1) or correct the bucket in OUTPUT_URI / CHECKPOINT_URI`,
+      fix: `create it (gcloud storage buckets create gs://${ctx.bucket} --location=us-central1) or correct the bucket in OUTPUT_URI`,
       cause: err,
     });
   }
+  return undefined;
+}
+
+/** What an object (or a compose's sources) was not: there, at that generation, in range, in the storage class, whole. */
+function gcsObjectFailure({ err, ctx, status, detail, what }: GcsFault): JobError | undefined {
   // A compose names a source Cloud Storage does not have at the pinned generation this way.
   const source = status === 404 ? /Object (.+) \(generation: (\d+)\) not found/.exec(detail) : null;
   if (source) {
-    return new JobError(`${what}: source gs://${ctx.bucket}/${source[1]} (generation ${source[2]}) no longer exists; it was replaced or deleted after its generation was read`, {
-      reason: "source-changed",
-      fix: "stage that object again and use its new generation",
+    return new JobError(
+      `${what}: source gs://${ctx.bucket}/${source[1]} (generation ${source[2]}) no longer exists; it was replaced or deleted after its generation was read`,
+      {
+        reason: "source-changed",
+        fix: "stage that object again and use its new generation",
+        cause: err,
+      },
+    );
+  }
+  if (status === 404)
+    return new JobError(`${what}: no such object`, {
+      reason: "object-not-found",
+      fix: "check the object name; it may have been deleted or replaced meanwhile",
       cause: err,
     });
-  }
-  if (status === 404) return new JobError(`${what}: no such object`, { reason: "object-not-found", fix: "check the object name; it may have been deleted or replaced meanwhile", cause: err });
   if (status === 412) {
     return new JobError(`${what}: another writer changed the object meanwhile (generation precondition failed)`, {
       reason: "gcs-precondition-failed",
@@ -276,7 +368,18 @@ export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: stri
       cause: err,
     });
   }
-  if (status === 408 || status === 429 || (status !== undefined && status >= 500) || NETWORK.test(detail) || NETWORK.test(String((err as { code?: string | number } | undefined)?.code ?? ""))) {
+  return undefined;
+}
+
+/** 408, 429, 5xx and dropped connections, once the library's own retries are spent. */
+function gcsTransientFailure({ err, status, detail, what }: GcsFault): JobError | undefined {
+  if (
+    status === 408 ||
+    status === 429 ||
+    (status !== undefined && status >= 500) ||
+    NETWORK.test(detail) ||
+    NETWORK.test(String((err as { code?: string | number } | undefined)?.code ?? ""))
+  ) {
     return new JobError(`${what}: Cloud Storage is unavailable or throttling (${status ?? "network"}: ${detail}), after the client's own retries`, {
       reason: "gcs-unavailable",
       retryable: true,
@@ -284,5 +387,5 @@ export function describeGcsFailure(err: unknown, ctx: { op: string; bucket: stri
       cause: err,
     });
   }
-  return new JobError(`${what}: ${status ? `HTTP ${status}: ` : ""}${detail}`, { reason: "gcs-error", cause: err });
+  return undefined;
 }

@@ -37,9 +37,16 @@ async function readExactly(fh: FileHandle, buf: Uint8Array, position: number, pa
 /** The failures of a parquet file this layer reports, each naming the file and what to do. */
 export const ParquetErrors = {
   notParquet: (path: string, why: string) =>
-    new JobError(`${path} is not a parquet file (${why})`, { reason: "parquet-invalid", fix: `check that ${path} is a complete parquet file; a truncated or damaged one must be written again` }),
+    new JobError(`${path} is not a parquet file (${why})`, {
+      reason: "parquet-invalid",
+      fix: `check that ${path} is a complete parquet file; a truncated or damaged one must be written again`,
+    }),
   badFooter: (path: string, cause: unknown) =>
-    new JobError(`${path}: its parquet footer cannot be read (${(cause as Error).message})`, { reason: "parquet-invalid", fix: `the file is damaged or not written by a parquet writer; write ${path} again`, cause }),
+    new JobError(`${path}: its parquet footer cannot be read (${(cause as Error).message})`, {
+      reason: "parquet-invalid",
+      fix: `the file is damaged or not written by a parquet writer; write ${path} again`,
+      cause,
+    }),
 };
 
 /** Read only the footer of a parquet file: the last 8 bytes, then the metadata. */

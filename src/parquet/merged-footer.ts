@@ -99,7 +99,10 @@ function tileParts(parts: readonly PlacedPart[], rowGroupRows: readonly number[]
   const holder: Holder = [];
   let columns = 0;
   for (const t of [...tables.keys()].sort((a, b) => a - b)) {
-    const own = tables.get(t)!.slice().sort((a, b) => a.firstRowGroup - b.firstRowGroup);
+    const own = tables
+      .get(t)!
+      .slice()
+      .sort((a, b) => a.firstRowGroup - b.firstRowGroup);
     const first = own[0]!.plan;
     const groups: PlacedPart[] = [];
     for (const p of own) {
@@ -111,7 +114,8 @@ function tileParts(parts: readonly PlacedPart[], rowGroupRows: readonly number[]
       }
       p.plan.rowGroupRows.forEach((rows, i) => {
         const g = p.firstRowGroup + i;
-        if (rows !== rowGroupRows[g]) throw new Error(`${p.plan.label}: row group ${i} has ${rows} rows, the plan has ${rowGroupRows[g] ?? "no row group"} at ${g}`);
+        if (rows !== rowGroupRows[g])
+          throw new Error(`${p.plan.label}: row group ${i} has ${rows} rows, the plan has ${rowGroupRows[g] ?? "no row group"} at ${g}`);
         groups.push(p);
       });
     }
@@ -141,7 +145,12 @@ function writeBody(holder: Holder, columns: number, rowGroupRows: readonly numbe
   sink.zigzag(columns);
   sink.u8(T_STOP);
   for (const groups of holder) for (const el of groups[0]!.plan.schemaElements) sink.bytes(el, 0, el.length);
-  last = writeI64Field(sink, FMD_NUM_ROWS, last, rowGroupRows.reduce((a, b) => a + b, 0));
+  last = writeI64Field(
+    sink,
+    FMD_NUM_ROWS,
+    last,
+    rowGroupRows.reduce((a, b) => a + b, 0),
+  );
   sink.field(T_LIST, FMD_ROW_GROUPS, last);
   sink.listHeader(T_STRUCT, rowGroupRows.length);
   for (let g = 0; g < rowGroupRows.length; g++) writeRowGroup(sink, holder, columns, g, rowGroupRows[g]!);
@@ -244,7 +253,8 @@ function transcodeColumnChunk(r: Reader, out: Sink, delta: number, start: number
       readStruct(r, (mf, mt) => {
         if (mf === CMD_DATA_PAGE_OFFSET || mf === CMD_DICT_PAGE_OFFSET || mf === CMD_INDEX_PAGE_OFFSET) {
           const v = r.zigzag();
-          if (v > 0 && mf !== CMD_INDEX_PAGE_OFFSET && (v < start || v >= end)) throw new Error(`${where}: page offset ${v} outside its column chunk [${start}, ${end})`);
+          if (v > 0 && mf !== CMD_INDEX_PAGE_OFFSET && (v < start || v >= end))
+            throw new Error(`${where}: page offset ${v} outside its column chunk [${start}, ${end})`);
           mLast = writeI64Field(out, mf, mLast, rebase(v, delta));
         } else if (mf === CMD_BLOOM_OFFSET || mf === CMD_BLOOM_LENGTH || mf === CMD_ENCODING_STATS || mf === CMD_SIZE_STATISTICS) {
           r.skip(mt);

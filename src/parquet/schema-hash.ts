@@ -19,13 +19,46 @@ import { Reader, T_STRUCT, readStruct } from "./thrift.ts";
 const PHYSICAL = ["BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"];
 /** Legacy ConvertedType ids, as the logical type each stands for (DECIMAL is completed from scale/precision). */
 const CONVERTED = [
-  "STRING", "MAP", "MAP", "LIST", "ENUM", "DECIMAL", "DATE", "TIME(MILLIS,UTC)", "TIME(MICROS,UTC)", "TIMESTAMP(MILLIS,UTC)",
-  "TIMESTAMP(MICROS,UTC)", "INT(8,unsigned)", "INT(16,unsigned)", "INT(32,unsigned)", "INT(64,unsigned)", "INT(8,signed)",
-  "INT(16,signed)", "INT(32,signed)", "INT(64,signed)", "JSON", "BSON", "INTERVAL",
+  "STRING",
+  "MAP",
+  "MAP",
+  "LIST",
+  "ENUM",
+  "DECIMAL",
+  "DATE",
+  "TIME(MILLIS,UTC)",
+  "TIME(MICROS,UTC)",
+  "TIMESTAMP(MILLIS,UTC)",
+  "TIMESTAMP(MICROS,UTC)",
+  "INT(8,unsigned)",
+  "INT(16,unsigned)",
+  "INT(32,unsigned)",
+  "INT(64,unsigned)",
+  "INT(8,signed)",
+  "INT(16,signed)",
+  "INT(32,signed)",
+  "INT(64,signed)",
+  "JSON",
+  "BSON",
+  "INTERVAL",
 ];
 /** Annotations that say no more than the physical type. */
 const RESTATED = new Set(["INT32\tINT(32,signed)", "INT64\tINT(64,signed)"]);
-const SIMPLE_LOGICAL: Record<number, string> = { 1: "STRING", 2: "MAP", 3: "LIST", 4: "ENUM", 6: "DATE", 11: "UNKNOWN", 12: "JSON", 13: "BSON", 14: "UUID", 15: "FLOAT16", 16: "VARIANT", 17: "GEOMETRY", 18: "GEOGRAPHY" };
+const SIMPLE_LOGICAL: Record<number, string> = {
+  1: "STRING",
+  2: "MAP",
+  3: "LIST",
+  4: "ENUM",
+  6: "DATE",
+  11: "UNKNOWN",
+  12: "JSON",
+  13: "BSON",
+  14: "UUID",
+  15: "FLOAT16",
+  16: "VARIANT",
+  17: "GEOMETRY",
+  18: "GEOGRAPHY",
+};
 const TIME_UNITS: Record<number, string> = { 1: "MILLIS", 2: "MICROS", 3: "NANOS" };
 
 interface SchemaElement {
@@ -62,7 +95,8 @@ function logicalType(r: Reader): string {
       let utc = false;
       let unit = "?";
       readStruct(r, (f, t) => {
-        if (f === 1) utc = t === 1; // compact protocol: booleans live in the field header
+        if (f === 1)
+          utc = t === 1; // compact protocol: booleans live in the field header
         else if (f === 2) unit = timeUnit(r);
       });
       text = `${fid === 7 ? "TIME" : "TIMESTAMP"}(${unit},${utc ? "UTC" : "LOCAL"})`;
@@ -70,7 +104,7 @@ function logicalType(r: Reader): string {
       let bits = 0;
       let signed = false;
       readStruct(r, (f, t) => {
-        if (f === 1) bits = r.u8() << 24 >> 24;
+        if (f === 1) bits = (r.u8() << 24) >> 24;
         else if (f === 2) signed = t === 1;
       });
       text = `INT(${bits},${signed ? "signed" : "unsigned"})`;

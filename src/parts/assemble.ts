@@ -70,7 +70,14 @@ type ComposeBucket = Pick<Bucket, "put" | "compose" | "maxComposeSources">;
  * every composite against its predicted size and CRC32C. Objects of an interrupted assembly are
  * left under their own random prefix, for cleanup.
  */
-export async function composeFile(bucket: ComposeBucket, pair: string, layout: Layout, footer: Buffer, writeTemp: (name: string, data: Buffer) => Promise<string>, signal?: AbortSignal): Promise<ComposeReport> {
+export async function composeFile(
+  bucket: ComposeBucket,
+  pair: string,
+  layout: Layout,
+  footer: Buffer,
+  writeTemp: (name: string, data: Buffer) => Promise<string>,
+  signal?: AbortSignal,
+): Promise<ComposeReport> {
   const prefix = assemblyPrefix(pair, randomBytes(6).toString("hex"));
   const upload = async (name: string, data: Buffer): Promise<Piece> => {
     const crc = crc32c(data);

@@ -71,10 +71,13 @@ export function planRowGroups(rows: number, inputs: RowGroupInputs): RowGroupPla
     const footerEstimateBytes = groups * inputs.footerBytesPerRowGroup + FOOTER_RESERVE_BYTES;
     if (footerEstimateBytes > FOOTER_LIMIT_BYTES) {
       const fitting = Math.max(1, Math.floor((FOOTER_LIMIT_BYTES - FOOTER_RESERVE_BYTES) / Math.max(1, inputs.footerBytesPerRowGroup)));
-      throw new JobError(`ROW_GROUP_ROWS=${inputs.rowsPerGroup} cuts ${rows} rows into ${groups} row groups: the footer would be ~${formatBytes(footerEstimateBytes)}, above the ${formatBytes(FOOTER_LIMIT_BYTES)} that every parquet reader accepts`, {
-        reason: "row-groups",
-        fix: `set ROW_GROUP_ROWS to ${Math.ceil(rows / fitting)} or more, or leave it unset to let the job choose`,
-      });
+      throw new JobError(
+        `ROW_GROUP_ROWS=${inputs.rowsPerGroup} cuts ${rows} rows into ${groups} row groups: the footer would be ~${formatBytes(footerEstimateBytes)}, above the ${formatBytes(FOOTER_LIMIT_BYTES)} that every parquet reader accepts`,
+        {
+          reason: "row-groups",
+          fix: `set ROW_GROUP_ROWS to ${Math.ceil(rows / fitting)} or more, or leave it unset to let the job choose`,
+        },
+      );
     }
     return { rows, rowsPerGroup, groups, footerEstimateBytes, decodedGroupBytes: rowsPerGroup * rowBytes, limitedBy: "ROW_GROUP_ROWS" };
   }

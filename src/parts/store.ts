@@ -116,7 +116,9 @@ export class PartStore {
       const [chunks, footer] = await Promise.all([this.bucket.stat(names.chunks), this.bucket.stat(names.footer)]);
       if (!chunks || !footer) return { problem: "incomplete (one of its two objects is missing)" };
       if (chunks.crc32c !== chunks.metadata[CRC_KEY] || footer.crc32c !== footer.metadata[CRC_KEY]) {
-        return { problem: `damaged (CRC32C ${chunks.crc32c}/${footer.crc32c}, recorded ${chunks.metadata[CRC_KEY] ?? "none"}/${footer.metadata[CRC_KEY] ?? "none"})` };
+        return {
+          problem: `damaged (CRC32C ${chunks.crc32c}/${footer.crc32c}, recorded ${chunks.metadata[CRC_KEY] ?? "none"}/${footer.metadata[CRC_KEY] ?? "none"})`,
+        };
       }
       if (!chunks.generation) return { problem: "without a generation to pin" };
       const sourceRows = Number(chunks.metadata[SOURCE_ROWS_KEY]);
@@ -127,7 +129,8 @@ export class PartStore {
         const plan = planPart(thrift, names.footer);
         const rowsMatch = plan.rowGroupRows.length === spec.rowGroupRows.length && plan.rowGroupRows.every((n, i) => n === spec.rowGroupRows[i]);
         if (!rowsMatch) return { problem: `for other row groups (${plan.rowGroupRows.length} in its footer)` };
-        if (plan.dataEnd - plan.dataStart !== chunks.bytes) return { problem: `damaged (its footer spans ${plan.dataEnd - plan.dataStart} bytes of chunks, the object holds ${chunks.bytes})` };
+        if (plan.dataEnd - plan.dataStart !== chunks.bytes)
+          return { problem: `damaged (its footer spans ${plan.dataEnd - plan.dataStart} bytes of chunks, the object holds ${chunks.bytes})` };
       } catch (err) {
         return { problem: `unreadable (${describeError(err)})` };
       }
@@ -145,13 +148,24 @@ export class PartStore {
   async stage(spec: PartSpec, written: WrittenPart, sourceRows: number): Promise<StagedPart> {
     return this.stagingSlot(async () => {
       const names = this.names(spec.fingerprint);
-      const common = { fingerprint: spec.fingerprint, table: metadataValue(spec.label), row_groups: `${spec.firstRowGroup}-${spec.endRowGroup}`, [SOURCE_ROWS_KEY]: String(sourceRows) };
+      const common = {
+        fingerprint: spec.fingerprint,
+        table: metadataValue(spec.label),
+        row_groups: `${spec.firstRowGroup}-${spec.endRowGroup}`,
+        [SOURCE_ROWS_KEY]: String(sourceRows),
+      };
       const footerCrc = crc32cBase64(written.footerCrc32c);
       const dataCrc = crc32cBase64(written.dataCrc32c);
       const thrift = await readRangeOf(written.path, written.footerStart, written.footerEnd);
       // The two objects go up side by side: a part counts only when both are there, whichever lands first.
       const [, chunks] = await Promise.all([
-        this.bucket.put(written.path, names.footer, { crc32c: footerCrc }, { ...common, [CRC_KEY]: footerCrc }, { start: written.footerStart, end: written.footerEnd }),
+        this.bucket.put(
+          written.path,
+          names.footer,
+          { crc32c: footerCrc },
+          { ...common, [CRC_KEY]: footerCrc },
+          { start: written.footerStart, end: written.footerEnd },
+        ),
         this.bucket.put(written.path, names.chunks, { crc32c: dataCrc }, { ...common, [CRC_KEY]: dataCrc }, { start: written.dataStart, end: written.dataEnd }),
       ]);
       if (!chunks.generation) throw new Error(`${names.chunks}: the bucket reported no generation`);

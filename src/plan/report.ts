@@ -54,7 +54,9 @@ export type CheckResult = "ok" | "failed" | "not needed" | "not reached";
 /** The one line per pair: its message for a person, the figures in `plan` for a machine. */
 export function planMessage(p: PairPlan): string {
   if (!p.ok && p.tables === null) return `plan: ${p.pair} refused: ${p.problem?.message ?? "?"}`;
-  const scan = p.scan ? `${p.scan.measured ? "" : "~"}${formatBytes(p.scan.bytes)} to scan${p.scan.upperBoundBytes !== null ? ` (at most ${formatBytes(p.scan.upperBoundBytes)})` : ""}` : "scan unknown";
+  const scan = p.scan
+    ? `${p.scan.measured ? "" : "~"}${formatBytes(p.scan.bytes)} to scan${p.scan.upperBoundBytes !== null ? ` (at most ${formatBytes(p.scan.upperBoundBytes)})` : ""}`
+    : "scan unknown";
   const memory = p.memory ? `memory ~${formatBytes(p.memory.neededBytes)} of ${formatBytes(p.memory.limitBytes)}${p.memory.fits ? "" : " (does not fit)"}` : "";
   const work = p.workDir ? `WORK_DIR up to ${formatBytes(p.workDir.needBytes)}${p.workDir.inMemory ? " (in memory)" : ""}` : "";
   const head = `plan: ${p.pair}: ${p.tables} tables, ${p.columns} columns${p.rowsEstimate !== null ? `, ~${p.rowsEstimate} rows` : ""}; ${[memory, work, scan].filter(Boolean).join("; ")}; ${p.cost ? formatUsd(p.cost.usd) : "cost unknown"}`;
@@ -88,7 +90,12 @@ export function formatPlanTable(plans: readonly PairPlan[]): string {
     rows.push(["total", "", "", "", "", "", formatBytes(scanned), "", formatUsd(usd), `${ok} of ${plans.length} ok`]);
   }
   const widths = HEADERS.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  const lines = rows.map((r) => r.map((cell, c) => (c === 0 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ").trimEnd());
+  const lines = rows.map((r) =>
+    r
+      .map((cell, c) => (c === 0 || c === r.length - 1 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
+      .join("  ")
+      .trimEnd(),
+  );
   lines.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
   const first = plans.find((p) => p.scan);
   const notes = [

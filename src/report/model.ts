@@ -48,7 +48,14 @@ export interface ReportData {
   createdAt: string;
   execution?: string;
   file: ReportInput["file"];
-  shape: { rows: number; columns: number; features: number; tables: number; rowGroups: number; columnsByFamily: Array<{ family: string; tables: number; columns: number }> };
+  shape: {
+    rows: number;
+    columns: number;
+    features: number;
+    tables: number;
+    rowGroups: number;
+    columnsByFamily: Array<{ family: string; tables: number; columns: number }>;
+  };
   stages: Array<{ name: string; startSeconds: number; seconds: number }>;
   extraction: {
     /** Tables done against seconds since the extract stage began, one point per table read this run. */

@@ -29,7 +29,10 @@ const tables = (n: number) => `${int(n)} table${n === 1 ? "" : "s"}`;
 
 function list(items: readonly string[], empty: string): string {
   if (items.length === 0) return `<p class="muted">${esc(empty)}</p>`;
-  const shown = items.slice(0, LIST_LIMIT).map((i) => `<li><code>${esc(i)}</code></li>`).join("");
+  const shown = items
+    .slice(0, LIST_LIMIT)
+    .map((i) => `<li><code>${esc(i)}</code></li>`)
+    .join("");
   return `<ul>${shown}${items.length > LIST_LIMIT ? `<li class="muted">... and ${items.length - LIST_LIMIT} more</li>` : ""}</ul>`;
 }
 
@@ -107,7 +110,11 @@ function timeSection(data: ReportData): string {
   const slow =
     slowest.length > 0
       ? `<figure id="slowest-tables">${barChart(
-          slowest.map((t) => ({ label: t.table, value: t.seconds, caption: `${formatSeconds(t.seconds)}, ${int(t.rows)} rows${t.parts > 1 ? `, ${t.parts} parts` : ""}` })),
+          slowest.map((t) => ({
+            label: t.table,
+            value: t.seconds,
+            caption: `${formatSeconds(t.seconds)}, ${int(t.rows)} rows${t.parts > 1 ? `, ${t.parts} parts` : ""}`,
+          })),
           { label: "slowest tables", labelWidth: 330 },
         )}</figure>`
       : "";
@@ -115,7 +122,9 @@ function timeSection(data: ReportData): string {
     `<h2 id="timeline">Stage timeline</h2>` +
     `<figure id="stage-timeline">${stages}<figcaption>${esc("each stage from its start to its end; the report and cleanup stages run after this page is written")}</figcaption></figure>` +
     `<h2 id="extraction">Extraction</h2>${rate}` +
-    (slow ? `<h3>Slowest ${slowest.length} tables</h3>${slow}<p class="muted">from a table's first read to its last part staged in the bucket, waits for the pool included</p>` : "")
+    (slow
+      ? `<h3>Slowest ${slowest.length} tables</h3>${slow}<p class="muted">from a table's first read to its last part staged in the bucket, waits for the pool included</p>`
+      : "")
   );
 }
 

@@ -58,7 +58,10 @@ export function barChart(bars: readonly Bar[], opts: { label: string; labelWidth
 }
 
 /** A step line through (x, y) points, from (0, 0), with its axes' end values written at the ends. */
-export function stepChart(points: ReadonlyArray<{ x: number; y: number }>, opts: { label: string; xUnit: string; axes: string; width?: number; height?: number }): string {
+export function stepChart(
+  points: ReadonlyArray<{ x: number; y: number }>,
+  opts: { label: string; xUnit: string; axes: string; width?: number; height?: number },
+): string {
   const width = opts.width ?? 900;
   const height = opts.height ?? 220;
   const left = 50;
@@ -122,7 +125,8 @@ export function heatMap(map: HeatMap, opts: { label: string; labelWidth?: number
   });
   const axisY = 4 + map.rows.length * rowH;
   map.columns.forEach((col, c) => {
-    if (c % every === 0) body += `<g class="tick"><title>${esc(col.title)}</title><path class="axis" d="M${labelWidth + c * cell + 0.5} ${axisY} v4"/>${text(labelWidth + c * cell, axisY + 15, col.label, 'class="muted"')}</g>`;
+    if (c % every === 0)
+      body += `<g class="tick"><title>${esc(col.title)}</title><path class="axis" d="M${labelWidth + c * cell + 0.5} ${axisY} v4"/>${text(labelWidth + c * cell, axisY + 15, col.label, 'class="muted"')}</g>`;
   });
   const used = labelWidth + map.columns.length * cell + 90;
   return svg(Math.max(used, 320), axisY + 22, `<g class="${esc(map.scale)}${rowH < 14 ? " small" : ""}">${body}</g>`, opts.label);
@@ -131,5 +135,10 @@ export function heatMap(map: HeatMap, opts: { label: string; labelWidth?: number
 /** The colour scale's legend: ten steps from 0 to 100 %. */
 export function legend(scale: string, low: string, high: string): string {
   const cells = Array.from({ length: 10 }, (_, i) => `<rect class="cell s${i}" x="${60 + i * 18}" y="2" width="17" height="12"/>`).join("");
-  return svg(420, 18, `<g class="${esc(scale)}">${text(54, 12, low, 'text-anchor="end"')}${cells}${text(244, 12, high)}<rect class="cell unknown" x="350" y="2" width="12" height="12"><title>no statistics</title></rect>${text(366, 12, "n/a")}</g>`, `legend: ${low} to ${high}`);
+  return svg(
+    420,
+    18,
+    `<g class="${esc(scale)}">${text(54, 12, low, 'text-anchor="end"')}${cells}${text(244, 12, high)}<rect class="cell unknown" x="350" y="2" width="12" height="12"><title>no statistics</title></rect>${text(366, 12, "n/a")}</g>`,
+    `legend: ${low} to ${high}`,
+  );
 }

@@ -34,12 +34,7 @@ export interface RetryNotice {
   error: unknown;
 }
 
-export function retryPolicy(
-  settings: GcpRetrySettings | undefined,
-  api: GoogleApi,
-  what: string,
-  onRetry?: (notice: RetryNotice) => void,
-): RetryPolicy {
+export function retryPolicy(settings: GcpRetrySettings | undefined, api: GoogleApi, what: string, onRetry?: (notice: RetryNotice) => void): RetryPolicy {
   const s = settings ?? DEFAULT_GCP_RETRY;
   return {
     attempts: s.attempts,

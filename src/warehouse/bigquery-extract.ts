@@ -32,7 +32,6 @@ function timestampParam(micros: bigint): ReturnType<typeof BigQuery.timestamp> {
   return BigQuery.timestamp(`${text}.${fraction}Z`);
 }
 
-
 /**
  * Collects a read's Arrow messages and checks the schema is the one asked for: in order for a query
  * result; as a set for a table read, whose session sends the selected fields in the table's order.
@@ -58,17 +57,23 @@ class FrameSink implements ReadSink {
     const asked = this.anyOrder ? [...this.columns].sort() : this.columns;
     const got = this.anyOrder ? [...names].sort() : names;
     if (got.length !== asked.length || got.some((n, i) => n !== asked[i])) {
-      throw new JobError(`${this.label}: the query result has columns ${names.slice(0, 5).join(", ")}${names.length > 5 ? ", ..." : ""} (${names.length}), expected ${this.columns.length} starting ${this.columns.slice(0, 5).join(", ")}`, {
-        reason: "bigquery-unexpected-schema",
-        fix: "column names must be unique ignoring case in BigQuery; check the table's schema",
-      });
+      throw new JobError(
+        `${this.label}: the query result has columns ${names.slice(0, 5).join(", ")}${names.length > 5 ? ", ..." : ""} (${names.length}), expected ${this.columns.length} starting ${this.columns.slice(0, 5).join(", ")}`,
+        {
+          reason: "bigquery-unexpected-schema",
+          fix: "column names must be unique ignoring case in BigQuery; check the table's schema",
+        },
+      );
     }
     const key = reader.schema.fields.find((f) => f.name === KEY_COLUMN)?.type as DataType | undefined;
     if (!(key !== undefined && DataType.isTimestamp(key) && key.unit === TimeUnit.MICROSECOND)) {
-      throw new JobError(`${this.label}.${KEY_COLUMN} arrives as ${key === undefined ? "nothing" : (key as DataType & { toString(): string }).toString()}, expected Timestamp<MICROSECOND>`, {
-        reason: "bigquery-unexpected-schema",
-        fix: `${KEY_COLUMN} must be a BigQuery TIMESTAMP column`,
-      });
+      throw new JobError(
+        `${this.label}.${KEY_COLUMN} arrives as ${key === undefined ? "nothing" : (key as DataType & { toString(): string }).toString()}, expected Timestamp<MICROSECOND>`,
+        {
+          reason: "bigquery-unexpected-schema",
+          fix: `${KEY_COLUMN} must be a BigQuery TIMESTAMP column`,
+        },
+      );
     }
     this.schema = bytes;
   }
@@ -114,7 +119,13 @@ export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, 
   const label = `${query.dataset}.${query.table}`;
   const fullName = `${gcp.project}.${label}`;
   const route = readRouteFor(gcp, query);
-  const ctx: FailureContext = { action: `${route === "table" ? "reading" : "querying"} ${fullName}`, project: gcp.project, location: gcp.location, dataset: query.dataset, table: query.table };
+  const ctx: FailureContext = {
+    action: `${route === "table" ? "reading" : "querying"} ${fullName}`,
+    project: gcp.project,
+    location: gcp.location,
+    dataset: query.dataset,
+    table: query.table,
+  };
   // Retried requests and resumed streams, reported with the result (a worker has no logger).
   let retries = 0;
   const onRetry = () => void retries++;
@@ -123,18 +134,27 @@ export async function readBigQueryRows(gcp: GcpTaskSettings, query: TableQuery, 
     if (route === "table") {
       const sources = [KEY_COLUMN, ...query.columns.map((c) => c.source)];
       const sink = new FrameSink(label, sources, true);
-      const stats = await readTableArrow(read, { projectId: gcp.project, datasetId: query.dataset, tableId: query.table }, sink, {
-        project: gcp.project,
-        retry: gcp.retry,
-        idleTimeoutMs: gcp.readIdleTimeoutMs,
-        onRetry,
-        ctx,
-      }, { selectedFields: sources, rowRestriction: tableRowRestriction(query, slice), maxStreamCount: READ_STREAMS_PER_SESSION });
+      const stats = await readTableArrow(
+        read,
+        { projectId: gcp.project, datasetId: query.dataset, tableId: query.table },
+        sink,
+        {
+          project: gcp.project,
+          retry: gcp.retry,
+          idleTimeoutMs: gcp.readIdleTimeoutMs,
+          onRetry,
+          ctx,
+        },
+        { selectedFields: sources, rowRestriction: tableRowRestriction(query, slice), maxStreamCount: READ_STREAMS_PER_SESSION },
+      );
       // The session's order is the table's, its rows in no order across streams: the output's names
       // in the output's order, sorted by key as the query route's ORDER BY would give them.
       // A DATETIME key arrives without a time zone: its values are UTC (as the query route's TIMESTAMP(key)).
       const key = query.zonelessKey ? pl.col(KEY_COLUMN).dt.replaceTimeZone("UTC") : pl.col(KEY_COLUMN);
-      const frame = sink.frame().select(key, ...query.columns.map((c) => pl.col(c.source).alias(c.target))).sort(KEY_COLUMN);
+      const frame = sink
+        .frame()
+        .select(key, ...query.columns.map((c) => pl.col(c.source).alias(c.target)))
+        .sort(KEY_COLUMN);
       return { frame, retries, route, bytesScanned: stats.estimatedBytesScanned, streams: stats.streams };
     }
     const sink = new FrameSink(label, [KEY_COLUMN, ...query.columns.map((c) => c.target)]);

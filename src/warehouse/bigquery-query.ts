@@ -70,29 +70,32 @@ async function datasetLocation(bigquery: BigQuery, dataset: string | undefined):
 
 async function insertJob(bigquery: BigQuery, req: QueryRequest, env: QueryEnv): Promise<Job> {
   const jobId = safeJobId(req.jobPrefix);
-  return withRetry(async (attempt) => {
-    try {
-      const [job] = await bigquery.createQueryJob({
-        query: req.sql,
-        useLegacySql: false,
-        ...(req.params ? { params: req.params } : {}),
-        jobId,
-        // BigQuery stops the job itself too, should this process die before it can cancel.
-        jobTimeoutMs: req.timeoutMs,
-      });
-      return job;
-    } catch (err) {
-      // The insert may have reached BigQuery before its answer was lost; the retry then meets
-      // the job it created (the id is ours, so nothing runs twice).
-      if (attempt > 1 && describeFault(err, "bigquery").httpStatus === 409) {
-        const location = bigquery.location ?? (await datasetLocation(bigquery, env.ctx.dataset));
-        const job = bigquery.job(jobId, location ? { location } : {});
-        await job.getMetadata();
+  return withRetry(
+    async (attempt) => {
+      try {
+        const [job] = await bigquery.createQueryJob({
+          query: req.sql,
+          useLegacySql: false,
+          ...(req.params ? { params: req.params } : {}),
+          jobId,
+          // BigQuery stops the job itself too, should this process die before it can cancel.
+          jobTimeoutMs: req.timeoutMs,
+        });
         return job;
+      } catch (err) {
+        // The insert may have reached BigQuery before its answer was lost; the retry then meets
+        // the job it created (the id is ours, so nothing runs twice).
+        if (attempt > 1 && describeFault(err, "bigquery").httpStatus === 409) {
+          const location = bigquery.location ?? (await datasetLocation(bigquery, env.ctx.dataset));
+          const job = bigquery.job(jobId, location ? { location } : {});
+          await job.getMetadata();
+          return job;
+        }
+        throw err;
       }
-      throw err;
-    }
-  }, callPolicy(env, "jobs.insert"));
+    },
+    callPolicy(env, "jobs.insert"),
+  );
 }
 
 /** One long poll: true once the job is done. Failures of the job itself come back as BigQueryJobFailure. */
@@ -212,13 +215,23 @@ export async function fetchAllRows(job: Job, env: QueryEnv): Promise<Record<stri
 export async function dryRunQuery(bigquery: BigQuery, req: Omit<QueryRequest, "timeoutMs">, env: QueryEnv): Promise<number> {
   try {
     const [, response] = await withRetry(
-      () => bigquery.createQueryJob({ query: req.sql, useLegacySql: false, ...(req.params ? { params: req.params } : {}), dryRun: true, jobPrefix: `${req.jobPrefix.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 200)}_` }),
+      () =>
+        bigquery.createQueryJob({
+          query: req.sql,
+          useLegacySql: false,
+          ...(req.params ? { params: req.params } : {}),
+          dryRun: true,
+          jobPrefix: `${req.jobPrefix.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 200)}_`,
+        }),
       callPolicy(env, "jobs.insert (dry run)"),
     );
     const stats = (response ?? {}) as { statistics?: { totalBytesProcessed?: string; query?: { totalBytesProcessed?: string } } };
     const bytes = Number(stats.statistics?.query?.totalBytesProcessed ?? stats.statistics?.totalBytesProcessed);
     if (!Number.isFinite(bytes)) {
-      throw new JobError(`${env.ctx.action}: the dry run answered without statistics.totalBytesProcessed`, { reason: "bigquery-dry-run", fix: "report this with the query; BigQuery's dry runs always carry it" });
+      throw new JobError(`${env.ctx.action}: the dry run answered without statistics.totalBytesProcessed`, {
+        reason: "bigquery-dry-run",
+        fix: "report this with the query; BigQuery's dry runs always carry it",
+      });
     }
     return bytes;
   } catch (err) {

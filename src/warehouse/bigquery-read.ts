@@ -76,7 +76,12 @@ export function tablePath(t: TableRef): string {
  * run depends on it. Creating a session reads no row and is not billed (the Storage Read API bills
  * the bytes ReadRows scans); it expires by itself (6 hours). Returns the session's own estimate.
  */
-export async function probeReadSession(client: BigQueryReadClient, table: TableRef, env: ReadEnv, options: ReadOptions): Promise<{ estimatedBytesScanned: number; streams: number }> {
+export async function probeReadSession(
+  client: BigQueryReadClient,
+  table: TableRef,
+  env: ReadEnv,
+  options: ReadOptions,
+): Promise<{ estimatedBytesScanned: number; streams: number }> {
   try {
     const [session] = await withRetry(
       () =>
@@ -86,7 +91,10 @@ export async function probeReadSession(client: BigQueryReadClient, table: TableR
             readSession: {
               table: tablePath(table),
               dataFormat: "ARROW",
-              readOptions: { ...(options.selectedFields ? { selectedFields: [...options.selectedFields] } : {}), ...(options.rowRestriction ? { rowRestriction: options.rowRestriction } : {}) },
+              readOptions: {
+                ...(options.selectedFields ? { selectedFields: [...options.selectedFields] } : {}),
+                ...(options.rowRestriction ? { rowRestriction: options.rowRestriction } : {}),
+              },
             },
             maxStreamCount: options.maxStreamCount,
           },
@@ -105,7 +113,13 @@ export async function probeReadSession(client: BigQueryReadClient, table: TableR
  * With one stream the rows keep the table's order (a query result's ORDER BY); with several, the
  * streams are read at once and their batches interleave. Every failure leaves as a JobError naming `env.ctx`.
  */
-export async function readTableArrow(client: BigQueryReadClient, table: TableRef, sink: ReadSink, env: ReadEnv, options: ReadOptions = { maxStreamCount: 1 }): Promise<ReadStats> {
+export async function readTableArrow(
+  client: BigQueryReadClient,
+  table: TableRef,
+  sink: ReadSink,
+  env: ReadEnv,
+  options: ReadOptions = { maxStreamCount: 1 },
+): Promise<ReadStats> {
   try {
     const readOptions = {
       ...(options.selectedFields ? { selectedFields: [...options.selectedFields] } : {}),
@@ -156,7 +170,13 @@ export async function readTableArrow(client: BigQueryReadClient, table: TableRef
 /** Another stream of the session failed: this one ends without reading further. */
 class SessionFailed extends Error {}
 
-async function readStream(client: BigQueryReadClient, name: string, sink: ReadSink, env: ReadEnv, stop: { failed: boolean }): Promise<{ rows: number; resumes: number }> {
+async function readStream(
+  client: BigQueryReadClient,
+  name: string,
+  sink: ReadSink,
+  env: ReadEnv,
+  stop: { failed: boolean },
+): Promise<{ rows: number; resumes: number }> {
   const retry = env.retry ?? DEFAULT_GCP_RETRY;
   const state = { offset: 0 };
   let resumes = 0;
@@ -182,7 +202,14 @@ async function readStream(client: BigQueryReadClient, name: string, sink: ReadSi
 }
 
 /** One ReadRows call from `state.offset`; advances the offset batch by batch. */
-async function readFrom(client: BigQueryReadClient, name: string, state: { offset: number }, sink: ReadSink, idleTimeoutMs: number, stop: { failed: boolean }): Promise<void> {
+async function readFrom(
+  client: BigQueryReadClient,
+  name: string,
+  state: { offset: number },
+  sink: ReadSink,
+  idleTimeoutMs: number,
+  stop: { failed: boolean },
+): Promise<void> {
   // retry-request would otherwise re-send this call twice on any error before the first
   // message, at the same offset, after 2-5 s; the loop above does that with the real offset.
   const call = client.readRows({ readStream: name, offset: state.offset }, { retryRequestOptions: { retries: 0, noResponseRetries: 0 } });
@@ -219,4 +246,3 @@ async function readFrom(client: BigQueryReadClient, name: string, state: { offse
     if (!ended) call.cancel();
   }
 }
-

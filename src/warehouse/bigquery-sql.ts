@@ -7,7 +7,6 @@ import type { SliceBounds, TableQuery } from "../extract/task.ts";
 import { quoteBigQueryIdent } from "./bigquery-query.ts";
 import type { GcpTaskSettings } from "./port.ts";
 
-
 /**
  * A microsecond key as a GoogleSQL literal exact to the microsecond: a TIMESTAMP in UTC, or for a
  * DATETIME key (no time zone, read as UTC) the DATETIME of the same UTC wall-clock time: BigQuery
@@ -31,7 +30,10 @@ function nextDay(date: string): string {
  * (UTC) becomes a half-open TIMESTAMP range (DATETIME for a zone-less key); then the target's
  * not-null rule and a slice's key range.
  */
-export function tableRowRestriction(query: Pick<TableQuery, "dateFrom" | "dateTo" | "notNullColumn" | "zonelessKey">, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
+export function tableRowRestriction(
+  query: Pick<TableQuery, "dateFrom" | "dateTo" | "notNullColumn" | "zonelessKey">,
+  slice?: Pick<SliceBounds, "afterKey" | "throughKey">,
+): string {
   const q = quoteBigQueryIdent;
   const zoneless = query.zonelessKey === true;
   const midnight = (date: string) => (zoneless ? `DATETIME '${date} 00:00:00'` : `TIMESTAMP '${date} 00:00:00+00'`);
@@ -56,17 +58,26 @@ export function readRouteFor(gcp: Pick<GcpTaskSettings, "readRoute">, query: Pic
  * parameters; with ROW_LIMIT, the table's first N rows by time first. A DATETIME key (no time
  * zone) is read as the UTC TIMESTAMP `TIMESTAMP(key)`.
  */
-export function bigQueryExtractionSql(query: Pick<TableQuery, "dataset" | "table" | "columns" | "rowLimit" | "notNullColumn" | "zonelessKey">, project: string, slice?: Pick<SliceBounds, "afterKey" | "throughKey">): string {
+export function bigQueryExtractionSql(
+  query: Pick<TableQuery, "dataset" | "table" | "columns" | "rowLimit" | "notNullColumn" | "zonelessKey">,
+  project: string,
+  slice?: Pick<SliceBounds, "afterKey" | "throughKey">,
+): string {
   const q = quoteBigQueryIdent;
   const asUtc = query.zonelessKey ? `TIMESTAMP(${q(KEY_COLUMN)})` : q(KEY_COLUMN);
-  const select = [query.zonelessKey ? `${asUtc} AS ${q(KEY_COLUMN)}` : q(KEY_COLUMN), ...query.columns.map((c) => (c.source === c.target ? q(c.source) : `${q(c.source)} AS ${q(c.target)}`))];
+  const select = [
+    query.zonelessKey ? `${asUtc} AS ${q(KEY_COLUMN)}` : q(KEY_COLUMN),
+    ...query.columns.map((c) => (c.source === c.target ? q(c.source) : `${q(c.source)} AS ${q(c.target)}`)),
+  ];
   const where = [`DATE(${q(KEY_COLUMN)}) BETWEEN @date_from AND @date_to`, ...(query.notNullColumn ? [`${q(query.notNullColumn)} IS NOT NULL`] : [])];
   // On the table the key is compared as UTC; outside the ROW_LIMIT subquery it already is.
-  const boundsOn = (key: string) => [...(slice?.afterKey !== undefined ? [`${key} > @after_key`] : []), ...(slice?.throughKey !== undefined ? [`${key} <= @through_key`] : [])];
+  const boundsOn = (key: string) => [
+    ...(slice?.afterKey !== undefined ? [`${key} > @after_key`] : []),
+    ...(slice?.throughKey !== undefined ? [`${key} <= @through_key`] : []),
+  ];
   const bounds = boundsOn(asUtc);
   const from = q(`${project}.${query.dataset}.${query.table}`);
   if (query.rowLimit === undefined) return `SELECT ${select.join(", ")} FROM ${from} WHERE ${[...where, ...bounds].join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
   const limited = `SELECT ${select.join(", ")} FROM ${from} WHERE ${where.join(" AND ")} ORDER BY ${q(KEY_COLUMN)} LIMIT ${query.rowLimit}`;
   return bounds.length === 0 ? limited : `SELECT * FROM (${limited}) WHERE ${boundsOn(q(KEY_COLUMN)).join(" AND ")} ORDER BY ${q(KEY_COLUMN)}`;
 }
-

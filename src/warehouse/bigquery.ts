@@ -14,7 +14,15 @@ import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bi
 import { DRY_RUNS_AT_ONCE, READ_STREAMS_PER_SESSION, mapLimited } from "../concurrency.ts";
 import { bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
 import { KEY_COLUMN } from "../constants.ts";
-import { BIGQUERY_KEY_TYPES, type DateRange, type GcpRetrySettings, type ReadEstimate, type TableInfo, type WarehouseDiscovery, type TableVersion } from "./port.ts";
+import {
+  BIGQUERY_KEY_TYPES,
+  type DateRange,
+  type GcpRetrySettings,
+  type ReadEstimate,
+  type TableInfo,
+  type WarehouseDiscovery,
+  type TableVersion,
+} from "./port.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;
@@ -70,7 +78,10 @@ export class BigQueryWarehouse implements WarehouseDiscovery {
       const ctx = this.context(`checking dataset ${this.project}:${dataset}`, dataset);
       let location: string | undefined;
       try {
-        const [meta] = (await withRetry(() => this.bigquery.dataset(dataset).getMetadata(), retryPolicy(this.opts.retry, "bigquery", "datasets.get", this.onRetry))) as [DatasetResource, unknown];
+        const [meta] = (await withRetry(
+          () => this.bigquery.dataset(dataset).getMetadata(),
+          retryPolicy(this.opts.retry, "bigquery", "datasets.get", this.onRetry),
+        )) as [DatasetResource, unknown];
         location = meta.location ?? undefined;
       } catch (err) {
         throw toJobError(err, "bigquery", ctx);
@@ -116,12 +127,19 @@ export class BigQueryWarehouse implements WarehouseDiscovery {
     // (An empty list would also be refused by the client: it cannot infer an empty array's type.)
     for (let i = 0; i < tables.length; i += PARTITIONS_TABLES_PER_QUERY) {
       const chunk = tables.slice(i, i + PARTITIONS_TABLES_PER_QUERY);
-      const rows = await this.rows(sql, this.context(`reading the modification times of ${chunk.length} tables of ${this.project}:${dataset}`, dataset), { tables: [...chunk] });
+      const rows = await this.rows(sql, this.context(`reading the modification times of ${chunk.length} tables of ${this.project}:${dataset}`, dataset), {
+        tables: [...chunk],
+      });
       for (const row of rows) {
         const modified = row.last_modified_time;
         if (modified === null || modified === undefined) continue;
         // The client returns TIMESTAMP as a BigQueryTimestamp ({ value: ISO string }).
-        const iso = modified instanceof BigQueryTimestamp ? modified.value : typeof modified === "string" || typeof modified === "number" ? String(modified) : JSON.stringify(modified);
+        const iso =
+          modified instanceof BigQueryTimestamp
+            ? modified.value
+            : typeof modified === "string" || typeof modified === "number"
+              ? String(modified)
+              : JSON.stringify(modified);
         const bytes = Number(row.total_logical_bytes);
         const rows = Number(row.total_rows);
         versions.set(row.table_name as string, {
@@ -144,10 +162,18 @@ export class BigQueryWarehouse implements WarehouseDiscovery {
    */
   async estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
     const bytes = await mapLimited(reads, DRY_RUNS_AT_ONCE, (read) => {
-      const env = { retry: this.opts.retry, ctx: { ...this.context(`dry-running the read of ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table }, onRetry: this.onRetry };
+      const env = {
+        retry: this.opts.retry,
+        ctx: { ...this.context(`dry-running the read of ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table },
+        onRetry: this.onRetry,
+      };
       return dryRunQuery(
         this.bigquery,
-        { sql: bigQueryExtractionSql(read, this.project), params: { date_from: BigQuery.date(read.dateFrom), date_to: BigQuery.date(read.dateTo) }, jobPrefix: `bqx_plan_${read.table}` },
+        {
+          sql: bigQueryExtractionSql(read, this.project),
+          params: { date_from: BigQuery.date(read.dateFrom), date_to: BigQuery.date(read.dateTo) },
+          jobPrefix: `bqx_plan_${read.table}`,
+        },
         env,
       );
     });
@@ -166,8 +192,17 @@ export class BigQueryWarehouse implements WarehouseDiscovery {
       await probeReadSession(
         client,
         { projectId: this.project, datasetId: read.dataset, tableId: read.table },
-        { project: this.project, retry: this.opts.retry, onRetry: this.onRetry, ctx: { ...this.context(`creating a read session on ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table } },
-        { selectedFields: [KEY_COLUMN, ...read.columns.map((c) => c.source)], rowRestriction: tableRowRestriction(read), maxStreamCount: READ_STREAMS_PER_SESSION },
+        {
+          project: this.project,
+          retry: this.opts.retry,
+          onRetry: this.onRetry,
+          ctx: { ...this.context(`creating a read session on ${this.project}.${read.dataset}.${read.table}`, read.dataset), table: read.table },
+        },
+        {
+          selectedFields: [KEY_COLUMN, ...read.columns.map((c) => c.source)],
+          rowRestriction: tableRowRestriction(read),
+          maxStreamCount: READ_STREAMS_PER_SESSION,
+        },
       );
     } finally {
       await client.close();
@@ -176,7 +211,11 @@ export class BigQueryWarehouse implements WarehouseDiscovery {
 
   private async rows(sql: string, ctx: FailureContext, params?: Record<string, unknown>): Promise<Record<string, unknown>[]> {
     const env = { retry: this.opts.retry, ctx, onRetry: this.onRetry };
-    const { job } = await runQueryJob(this.bigquery, { sql, ...(params ? { params } : {}), timeoutMs: this.opts.queryTimeoutMs, jobPrefix: "bqx_discovery" }, env);
+    const { job } = await runQueryJob(
+      this.bigquery,
+      { sql, ...(params ? { params } : {}), timeoutMs: this.opts.queryTimeoutMs, jobPrefix: "bqx_discovery" },
+      env,
+    );
     return fetchAllRows(job, env);
   }
 

@@ -9,7 +9,24 @@
 // as one Arrow IPC record batch; no value is boxed into a JS number on the way. Other types go
 // through apache-arrow's builders from JS values (slower; features are almost all floats).
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResult } from "@duckdb/node-api";
-import { Bool, DateDay, Field, Float64, Int64, RecordBatch, RecordBatchStreamWriter, Schema, Struct, TimeUnit, Timestamp, Utf8, makeData, vectorFromArray, type Data, type DataType } from "apache-arrow";
+import {
+  Bool,
+  DateDay,
+  Field,
+  Float64,
+  Int64,
+  RecordBatch,
+  RecordBatchStreamWriter,
+  Schema,
+  Struct,
+  TimeUnit,
+  Timestamp,
+  Utf8,
+  makeData,
+  vectorFromArray,
+  type Data,
+  type DataType,
+} from "apache-arrow";
 import { BufferRegion, FieldNode, Message, RecordBatch as RecordBatchHeader } from "apache-arrow/ipc/metadata/message";
 import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
@@ -271,7 +288,11 @@ async function builtFrame(result: DuckDBResult, columns: readonly ReadColumn[]):
       }
       const items = vector.items!;
       const bits = vector.validity?.data;
-      chunks[c]!.push({ items: new Uint8Array(items.buffer, items.byteOffset, n * width).slice(), bits: bits ? new Uint8Array(bits.buffer, bits.byteOffset, Math.ceil(n / 8)).slice() : null, n });
+      chunks[c]!.push({
+        items: new Uint8Array(items.buffer, items.byteOffset, n * width).slice(),
+        bits: bits ? new Uint8Array(bits.buffer, bits.byteOffset, Math.ceil(n / 8)).slice() : null,
+        n,
+      });
     }
     rows += n;
   }
@@ -280,7 +301,12 @@ async function builtFrame(result: DuckDBResult, columns: readonly ReadColumn[]):
     const type = fields[i]!.type;
     const width = WIDTH[c.kind];
     if (width === undefined) {
-      return vectorFromArray(plain[i]!.map((v) => (v === null || v === undefined ? null : c.kind === "bool" ? Boolean(v) : typeof v === "string" ? v : String(v as number | bigint | boolean))), type as Utf8).data[0] as Data;
+      return vectorFromArray(
+        plain[i]!.map((v) =>
+          v === null || v === undefined ? null : c.kind === "bool" ? Boolean(v) : typeof v === "string" ? v : String(v as number | bigint | boolean),
+        ),
+        type as Utf8,
+      ).data[0] as Data;
     }
     const bytes = new Uint8Array(rows * width);
     const valid = new Uint8Array(Math.ceil(rows / 8));

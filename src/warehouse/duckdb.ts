@@ -193,7 +193,9 @@ export class DuckDBWarehouse implements WarehouseDiscovery {
   async estimateReads(reads: readonly TableQuery[]): Promise<ReadEstimate> {
     const reader = await this.discoveryQuery("duckdb_tables() (row estimates)", "SELECT schema_name, table_name, estimated_size FROM duckdb_tables()");
     const rows = new Map(reader.getRowObjectsJS().map((r) => [`${text(r.schema_name)}.${text(r.table_name)}`, Number(r.estimated_size ?? 0)]));
-    const bytes = reads.map((r) => Math.min(rows.get(`${r.dataset}.${r.table}`) ?? 0, r.rowLimit ?? Number.POSITIVE_INFINITY) * (r.columns.length + 1) * BYTES_PER_VALUE);
+    const bytes = reads.map(
+      (r) => Math.min(rows.get(`${r.dataset}.${r.table}`) ?? 0, r.rowLimit ?? Number.POSITIVE_INFINITY) * (r.columns.length + 1) * BYTES_PER_VALUE,
+    );
     return { bytes, method: `estimate: rows (DuckDB's estimated_size) x columns read x ${BYTES_PER_VALUE} bytes`, measured: false, dryRuns: 0 };
   }
 

@@ -54,7 +54,10 @@ export class RetryingWarehouse implements Warehouse {
       isRetryable: (err) => err instanceof JobError && err.retryable,
       signal: this.signal,
       onRetry: ({ attempt, delayMs, error }) =>
-        this.log?.warn({ operation, target, attempt, delayMs, reason: (error as JobError).reason }, `retrying ${operation} ${target}: ${(error as Error).message}`),
+        this.log?.warn(
+          { operation, target, attempt, delayMs, reason: (error as JobError).reason },
+          `retrying ${operation} ${target}: ${(error as Error).message}`,
+        ),
     };
     return withRetry(fn, policy);
   }

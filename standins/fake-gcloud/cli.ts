@@ -62,7 +62,8 @@ export function parseGcloud(argv: string[]): GcloudCommand {
       const bound = BOUNDED_INTS[name];
       if (bound !== undefined) {
         if (!/^-?\d+$/.test(value)) throw new GcloudUsageError(`ERROR: (${where}) argument ${name}: Value must be an integer; received: ${value}`);
-        if (Number(value) < bound) throw new GcloudUsageError(`ERROR: (${where}) argument ${name}: Value must be greater than or equal to ${bound}; received: ${value}`);
+        if (Number(value) < bound)
+          throw new GcloudUsageError(`ERROR: (${where}) argument ${name}: Value must be greater than or equal to ${bound}; received: ${value}`);
       }
     }
     flags.set(name, [...(flags.get(name) ?? []), value]);

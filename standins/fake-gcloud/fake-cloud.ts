@@ -44,7 +44,8 @@ async function gcloud(): Promise<number> {
       return 0;
     case "artifacts docker images describe": {
       const ref = cmd.positionals[0]!;
-      if (!readJson<string[]>(path.join(dir, "images.json"), []).includes(ref)) return fail(`ERROR: (gcloud.artifacts.docker.images.describe) NOT_FOUND: Requested entity was not found. [${ref}]`);
+      if (!readJson<string[]>(path.join(dir, "images.json"), []).includes(ref))
+        return fail(`ERROR: (gcloud.artifacts.docker.images.describe) NOT_FOUND: Requested entity was not found. [${ref}]`);
       process.stdout.write(`image_summary:\n  fully_qualified_digest: ${ref.split(":")[0]}@sha256:${"0".repeat(64)}\n`);
       return 0;
     }
@@ -83,18 +84,26 @@ function docker(): number {
     }
     const [name, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
     if (!(name in known)) return fail(`unknown flag: ${name}\nSee 'docker ${command} --help'.`, 125);
-    flags.set(name.replace(/^-([ft])$/, (_, s: string) => (s === "f" ? "--file" : "--tag")), inline ?? rest[++i] ?? "");
+    flags.set(
+      name.replace(/^-([ft])$/, (_, s: string) => (s === "f" ? "--file" : "--tag")),
+      inline ?? rest[++i] ?? "",
+    );
   }
   if (command === "build") {
     const file = flags.get("--file");
     const tag = flags.get("--tag");
     const context = positional[0];
-    if (!file || !existsSync(file) || !tag || !context || !existsSync(context)) return fail(`fake docker: build needs --file, --tag and a context that exist (got ${argv.join(" ")})`);
-    writeJson(path.join(dir, "built.json"), [...readJson<Array<{ tag: string; platform: string | null }>>(path.join(dir, "built.json"), []), { tag, platform: flags.get("--platform") ?? null }]);
+    if (!file || !existsSync(file) || !tag || !context || !existsSync(context))
+      return fail(`fake docker: build needs --file, --tag and a context that exist (got ${argv.join(" ")})`);
+    writeJson(path.join(dir, "built.json"), [
+      ...readJson<Array<{ tag: string; platform: string | null }>>(path.join(dir, "built.json"), []),
+      { tag, platform: flags.get("--platform") ?? null },
+    ]);
     return 0;
   }
   const ref = positional[0] ?? "";
-  if (!readJson<Array<{ tag: string }>>(path.join(dir, "built.json"), []).some((b) => b.tag === ref)) return fail(`An image does not exist locally with the tag: ${ref}`);
+  if (!readJson<Array<{ tag: string }>>(path.join(dir, "built.json"), []).some((b) => b.tag === ref))
+    return fail(`An image does not exist locally with the tag: ${ref}`);
   registerImage(dir, ref);
   return 0;
 }

@@ -29,7 +29,8 @@ export function formatStat(url: string, o: StoredObject): string {
   const lines = [`${url}:`];
   if (o.timeCreated) lines.push(line("Creation time", httpDate(o.timeCreated)));
   if (o.updated) lines.push(line("Update time", httpDate(o.updated)));
-  if (o.timeStorageClassUpdated && o.timeStorageClassUpdated !== o.timeCreated) lines.push(line("Storage class update time", httpDate(o.timeStorageClassUpdated)));
+  if (o.timeStorageClassUpdated && o.timeStorageClassUpdated !== o.timeCreated)
+    lines.push(line("Storage class update time", httpDate(o.timeStorageClassUpdated)));
   if (o.storageClass) lines.push(line("Storage class", o.storageClass));
   lines.push(line("Content-Length", o.size), line("Content-Type", o.contentType ?? "None"));
   const metadata = Object.entries(o.metadata ?? {});
@@ -63,7 +64,9 @@ export async function gsutil(argv: string[]): Promise<number> {
       return 1;
     }
     if (access === "anonymous") {
-      process.stderr.write("ServiceException: 401 Anonymous caller does not have storage.objects.get access to the Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist).\n");
+      process.stderr.write(
+        "ServiceException: 401 Anonymous caller does not have storage.objects.get access to the Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist).\n",
+      );
       return 1;
     }
     if (access === "denied") {

@@ -47,12 +47,17 @@ const out = (run: RecordedRun, stdout = run.stdout): number => {
 
 /** A create/update the server refused: gcloud's progress lines, then its error. */
 function deployFailure(verb: "create" | "update", names: Names, message: string): number {
-  const lines = replay(verb === "create" ? "create: job exists" : "update: no such job", names).stderr.trimEnd().split("\n");
+  const lines = replay(verb === "create" ? "create: job exists" : "update: no such job", names)
+    .stderr.trimEnd()
+    .split("\n");
   lines[lines.length - 1] = `ERROR: (gcloud.run.jobs.${verb}) ${message}`;
   process.stderr.write(`${lines.join("\n")}\n`);
   return 1;
 }
-const PARALLELISM_REFUSED = GCLOUD.runs["update: parallelism above the task count"]!.stderr.trimEnd().split("\n").at(-1)!.replace(/^ERROR: \([^)]*\) /, "");
+const PARALLELISM_REFUSED = GCLOUD.runs["update: parallelism above the task count"]!.stderr.trimEnd()
+  .split("\n")
+  .at(-1)!
+  .replace(/^ERROR: \([^)]*\) /, "");
 
 function images(dir: string): string[] {
   return readJson<string[]>(path.join(dir, "images.json"), []);
@@ -72,7 +77,15 @@ function createOrUpdate(dir: string, cmd: GcloudCommand, names: Names): number {
   const job: Job = found ? structuredClone(found) : recordedResource<Job>("job");
   const now = new Date().toISOString();
   if (!found) {
-    job.metadata = { ...job.metadata, name: names.job!, namespace: PROJECT_NUMBER, selfLink: `/apis/run.googleapis.com/v1/namespaces/${PROJECT_NUMBER}/jobs/${names.job}`, generation: 0, creationTimestamp: now, labels: { [LOCATION_LABEL]: names.region! } };
+    job.metadata = {
+      ...job.metadata,
+      name: names.job!,
+      namespace: PROJECT_NUMBER,
+      selfLink: `/apis/run.googleapis.com/v1/namespaces/${PROJECT_NUMBER}/jobs/${names.job}`,
+      generation: 0,
+      creationTimestamp: now,
+      labels: { [LOCATION_LABEL]: names.region! },
+    };
     job.spec.template.spec = { taskCount: 1, template: { spec: { containers: [{ image: "" }] } } };
     delete job.status;
   }
@@ -80,7 +93,10 @@ function createOrUpdate(dir: string, cmd: GcloudCommand, names: Names): number {
   const task = exec.template.spec;
   const container = task.containers[0]!;
   const image = flagValue(cmd, "--image");
-  if (verb === "create" && !image) throw new GcloudUsageError("ERROR: (gcloud.run.jobs.create) Missing required argument [--image]: Requires a container image to deploy (e.g. `gcr.io/cloudrun/hello:latest`) if no build source is provided.");
+  if (verb === "create" && !image)
+    throw new GcloudUsageError(
+      "ERROR: (gcloud.run.jobs.create) Missing required argument [--image]: Requires a container image to deploy (e.g. `gcr.io/cloudrun/hello:latest`) if no build source is provided.",
+    );
   if (image !== undefined) {
     if (!images(dir).includes(image)) return deployFailure(verb, names, `spec.template.spec.template.spec.containers[0].image: Image '${image}' not found.`);
     container.image = image;
@@ -88,12 +104,16 @@ function createOrUpdate(dir: string, cmd: GcloudCommand, names: Names): number {
   const set = flagValue(cmd, "--set-env-vars");
   const update = flagValue(cmd, "--update-env-vars");
   if (set !== undefined || update !== undefined) {
-    const env = { ...(set !== undefined ? {} : Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? ""]))), ...parseDict(set !== undefined ? "--set-env-vars" : "--update-env-vars", set ?? update!) };
+    const env = {
+      ...(set !== undefined ? {} : Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? ""]))),
+      ...parseDict(set !== undefined ? "--set-env-vars" : "--update-env-vars", set ?? update!),
+    };
     container.env = Object.entries(env).map(([name, value]) => ({ name, value }));
   }
   const cpu = flagValue(cmd, "--cpu");
   const memory = flagValue(cmd, "--memory");
-  if (cpu !== undefined || memory !== undefined) container.resources = { limits: { ...container.resources?.limits, ...(cpu ? { cpu } : {}), ...(memory ? { memory } : {}) } };
+  if (cpu !== undefined || memory !== undefined)
+    container.resources = { limits: { ...container.resources?.limits, ...(cpu ? { cpu } : {}), ...(memory ? { memory } : {}) } };
   const timeout = flagValue(cmd, "--task-timeout");
   if (timeout !== undefined) task.timeoutSeconds = seconds("--task-timeout", timeout);
   const retries = flagValue(cmd, "--max-retries");
@@ -106,7 +126,22 @@ function createOrUpdate(dir: string, cmd: GcloudCommand, names: Names): number {
   if (parallelism !== undefined) exec.parallelism = Number(parallelism);
   if ((exec.parallelism ?? 0) > (exec.taskCount ?? 1)) return deployFailure(verb, names, PARALLELISM_REFUSED);
   // Flags gcloud accepts that the stand-in does not model (volumes, ...) are kept as given.
-  const modeled = new Set(["--image", "--set-env-vars", "--update-env-vars", "--cpu", "--memory", "--task-timeout", "--max-retries", "--service-account", "--tasks", "--parallelism", "--region", "--project", "--quiet", "--format"]);
+  const modeled = new Set([
+    "--image",
+    "--set-env-vars",
+    "--update-env-vars",
+    "--cpu",
+    "--memory",
+    "--task-timeout",
+    "--max-retries",
+    "--service-account",
+    "--tasks",
+    "--parallelism",
+    "--region",
+    "--project",
+    "--quiet",
+    "--format",
+  ]);
   const unmodeled = [...cmd.flags].filter(([f]) => !modeled.has(f)).flatMap(([f, values]) => values.map((v) => (v === "" ? f : `${f}=${v}`)));
   if (unmodeled.length > 0) job.metadata.annotations = { ...job.metadata.annotations, "fake-cloud/unmodeled-flags": unmodeled.join(" ") };
   job.metadata.generation = (job.metadata.generation ?? 0) + 1;
@@ -132,9 +167,18 @@ function newExecution(job: Job, names: Names, cmd: GcloudCommand, tasks: number)
     namespace: PROJECT_NUMBER,
     selfLink: `/apis/run.googleapis.com/v1/namespaces/${PROJECT_NUMBER}/executions/${names.execution}`,
     creationTimestamp: new Date().toISOString(),
-    labels: { ...execution.metadata.labels, [LOCATION_LABEL]: names.region!, "run.googleapis.com/job": names.job!, "run.googleapis.com/jobUid": job.metadata.uid ?? "" },
+    labels: {
+      ...execution.metadata.labels,
+      [LOCATION_LABEL]: names.region!,
+      "run.googleapis.com/job": names.job!,
+      "run.googleapis.com/jobUid": job.metadata.uid ?? "",
+    },
   };
-  execution.spec = { ...(job.spec.template.spec.parallelism ? { parallelism: job.spec.template.spec.parallelism } : {}), taskCount: tasks, template: { spec: task } };
+  execution.spec = {
+    ...(job.spec.template.spec.parallelism ? { parallelism: job.spec.template.spec.parallelism } : {}),
+    taskCount: tasks,
+    template: { spec: task },
+  };
   execution.status = { observedGeneration: 1 };
   return execution;
 }
@@ -150,12 +194,20 @@ async function execute(dir: string, cmd: GcloudCommand, names: Names): Promise<n
   names.execution = `${names.job}-${[...randomBytes(5)].map((b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("")}`;
   const execution = newExecution(job, names, cmd, tasks);
   writeJson(executionFile(dir, names.execution), execution);
-  job.status = { ...job.status, executionCount: (job.status?.executionCount ?? 0) + 1, latestCreatedExecution: { name: names.execution, creationTimestamp: execution.metadata.creationTimestamp! } };
+  job.status = {
+    ...job.status,
+    executionCount: (job.status?.executionCount ?? 0) + 1,
+    latestCreatedExecution: { name: names.execution, creationTimestamp: execution.metadata.creationTimestamp! },
+  };
   writeJson(jobsFile(dir), { ...jobs, [names.job!]: job });
   const format = flagValue(cmd, "--format") ?? "none";
   if (!wait) {
     // The execution runs on in the cloud, whatever happens to this process or its caller.
-    const runner = spawn(process.execPath, [new URL("./fake-cloud.ts", import.meta.url).pathname, "execution-runner", names.execution], { detached: true, stdio: "ignore", env: process.env });
+    const runner = spawn(process.execPath, [new URL("./fake-cloud.ts", import.meta.url).pathname, "execution-runner", names.execution], {
+      detached: true,
+      stdio: "ignore",
+      env: process.env,
+    });
     runner.unref();
     return out(replay("execute --async", names), formatResource(execution, format));
   }
@@ -176,7 +228,11 @@ function describeFailsNow(dir: string, execution: string): boolean {
 }
 
 export async function runJobs(dir: string, cmd: GcloudCommand): Promise<number> {
-  const names: Names = { project: flagValue(cmd, "--project") ?? process.env.CLOUDSDK_CORE_PROJECT, region: flagValue(cmd, "--region"), projectNumber: PROJECT_NUMBER };
+  const names: Names = {
+    project: flagValue(cmd, "--project") ?? process.env.CLOUDSDK_CORE_PROJECT,
+    region: flagValue(cmd, "--region"),
+    projectNumber: PROJECT_NUMBER,
+  };
   if (!names.region) throw new GcloudUsageError(`ERROR: (gcloud.${cmd.command.replaceAll(" ", ".")}) Required option [region] is not set.`, 1);
   const format = flagValue(cmd, "--format");
   if (cmd.command === "run jobs executions describe") {
@@ -200,4 +256,3 @@ export async function runJobs(dir: string, cmd: GcloudCommand): Promise<number> 
   if (cmd.command === "run jobs execute") return execute(dir, cmd, names);
   return createOrUpdate(dir, cmd, names);
 }
-

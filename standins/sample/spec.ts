@@ -72,25 +72,64 @@ const CORR_ETF_IDX_NULL_COLUMNS = ["corr_1440", "corr_2880"];
 
 /** 15 covariance types and their widths (12-15 columns; 12 x sum = 2,412 columns). */
 const COV_TYPES: ReadonlyArray<readonly [string, number]> = [
-  ["agg", 14], ["align", 13], ["beta", 12], ["coint", 12], ["corr", 15], ["der", 13], ["disp", 14], ["div", 12],
-  ["mom", 14], ["mrt", 13], ["ratio", 15], ["reg", 15], ["rev", 13], ["spread", 14], ["vol", 12],
+  ["agg", 14],
+  ["align", 13],
+  ["beta", 12],
+  ["coint", 12],
+  ["corr", 15],
+  ["der", 13],
+  ["disp", 14],
+  ["div", 12],
+  ["mom", 14],
+  ["mrt", 13],
+  ["ratio", 15],
+  ["reg", 15],
+  ["rev", 13],
+  ["spread", 14],
+  ["vol", 12],
 ];
 const COV_PARTNERS = 12;
 
 /** Triangles of the tri family; every tri family covers all 14 except der (13): 97 x 2 = 194 tables. */
 const TRIANGLES = [
-  "eur_usd_gbp", "eur_usd_jpy", "eur_usd_chf", "eur_usd_aud", "eur_usd_cad", "eur_usd_nzd", "gbp_usd_jpy",
-  "gbp_usd_chf", "aud_usd_jpy", "aud_usd_nzd", "nzd_usd_jpy", "usd_cad_jpy", "usd_chf_jpy", "eur_gbp_jpy",
+  "eur_usd_gbp",
+  "eur_usd_jpy",
+  "eur_usd_chf",
+  "eur_usd_aud",
+  "eur_usd_cad",
+  "eur_usd_nzd",
+  "gbp_usd_jpy",
+  "gbp_usd_chf",
+  "aud_usd_jpy",
+  "aud_usd_nzd",
+  "nzd_usd_jpy",
+  "usd_cad_jpy",
+  "usd_chf_jpy",
+  "eur_gbp_jpy",
 ] as const;
 const TRI_FAMILIES: ReadonlyArray<readonly [string, number]> = [
-  ["agg", 14], ["align", 14], ["corr", 14], ["der", 13], ["mom", 14], ["reg", 14], ["vol", 14],
+  ["agg", 14],
+  ["align", 14],
+  ["corr", 14],
+  ["der", 13],
+  ["mom", 14],
+  ["reg", 14],
+  ["vol", 14],
 ];
 const TRI_WIDTH = 14;
 
 /** mkt: 10 tables with interval_time (150 columns) and two summaries without. */
 const MKT_TABLES: ReadonlyArray<readonly [string, number]> = [
-  ["breadth", 18], ["dispersion", 14], ["volatility", 16], ["correlation", 15], ["momentum", 17],
-  ["regime", 12], ["liquidity", 13], ["session", 11], ["stress", 19], ["trend", 15],
+  ["breadth", 18],
+  ["dispersion", 14],
+  ["volatility", 16],
+  ["correlation", 15],
+  ["momentum", 17],
+  ["regime", 12],
+  ["liquidity", 13],
+  ["session", 11],
+  ["stress", 19],
+  ["trend", 15],
 ];
 const MKT_SUMMARIES: ReadonlyArray<readonly [string, string[]]> = [
   ["daily_summary", ["n_pairs", "mean_ret", "mean_vol", "max_abs_ret", "breadth", "dispersion"]],
@@ -98,12 +137,25 @@ const MKT_SUMMARIES: ReadonlyArray<readonly [string, string[]]> = [
 ];
 
 /** var: family x bqx/idx x 8 currencies = 64, minus the last (var_reg_idx_nzd) = 63 tables, 973 columns. */
-const VAR_FAMILIES: ReadonlyArray<readonly [string, number]> = [["agg", 16], ["align", 12], ["mom", 15], ["reg", 19]];
+const VAR_FAMILIES: ReadonlyArray<readonly [string, number]> = [
+  ["agg", 16],
+  ["align", 12],
+  ["mom", 15],
+  ["reg", 19],
+];
 const VAR_TABLES = 63;
 
 /** csi: 9 families x bqx/idx per currency = 18 tables, 654 columns; x 8 currencies = 144 tables, 5,232 columns. */
 const CSI_FAMILIES: ReadonlyArray<readonly [string, number]> = [
-  ["agg", 48], ["align", 32], ["mom", 33], ["vol", 24], ["reg", 120], ["der", 14], ["div", 18], ["mrt", 19], ["rev", 19],
+  ["agg", 48],
+  ["align", 32],
+  ["mom", 33],
+  ["vol", 24],
+  ["reg", 120],
+  ["der", 14],
+  ["div", 18],
+  ["mrt", 19],
+  ["rev", 19],
 ];
 
 // ---- deterministic hashing ---------------------------------------------------------------
@@ -152,10 +204,29 @@ function gridColumns(n: number, stems: readonly string[], windows: readonly (str
 }
 
 const TMP_COLUMNS = [
-  "minute_of_hour", "hour_of_day", "day_of_week", "day_of_month", "month", "quarter", "week_of_year", "is_weekend",
-  "is_month_end", "is_quarter_end", "session_asia", "session_london", "session_ny", "overlap_london_ny",
-  "overlap_asia_london", "minutes_to_ny_close", "minutes_since_london_open", "is_holiday_us", "is_holiday_uk",
-  "is_holiday_jp", "days_to_nfp", "days_to_fomc", "days_to_ecb",
+  "minute_of_hour",
+  "hour_of_day",
+  "day_of_week",
+  "day_of_month",
+  "month",
+  "quarter",
+  "week_of_year",
+  "is_weekend",
+  "is_month_end",
+  "is_quarter_end",
+  "session_asia",
+  "session_london",
+  "session_ny",
+  "overlap_london_ny",
+  "overlap_asia_london",
+  "minutes_to_ny_close",
+  "minutes_since_london_open",
+  "is_holiday_us",
+  "is_holiday_uk",
+  "is_holiday_jp",
+  "days_to_nfp",
+  "days_to_fomc",
+  "days_to_ecb",
 ];
 
 // ---- tables ------------------------------------------------------------------------------
@@ -205,7 +276,12 @@ function pairDrafts(pair: string, forPair: string): Draft[] {
     d.push({ dataset: "features", name, family, columns, hasIntervalTime: true, hasPairColumn, forPair, ...(allNull ? { allNull } : {}) });
 
   for (const f of TRIPLE_FAMILIES) {
-    const columns = gridColumns(f.width, f.stems.map((s) => `${f.family}_${s}`), f.windows ?? WINDOWS, f.suffixes ?? SUFFIXES);
+    const columns = gridColumns(
+      f.width,
+      f.stems.map((s) => `${f.family}_${s}`),
+      f.windows ?? WINDOWS,
+      f.suffixes ?? SUFFIXES,
+    );
     add(`${f.family}_${pair}`, f.family, columns, true);
     add(`${f.family}_bqx_${pair}`, f.family, columns, true);
     add(`${f.family}_idx_${pair}`, f.family, columns, true);
@@ -218,10 +294,20 @@ function pairDrafts(pair: string, forPair: string): Draft[] {
   add(`tmp_${pair}`, "tmp", [...TMP_COLUMNS], false);
 
   for (const w of [45, 90, 180, 360]) {
-    add(`lag_${pair}_${w}`, "lag", [1, 2, 3, 4, 5].flatMap((k) => [`lag_close_${k}`, `lag_ret_${k}`]), true);
+    add(
+      `lag_${pair}_${w}`,
+      "lag",
+      [1, 2, 3, 4, 5].flatMap((k) => [`lag_close_${k}`, `lag_ret_${k}`]),
+      true,
+    );
   }
   for (const w of [45, 90, 180, 360]) {
-    add(`lag_bqx_${pair}_w${w}`, "lag", Array.from({ length: 11 }, (_, k) => `lag_bqx_${k + 1}`), true);
+    add(
+      `lag_bqx_${pair}_w${w}`,
+      "lag",
+      Array.from({ length: 11 }, (_, k) => `lag_bqx_${k + 1}`),
+      true,
+    );
   }
 
   const regimeStems = ["regime_state", "regime_prob", "regime_duration"];
@@ -252,7 +338,9 @@ function sharedDrafts(): Draft[] {
     d.push({ dataset: "features", name, family, columns, hasIntervalTime, hasPairColumn: false, forPair: null });
 
   // tri: the reg tables are wider; their width is whatever makes the 16,988 total exact.
-  const triTables = TRI_FAMILIES.flatMap(([fam, n]) => TRIANGLES.slice(0, n).flatMap((tri) => ["bqx", "idx"].map((v) => ({ fam, name: `tri_${fam}_${v}_${tri}` }))));
+  const triTables = TRI_FAMILIES.flatMap(([fam, n]) =>
+    TRIANGLES.slice(0, n).flatMap((tri) => ["bqx", "idx"].map((v) => ({ fam, name: `tri_${fam}_${v}_${tri}` }))),
+  );
   for (const t of triTables) {
     if (t.fam !== "reg") add(t.name, "tri", gridColumns(TRI_WIDTH, ["arb_resid", "arb_z"]));
   }
@@ -284,7 +372,15 @@ function sharedDrafts(): Draft[] {
 }
 
 function targetDraft(pair: string): Draft {
-  return { dataset: "targets", name: targetTableName(pair), family: "targets", columns: [...TARGET_COLUMNS], hasIntervalTime: true, hasPairColumn: true, forPair: pair };
+  return {
+    dataset: "targets",
+    name: targetTableName(pair),
+    family: "targets",
+    columns: [...TARGET_COLUMNS],
+    hasIntervalTime: true,
+    hasPairColumn: true,
+    forPair: pair,
+  };
 }
 
 /** A few tables of another pair Q (never containing `pair` in their name, never shared-family). */
@@ -336,7 +432,15 @@ function withNullRates(drafts: Draft[], pair: string): SampleTable[] {
     }));
     const names = new Set(columns.map((c) => c.name));
     if (names.size !== columns.length) throw new Error(`sample spec: duplicate column names in ${t.name}`);
-    return { dataset: t.dataset, name: t.name, family: t.family, columns, hasIntervalTime: t.hasIntervalTime, hasPairColumn: t.hasPairColumn, forPair: t.forPair };
+    return {
+      dataset: t.dataset,
+      name: t.name,
+      family: t.family,
+      columns,
+      hasIntervalTime: t.hasIntervalTime,
+      hasPairColumn: t.hasPairColumn,
+      forPair: t.forPair,
+    };
   });
 }
 

@@ -62,7 +62,11 @@ const BAD_INPUTS: ReadonlyArray<[string, string, RegExp]> = [
   ["DATE_TO", "yesterday", /date like 2020-01-01/],
   ["OUTPUT_URI", "s3://bucket", /local directory or gs:\/\//],
   ["OUTPUT_URI", "gs://Bad_Bucket!", /gs:\/\/<bucket>/],
-  ["CHECKPOINT_URI", "gs://bqx-ml-staging/checkpoints", /expected nothing: parts are staged in OUTPUT_URI's own bucket, under <OUTPUT_URI>\/_staging\/<pair>\//],
+  [
+    "CHECKPOINT_URI",
+    "gs://bqx-ml-staging/checkpoints",
+    /expected nothing: parts are staged in OUTPUT_URI's own bucket, under <OUTPUT_URI>\/_staging\/<pair>\//,
+  ],
   ["GCS_ENDPOINT", "ftp://x", /http\(s\) URL/],
   ["BACKEND", "aws", /"local".*or "gcp"/],
   ["FEATURES_DATASET", "a.b; drop", /letters, digits and underscores/],
@@ -83,7 +87,9 @@ describe("bad input is refused before any warehouse access", () => {
     for (let i = 0; i < BAD_INPUTS.length; i += 4) {
       const batch = BAD_INPUTS.slice(i, i + 4);
       const done = await Promise.all(
-        batch.map(([name, value]) => runJob({ TARGET_PAIR: PAIR, WAREHOUSE: missing, OUTPUT_URI: path.join(dir, "out"), WORK_DIR: path.join(dir, "work"), [name]: value })),
+        batch.map(([name, value]) =>
+          runJob({ TARGET_PAIR: PAIR, WAREHOUSE: missing, OUTPUT_URI: path.join(dir, "out"), WORK_DIR: path.join(dir, "work"), [name]: value }),
+        ),
       );
       batch.forEach(([name, value, accepted], j) => runs.push([name, value, accepted, done[j]!]));
     }
@@ -105,11 +111,19 @@ describe("bad input is refused before any warehouse access", () => {
     const notADirectory = path.join(dir, "a-file");
     await writeFile(notADirectory, "not a directory");
     const work = path.join(dir, "unwritable-work");
-    const run = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(notADirectory, "bucket"), WORK_DIR: work, ...TINY_VALIDATION_ENV });
+    const run = await runJob({
+      TARGET_PAIR: PAIR,
+      WAREHOUSE: warehouse,
+      OUTPUT_URI: path.join(notADirectory, "bucket"),
+      WORK_DIR: work,
+      ...TINY_VALIDATION_ENV,
+    });
     expect(run.code).toBe(1);
     const error = run.lines.find((l) => l.severity === "ERROR")!;
     expect(error.reason).toBe("output-not-writable");
-    expect(String(error.message)).toMatch(/output location .*a-file\/bucket cannot be written.*Fix: set OUTPUT_URI to a directory this user can create and write/);
+    expect(String(error.message)).toMatch(
+      /output location .*a-file\/bucket cannot be written.*Fix: set OUTPUT_URI to a directory this user can create and write/,
+    );
     expect(run.lines.some((l) => l.stage === "extract")).toBe(false);
     expect(existsSync(work)).toBe(false);
   }, 30_000);
@@ -144,7 +158,11 @@ describe("bad input with BACKEND=gcp never reaches BigQuery or Cloud Storage", (
 
   it("exits 2 for plain http:// endpoints off this machine, naming each variable and https:// as the fix", async () => {
     const run = await runJob(
-      gcpEnv({ BIGQUERY_ENDPOINT: "http://bigquery.example.com", BIGQUERY_STORAGE_ENDPOINT: "http://10.1.2.3:9051", GCS_ENDPOINT: "http://storage.example.com:80" }),
+      gcpEnv({
+        BIGQUERY_ENDPOINT: "http://bigquery.example.com",
+        BIGQUERY_STORAGE_ENDPOINT: "http://10.1.2.3:9051",
+        GCS_ENDPOINT: "http://storage.example.com:80",
+      }),
     );
     const problems = configProblems(run);
     expect(problems.map((p) => p.split(":")[0])).toEqual(["GCS_ENDPOINT", "BIGQUERY_ENDPOINT", "BIGQUERY_STORAGE_ENDPOINT"]);
@@ -156,7 +174,9 @@ describe("bad input with BACKEND=gcp never reaches BigQuery or Cloud Storage", (
   it("the validation script refuses a plain http:// GCS_ENDPOINT off this machine too (exit 2), before any credential is looked up", async () => {
     const run = await runJob({ GCS_ENDPOINT: "http://storage.example.com" }, { script: path.join(ROOT, "scripts", "operator", "validate-object.ts") });
     expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/^GCS_ENDPOINT: expected https:\/\/ for a remote endpoint, or http:\/\/ only on a loopback address .* \(got "http:\/\/storage\.example\.com"\)$/m);
+    expect(run.stderr).toMatch(
+      /^GCS_ENDPOINT: expected https:\/\/ for a remote endpoint, or http:\/\/ only on a loopback address .* \(got "http:\/\/storage\.example\.com"\)$/m,
+    );
     expect(gcs.requests).toEqual([]);
   }, 30_000);
 

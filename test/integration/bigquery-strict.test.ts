@@ -69,7 +69,12 @@ async function rejection(p: Promise<unknown>): Promise<Record<string, unknown> &
 }
 
 /** A REST call as any client would send it, with the stand-in's placeholder token. */
-async function rest(s: StandIns, method: "GET" | "POST", route: string, body?: unknown): Promise<{ status: number; body: { error?: { code: number; message: string; errors: Array<{ reason: string }> } } & Record<string, unknown> }> {
+async function rest(
+  s: StandIns,
+  method: "GET" | "POST",
+  route: string,
+  body?: unknown,
+): Promise<{ status: number; body: { error?: { code: number; message: string; errors: Array<{ reason: string }> } } & Record<string, unknown> }> {
   const res = await fetch(`${s.bigqueryEndpoint}/bigquery/v2/projects/${s.project}/${route}`, {
     method,
     headers: { authorization: "Bearer bqx-standin-token", "content-type": "application/json" },
@@ -138,12 +143,25 @@ describe("SQL dialect", () => {
     });
     expect(named.status).toBe(400);
     expect(named.body.error?.message).toMatch(/^Invalid table name: `bqx-standin\.bqx_ml_v3_features_v2` \[Try using standard SQL/);
-    const params = await rest(us, "POST", "queries", { query: "SELECT @x AS x", parameterMode: "NAMED", queryParameters: [{ name: "x", parameterType: { type: "INT64" }, parameterValue: { value: "1" } }] });
+    const params = await rest(us, "POST", "queries", {
+      query: "SELECT @x AS x",
+      parameterMode: "NAMED",
+      queryParameters: [{ name: "x", parameterType: { type: "INT64" }, parameterValue: { value: "1" } }],
+    });
     expect(params.status).toBe(400);
     expect(params.body.error?.errors[0]?.reason).toBe("invalidQuery");
     expect(params.body.error?.message).toMatch(/Query parameters cannot be used in legacy SQL/);
     // The same queries as GoogleSQL: explicitly, or by the #standardSQL prefix.
-    expect((await rest(us, "POST", "queries", { query: "SELECT @x AS x", useLegacySql: false, parameterMode: "NAMED", queryParameters: [{ name: "x", parameterType: { type: "INT64" }, parameterValue: { value: "1" } }] })).status).toBe(200);
+    expect(
+      (
+        await rest(us, "POST", "queries", {
+          query: "SELECT @x AS x",
+          useLegacySql: false,
+          parameterMode: "NAMED",
+          queryParameters: [{ name: "x", parameterType: { type: "INT64" }, parameterValue: { value: "1" } }],
+        })
+      ).status,
+    ).toBe(200);
     expect((await rest(us, "POST", "queries", { query: `#standardSQL\n${tablesSql(us)}` })).status).toBe(200);
   });
 
@@ -161,7 +179,10 @@ describe("SQL dialect", () => {
     const bq = new BigQueryWarehouse({ project: us.project, apiEndpoint: us.bigqueryEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY });
     expect((await bq.listTables(T)).map((t) => t.name)).toEqual([`targets_${PAIR}`]);
     const inserted = us.requests.slice(seen).filter((r) => r.method === "jobs.insert");
-    expect(inserted.map((r) => [r.status, r.useLegacySql])).toEqual([[200, false], [200, false]]);
+    expect(inserted.map((r) => [r.status, r.useLegacySql])).toEqual([
+      [200, false],
+      [200, false],
+    ]);
   });
 });
 
@@ -182,7 +203,9 @@ describe("bigquery.jobs.create denied", () => {
     const err = await rejection(bq.listTables(F));
     expect(err).toBeInstanceOf(JobError);
     expect((err as unknown as JobError).reason).toBe("bigquery-access-denied");
-    expect((err as unknown as JobError).fix).toBe(`grant roles/bigquery.jobUser on project ${us.project} to the job's service account (it runs the query jobs)`);
+    expect((err as unknown as JobError).fix).toBe(
+      `grant roles/bigquery.jobUser on project ${us.project} to the job's service account (it runs the query jobs)`,
+    );
     // Two discovery queries were tried once each.
     expect(us.requests.slice(seen).map((r) => `${r.method} ${r.status}`)).toEqual(["jobs.insert 403", "jobs.insert 403"]);
   });
@@ -222,19 +245,29 @@ describe("the job against the strict stand-in", () => {
     const failure = run.lines.find((l) => l.severity === "ERROR" && (l.fix ?? "").includes("roles/bigquery.jobUser"));
     expect(failure, run.stdout).toBeDefined();
     expect(String(failure?.fix)).toContain(`roles/bigquery.jobUser on project ${us.project} to the job's service account`);
-    expect(us.requests.slice(seen).filter((r) => r.method === "jobs.insert").map((r) => r.status)).toEqual([403, 403]);
+    expect(
+      us.requests
+        .slice(seen)
+        .filter((r) => r.method === "jobs.insert")
+        .map((r) => r.status),
+    ).toEqual([403, 403]);
   }, 60_000);
 });
 
 describe("dry runs (PLAN_ONLY)", () => {
-  const targetSql = (s: StandIns) => `SELECT \`interval_time\`, \`target_bqx45_h15\` FROM \`${s.project}.${T}.targets_${PAIR}\` WHERE DATE(\`interval_time\`) BETWEEN @date_from AND @date_to`;
+  const targetSql = (s: StandIns) =>
+    `SELECT \`interval_time\`, \`target_bqx45_h15\` FROM \`${s.project}.${T}.targets_${PAIR}\` WHERE DATE(\`interval_time\`) BETWEEN @date_from AND @date_to`;
   const params = { date_from: BigQuery.date("2020-01-01"), date_to: BigQuery.date("2024-12-31") };
 
   it("answers a DONE job with totalBytesProcessed as strings, reads no row and stores no job: jobs.get on its id is a 404", async () => {
     const served = { ...us.served };
     const before = us.requests.length;
     const [job, response] = await client(us).createQueryJob({ query: targetSql(us), params, useLegacySql: false, dryRun: true, jobId: "bqx_plan_probe" });
-    const body = response as unknown as { status: { state: string }; statistics: { totalBytesProcessed: unknown; query: { totalBytesProcessed: unknown } }; configuration: { dryRun: boolean } };
+    const body = response as unknown as {
+      status: { state: string };
+      statistics: { totalBytesProcessed: unknown; query: { totalBytesProcessed: unknown } };
+      configuration: { dryRun: boolean };
+    };
     expect(body.status.state).toBe("DONE");
     expect(body.configuration.dryRun).toBe(true);
     // Every row of the two columns named, 8 bytes a value, whatever the WHERE keeps.
@@ -249,10 +282,16 @@ describe("dry runs (PLAN_ONLY)", () => {
 
   it("refuses what a real query would refuse, as the insert's own HTTP error: an unknown column, legacy SQL, no bigquery.jobs.create", async () => {
     const bq = client(us);
-    const unknown = await rejection(bq.createQueryJob({ query: targetSql(us).replace("`target_bqx45_h15`", "`no_such_column`"), params, useLegacySql: false, dryRun: true }));
+    const unknown = await rejection(
+      bq.createQueryJob({ query: targetSql(us).replace("`target_bqx45_h15`", "`no_such_column`"), params, useLegacySql: false, dryRun: true }),
+    );
     expect(unknown.code).toBe(400);
     expect(unknown.message).toMatch(/no_such_column/);
-    const legacy = await rejection(rest(us, "POST", "jobs", { configuration: { dryRun: true, query: { query: targetSql(us) } } }).then((r) => (r.status === 200 ? r : Promise.reject(Object.assign(new Error(r.body.error?.message), { code: r.status })))));
+    const legacy = await rejection(
+      rest(us, "POST", "jobs", { configuration: { dryRun: true, query: { query: targetSql(us) } } }).then((r) =>
+        r.status === 200 ? r : Promise.reject(Object.assign(new Error(r.body.error?.message), { code: r.status })),
+      ),
+    );
     expect(legacy.code).toBe(400);
     expect(legacy.message).toMatch(/Invalid table name/);
     us.faults.jobsCreateDenied = true;
@@ -262,21 +301,48 @@ describe("dry runs (PLAN_ONLY)", () => {
   });
 
   it("gives the adapter's estimateReads one dry run per table, each equal to the bytes a read session on the same columns estimates", async () => {
-    const bq = new BigQueryWarehouse({ project: us.project, apiEndpoint: us.bigqueryEndpoint, storageReadEndpoint: us.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY });
+    const bq = new BigQueryWarehouse({
+      project: us.project,
+      apiEndpoint: us.bigqueryEndpoint,
+      storageReadEndpoint: us.storageEndpoint,
+      queryTimeoutMs: 20_000,
+      retry: FAST_RETRY,
+    });
     const columns = [{ source: "target_bqx45_h15", target: "target_bqx45_h15", type: "DOUBLE" }];
-    const read = { dataset: T, table: `targets_${PAIR}`, columns, dateFrom: "2020-01-01", dateTo: "2024-12-31", rowLimit: undefined, notNullColumn: "target_bqx45_h15" };
+    const read = {
+      dataset: T,
+      table: `targets_${PAIR}`,
+      columns,
+      dateFrom: "2020-01-01",
+      dateTo: "2024-12-31",
+      rowLimit: undefined,
+      notNullColumn: "target_bqx45_h15",
+    };
     const before = us.requests.length;
-    const estimate = await bq.estimateReads([read, { ...read, dataset: F, table: `agg_${PAIR}`, columns: [{ source: "x", target: "agg_x", type: "BIGINT" }], notNullColumn: undefined }]);
+    const estimate = await bq.estimateReads([
+      read,
+      { ...read, dataset: F, table: `agg_${PAIR}`, columns: [{ source: "x", target: "agg_x", type: "BIGINT" }], notNullColumn: undefined },
+    ]);
     expect(estimate).toMatchObject({ measured: true, dryRuns: 2 });
     await bq.checkReadAccess(read);
-    expect(us.requests.slice(before).filter((r) => r.method === "CreateReadSession").map((r) => r.status)).toEqual(["OK"]);
+    expect(
+      us.requests
+        .slice(before)
+        .filter((r) => r.method === "CreateReadSession")
+        .map((r) => r.status),
+    ).toEqual(["OK"]);
     const readClient = await createReadClient(us.project, us.storageEndpoint);
     try {
-      const session = await probeReadSession(readClient, { projectId: us.project, datasetId: T, tableId: `targets_${PAIR}` }, { project: us.project, ctx: { action: "test", project: us.project } }, {
-        selectedFields: ["interval_time", "target_bqx45_h15"],
-        rowRestriction: tableRowRestriction(read),
-        maxStreamCount: 1,
-      });
+      const session = await probeReadSession(
+        readClient,
+        { projectId: us.project, datasetId: T, tableId: `targets_${PAIR}` },
+        { project: us.project, ctx: { action: "test", project: us.project } },
+        {
+          selectedFields: ["interval_time", "target_bqx45_h15"],
+          rowRestriction: tableRowRestriction(read),
+          maxStreamCount: 1,
+        },
+      );
       expect(session.estimatedBytesScanned).toBe(estimate.bytes[0]);
     } finally {
       await readClient.close();

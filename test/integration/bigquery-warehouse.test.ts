@@ -58,8 +58,12 @@ async function buildLabWarehouse(file: string): Promise<void> {
       FROM range(200) r(i)`);
     await c.run(`CREATE TABLE ${LAB}.many_rows AS SELECT ${key("i")} AS interval_time,
       CASE WHEN i % 13 = 0 THEN NULL ELSE sqrt(i) - 17.25 END AS x, i * 3 AS n FROM range(25000) r(i)`);
-    await c.run(`CREATE TABLE ${LAB}.dup_keys AS SELECT ${key("CASE WHEN i IN (10, 11, 40) THEN i - 1 ELSE i END")} AS interval_time, (i * 1.5)::DOUBLE AS x FROM range(100) r(i)`);
-    await c.run(`CREATE TABLE ${LAB}.null_keys AS SELECT CASE WHEN i IN (5, 50) THEN NULL ELSE ${key("i")} END AS interval_time, (i * 1.5)::DOUBLE AS x FROM range(100) r(i)`);
+    await c.run(
+      `CREATE TABLE ${LAB}.dup_keys AS SELECT ${key("CASE WHEN i IN (10, 11, 40) THEN i - 1 ELSE i END")} AS interval_time, (i * 1.5)::DOUBLE AS x FROM range(100) r(i)`,
+    );
+    await c.run(
+      `CREATE TABLE ${LAB}.null_keys AS SELECT CASE WHEN i IN (5, 50) THEN NULL ELSE ${key("i")} END AS interval_time, (i * 1.5)::DOUBLE AS x FROM range(100) r(i)`,
+    );
     await c.run("CHECKPOINT");
   } finally {
     c.closeSync();
@@ -77,7 +81,10 @@ beforeAll(async () => {
   labStandIns = await startBigQueryStandIns({ warehouse: lab, batchRows: 4_096, project: "bqx-lab" });
   const duck = await DuckDBWarehouse.open(sample);
   try {
-    duckTables = new Map([[F, await duck.listTables(F)], [T, await duck.listTables(T)]]);
+    duckTables = new Map([
+      [F, await duck.listTables(F)],
+      [T, await duck.listTables(T)],
+    ]);
   } finally {
     await duck.close();
   }
@@ -101,7 +108,14 @@ afterAll(async () => {
 });
 
 function settings(s: StandIns, extra: Partial<GcpTaskSettings> = {}): GcpTaskSettings {
-  return { project: s.project, bigqueryEndpoint: s.bigqueryEndpoint, storageReadEndpoint: s.storageEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY, ...extra };
+  return {
+    project: s.project,
+    bigqueryEndpoint: s.bigqueryEndpoint,
+    storageReadEndpoint: s.storageEndpoint,
+    queryTimeoutMs: 20_000,
+    retry: FAST_RETRY,
+    ...extra,
+  };
 }
 
 interface Read {
@@ -127,11 +141,24 @@ function planned(table: string, extra: Partial<TableQuery> = {}, read_: Partial<
   const p = table === discovery.target.table ? discovery.target : discovery.features.find((t) => t.table === table);
   if (!p) throw new Error(`${table} is not planned`);
   const notNull = p.role === "target" ? { notNullColumn: TARGET_NOT_NULL_COLUMN } : {};
-  return read(standIns, sample, tableQuery(p.dataset, p.table, p.columns, { ...notNull, ...extra }), { ...(p.role === "target" ? {} : { slice: WHOLE }), ...read_ });
+  return read(standIns, sample, tableQuery(p.dataset, p.table, p.columns, { ...notNull, ...extra }), {
+    ...(p.role === "target" ? {} : { slice: WHOLE }),
+    ...read_,
+  });
 }
 
 function labRead(table: string, columns: Array<[string, string]>, extra: Partial<TableQuery> = {}, read_: Partial<Read> = {}): Read {
-  return read(labStandIns, lab, tableQuery(LAB, table, columns.map(([c, type]) => ({ source: c, target: `${table}_${c}`, type })), extra), { settings: settings(labStandIns), slice: WHOLE, ...read_ });
+  return read(
+    labStandIns,
+    lab,
+    tableQuery(
+      LAB,
+      table,
+      columns.map(([c, type]) => ({ source: c, target: `${table}_${c}`, type })),
+      extra,
+    ),
+    { settings: settings(labStandIns), slice: WHOLE, ...read_ },
+  );
 }
 
 /** Both backends' rows for the read, sorted by key (a slice's rows come in no particular order). */
@@ -187,7 +214,10 @@ describe("BigQueryWarehouse discovery", () => {
     const inserts = standIns.requests.slice(first).filter((r) => r.method === "jobs.insert");
     for (const dataset of [F, T]) {
       for (const view of ["TABLES", "COLUMNS"]) {
-        expect(inserts.filter((r) => r.query?.includes(`${dataset}\`.INFORMATION_SCHEMA.${view}`)), `${dataset} ${view}`).toHaveLength(1);
+        expect(
+          inserts.filter((r) => r.query?.includes(`${dataset}\`.INFORMATION_SCHEMA.${view}`)),
+          `${dataset} ${view}`,
+        ).toHaveLength(1);
       }
     }
     expect(inserts).toHaveLength(4);
@@ -197,7 +227,9 @@ describe("BigQueryWarehouse discovery", () => {
 
   it("retries a 503 on a discovery query and logs the retry", async () => {
     const warnings: string[] = [];
-    const log = { warn: (_obj: object, msg: string) => void warnings.push(msg) } as unknown as NonNullable<ConstructorParameters<typeof BigQueryWarehouse>[0]["log"]>;
+    const log = { warn: (_obj: object, msg: string) => void warnings.push(msg) } as unknown as NonNullable<
+      ConstructorParameters<typeof BigQueryWarehouse>[0]["log"]
+    >;
     const bq = new BigQueryWarehouse({ project: standIns.project, apiEndpoint: standIns.bigqueryEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY, log });
     standIns.faults.restErrors.push({ method: "jobs.insert", status: 503, reason: "backendError", count: 1 });
     const tables = await bq.listTables(T);
@@ -207,7 +239,13 @@ describe("BigQueryWarehouse discovery", () => {
   });
 
   it("fails preflight when a dataset lives in another location than BQ_LOCATION", async () => {
-    const bq = new BigQueryWarehouse({ project: standIns.project, location: "EU", apiEndpoint: standIns.bigqueryEndpoint, queryTimeoutMs: 20_000, retry: FAST_RETRY });
+    const bq = new BigQueryWarehouse({
+      project: standIns.project,
+      location: "EU",
+      apiEndpoint: standIns.bigqueryEndpoint,
+      queryTimeoutMs: 20_000,
+      retry: FAST_RETRY,
+    });
     const err = await rejection(bq.preflight([F]));
     expect(err.reason).toBe("bigquery-location-mismatch");
     expect(err.message).toContain(`${F} is in location US`);
@@ -250,7 +288,16 @@ describe("readBigQueryRows", () => {
 
   it("reads a table through one read session on the table itself, no query job: the selected fields, the restriction, several streams, sorted by key", async () => {
     const first = labStandIns.requests.length;
-    const { bq, duck } = await bothBackends(labRead("many_rows", [["x", "DOUBLE"], ["n", "BIGINT"]], { dateFrom: "2020-01-02", dateTo: "2020-01-31" }));
+    const { bq, duck } = await bothBackends(
+      labRead(
+        "many_rows",
+        [
+          ["x", "DOUBLE"],
+          ["n", "BIGINT"],
+        ],
+        { dateFrom: "2020-01-02", dateTo: "2020-01-31" },
+      ),
+    );
     // 2020-01-02 00:00 is row 1440; 25,000 one-minute rows end within January.
     expect(bq.height).toBe(25_000 - 1440);
     expectSameFrames(bq, duck);
@@ -284,7 +331,17 @@ describe("readBigQueryRows", () => {
     const after = BASE_US + 40n * 60_000_000n + 40n;
     const through = BASE_US + 120n * 60_000_000n + 120n;
     const slice: SliceBounds = { firstRowGroup: 1, endRowGroup: 2, firstRow: 41, endRow: 121, afterKey: after, throughKey: through };
-    const { bq, duck } = await bothBackends(labRead("many_rows", [["x", "DOUBLE"], ["n", "BIGINT"]], {}, { slice }));
+    const { bq, duck } = await bothBackends(
+      labRead(
+        "many_rows",
+        [
+          ["x", "DOUBLE"],
+          ["n", "BIGINT"],
+        ],
+        {},
+        { slice },
+      ),
+    );
     expect(bq.height).toBe(80);
     expect(exactValues(bq, "interval_time")[0]).toBe((BASE_US + 41n * 60_000_000n + 41n).toString());
     expect(exactValues(bq, "interval_time")[79]).toBe(through.toString());
@@ -299,7 +356,11 @@ describe("readBigQueryRows", () => {
     );
     standIns.faults.jobFailures.push({ reason: "backendError", count: 1 });
     standIns.faults.grpcErrors.push({ method: "CreateReadSession", code: 14, count: 1 });
-    standIns.faults.readRowsDrops.push({ afterBatches: 1, mode: "unavailable", count: 1 }, { afterBatches: 1, mode: "internal", count: 1 }, { afterBatches: 1, mode: "disconnect", count: 1 });
+    standIns.faults.readRowsDrops.push(
+      { afterBatches: 1, mode: "unavailable", count: 1 },
+      { afterBatches: 1, mode: "internal", count: 1 },
+      { afterBatches: 1, mode: "disconnect", count: 1 },
+    );
     const first = standIns.requests.length;
     const { bq, duck, retries } = await bothBackends(planned(`mom_${PAIR}`, {}, { settings: settings(standIns, { readRoute: "query" }) }));
     // insert, two polls, the re-run job, the session, three resumed streams (a poll may add one)
@@ -325,15 +386,32 @@ describe("readBigQueryRows", () => {
     const { bq, duck } = await bothBackends(planned(`vol_${PAIR}`, {}, { settings: settings(standIns, { readIdleTimeoutMs: 300 }) }));
     expectSameFrames(bq, duck);
     const reads = standIns.requests.slice(first).filter((r) => r.method === "ReadRows");
-    expect(reads.map((r) => [r.status, r.offset])).toEqual([["STALLED", 0], ["OK", 128]]);
+    expect(reads.map((r) => [r.status, r.offset])).toEqual([
+      ["STALLED", 0],
+      ["OK", 128],
+    ]);
   });
 
   it("on the query route survives a seeded 30% rate of 429/503 answers on every REST call", async () => {
     labStandIns.faults.restErrorRate = 0.3;
     const first = labStandIns.requests.length;
-    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]], {}, { settings: settings(labStandIns, { readRoute: "query" }) }));
+    const { bq, duck } = await bothBackends(
+      labRead(
+        "big_ints",
+        [
+          ["big", "BIGINT"],
+          ["f", "DOUBLE"],
+          ["note", "VARCHAR"],
+        ],
+        {},
+        { settings: settings(labStandIns, { readRoute: "query" }) },
+      ),
+    );
     expectSameFrames(bq, duck);
-    const statuses = labStandIns.requests.slice(first).filter((r) => r.api === "bigquery").map((r) => r.status);
+    const statuses = labStandIns.requests
+      .slice(first)
+      .filter((r) => r.api === "bigquery")
+      .map((r) => r.status);
     expect(statuses.filter((s) => s === 429 || s === 503).length).toBeGreaterThan(0);
   });
 
@@ -384,13 +462,24 @@ describe("readBigQueryRows", () => {
     expect(err.message).toContain("was cancelled");
     expect(seconds).toBeGreaterThanOrEqual(1.4);
     expect(seconds).toBeLessThan(4);
-    expect(standIns.requests.slice(first).filter((q) => q.method === "jobs.cancel").map((q) => q.status)).toEqual([200]);
+    expect(
+      standIns.requests
+        .slice(first)
+        .filter((q) => q.method === "jobs.cancel")
+        .map((q) => q.status),
+    ).toEqual([200]);
   });
 });
 
 describe("readBigQueryRows on hand-made tables", () => {
   it("keeps INT64 values above 2^53, microsecond keys, strings and nulls exact", async () => {
-    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]]));
+    const { bq, duck } = await bothBackends(
+      labRead("big_ints", [
+        ["big", "BIGINT"],
+        ["f", "DOUBLE"],
+        ["note", "VARCHAR"],
+      ]),
+    );
     expect(bq.height).toBe(200);
     expectSameFrames(bq, duck);
     expect(bq.getColumn("big_ints_big").dtype.equals(pl.Int64)).toBe(true);
@@ -402,13 +491,28 @@ describe("readBigQueryRows on hand-made tables", () => {
   });
 
   it("reads 25,000 rows across record-batch boundaries", async () => {
-    const { bq, duck } = await bothBackends(labRead("many_rows", [["x", "DOUBLE"], ["n", "BIGINT"]]));
+    const { bq, duck } = await bothBackends(
+      labRead("many_rows", [
+        ["x", "DOUBLE"],
+        ["n", "BIGINT"],
+      ]),
+    );
     expect(bq.height).toBe(25_000);
     expectSameFrames(bq, duck);
   });
 
   it("returns an empty frame with the full schema when the date range holds no rows", async () => {
-    const { bq, duck } = await bothBackends(labRead("big_ints", [["big", "BIGINT"], ["f", "DOUBLE"], ["note", "VARCHAR"]], { dateFrom: "2031-01-01", dateTo: "2031-12-31" }));
+    const { bq, duck } = await bothBackends(
+      labRead(
+        "big_ints",
+        [
+          ["big", "BIGINT"],
+          ["f", "DOUBLE"],
+          ["note", "VARCHAR"],
+        ],
+        { dateFrom: "2031-01-01", dateTo: "2031-12-31" },
+      ),
+    );
     expect(bq.height).toBe(0);
     expectSameFrames(bq, duck);
   });
@@ -423,7 +527,10 @@ describe("readBigQueryRows on hand-made tables", () => {
     const authClient = authClientForEndpoint(labStandIns.bigqueryEndpoint);
     expect(authClient && (await authClient.getAccessToken()).token).toBe(STANDIN_ACCESS_TOKEN);
     const client = new BigQuery({ projectId: labStandIns.project, apiEndpoint: labStandIns.bigqueryEndpoint, ...(authClient ? { authClient } : {}) });
-    const [rows] = await client.query({ query: `SELECT interval_time, big FROM \`${labStandIns.project}.${LAB}.big_ints\` ORDER BY interval_time LIMIT 3`, wrapIntegers: true });
+    const [rows] = await client.query({
+      query: `SELECT interval_time, big FROM \`${labStandIns.project}.${LAB}.big_ints\` ORDER BY interval_time LIMIT 3`,
+      wrapIntegers: true,
+    });
     expect(rows.map((r: { big: { value: string } | null }) => r.big?.value ?? null)).toEqual([
       "4611686018427387904",
       (-(4611686018427387904n + 1000003n)).toString(),
@@ -439,14 +546,20 @@ describe("the Storage Read stand-in, as strict as the service", () => {
   const session = async (readSession: Record<string, unknown>, maxStreamCount: number) => {
     const client = await createReadClient(labStandIns.project, labStandIns.storageEndpoint);
     try {
-      const [s] = await client.createReadSession({ parent: `projects/${labStandIns.project}`, readSession: { table: many, dataFormat: "ARROW", ...readSession }, maxStreamCount }, { retry: null });
+      const [s] = await client.createReadSession(
+        { parent: `projects/${labStandIns.project}`, readSession: { table: many, dataFormat: "ARROW", ...readSession }, maxStreamCount },
+        { retry: null },
+      );
       return s;
     } finally {
       await client.close();
     }
   };
   const refusal = async (p: Promise<unknown>) => {
-    const err = (await p.then(() => undefined, (e: unknown) => e)) as { code?: number; details?: string } | undefined;
+    const err = (await p.then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code?: number; details?: string } | undefined;
     expect(err).toBeDefined();
     return err!;
   };
@@ -470,7 +583,11 @@ describe("the Storage Read stand-in, as strict as the service", () => {
     ["OR", "n > 5 OR n < 2", /Expected AND/],
     ["an unknown column", "nope IS NOT NULL", /Unrecognized name: nope/],
     ["a malformed timestamp", "interval_time > TIMESTAMP '2020-13'", /Invalid TIMESTAMP literal/],
-    ["a DATETIME compared with a TIMESTAMP column", "interval_time >= DATETIME '2020-01-01 00:00:00'", /No matching signature for operator >= for argument types: TIMESTAMP, DATETIME/],
+    [
+      "a DATETIME compared with a TIMESTAMP column",
+      "interval_time >= DATETIME '2020-01-01 00:00:00'",
+      /No matching signature for operator >= for argument types: TIMESTAMP, DATETIME/,
+    ],
   ])("refuses a row restriction with %s as INVALID_ARGUMENT", async (_label, rowRestriction, message) => {
     const err = await refusal(session({ readOptions: { rowRestriction } }, 1));
     expect(err.code).toBe(3);
@@ -507,7 +624,10 @@ describe("the worker's gcp path on a piscina pool", () => {
       // The query route, whose jobs take the stand-in's latency; the table route where it says so.
       const task = (table: string, backend: "gcp" | "local", n: number, readRoute: "query" | "table" = "query"): ExtractTask => ({
         kind: "part",
-        source: backend === "gcp" ? { backend, gcp: settings(labStandIns, { readRoute }) } : { backend, warehouse: lab, duckdb: { memoryLimitBytes: 256 * 1024 ** 2, threads: 1 } },
+        source:
+          backend === "gcp"
+            ? { backend, gcp: settings(labStandIns, { readRoute }) }
+            : { backend, warehouse: lab, duckdb: { memoryLimitBytes: 256 * 1024 ** 2, threads: 1 } },
         query: labRead(table, columns[table] ?? []).query,
         keys,
         slice: { firstRowGroup: 0, endRowGroup: 1, firstRow: 0, endRow: 200, afterKey: undefined, throughKey: undefined },

@@ -28,7 +28,10 @@ let tiny: Record<string, TinyPair>;
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "container-contract-"));
   warehouse = path.join(dir, "warehouse.duckdb");
-  [image, tiny] = await Promise.all([buildRuntimeImage({ contextDir: ROOT, outDir: path.join(dir, "image") }), buildTinyWarehouse({ path: warehouse, pairs: [PAIR] })]);
+  [image, tiny] = await Promise.all([
+    buildRuntimeImage({ contextDir: ROOT, outDir: path.join(dir, "image") }),
+    buildTinyWarehouse({ path: warehouse, pairs: [PAIR] }),
+  ]);
 }, 300_000);
 
 afterAll(async () => {
@@ -53,7 +56,16 @@ describe("the runtime image (Dockerfile.cloudrun's runtime stage, replayed)", ()
 
   it("holds the production dependencies and none of the development ones, within the size budget", async () => {
     const size = await installSize(path.join(image.workdir, "node_modules"));
-    for (const name of ["@duckdb/node-api", "nodejs-polars", "nodejs-polars-linux-x64-gnu", "@google-cloud/storage", "@google-cloud/bigquery-storage", "pino", "piscina", "apache-arrow"]) {
+    for (const name of [
+      "@duckdb/node-api",
+      "nodejs-polars",
+      "nodejs-polars-linux-x64-gnu",
+      "@google-cloud/storage",
+      "@google-cloud/bigquery-storage",
+      "pino",
+      "piscina",
+      "apache-arrow",
+    ]) {
       expect(size.names, name).toContain(name);
     }
     for (const name of ["typescript", "vitest", "node"]) expect(size.names, name).not.toContain(name);
@@ -75,7 +87,10 @@ describe("the runtime image (Dockerfile.cloudrun's runtime stage, replayed)", ()
     }
     expect(modules.length).toBeGreaterThan(30);
     const script = path.join(image.workdir, "..", "load-all.mjs");
-    await writeFile(script, `for (const m of ${JSON.stringify(modules)}) await import(new URL(m, "file://${image.workdir}/").href);\nconsole.log(JSON.stringify({ loaded: ${modules.length} }));\n`);
+    await writeFile(
+      script,
+      `for (const m of ${JSON.stringify(modules)}) await import(new URL(m, "file://${image.workdir}/").href);\nconsole.log(JSON.stringify({ loaded: ${modules.length} }));\n`,
+    );
     const run = await runEntrypoint({ ...image, entrypoint: ["node", script] }, {});
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);

@@ -76,9 +76,13 @@ describe("a run killed with SIGKILL resumes to an identical file", () => {
     ["while a part is being written or staged", (p: ReturnType<typeof points>) => p.writing],
     ["when half the parts are staged", (p: ReturnType<typeof points>) => p.staged(FEATURES / 2)],
     ["as the file is being assembled in the bucket", (p: ReturnType<typeof points>) => p.assembling],
-  ])("%s", async (label, point) => {
-    await killAndResume(label.replace(/\W+/g, "-"), point);
-  }, 90_000);
+  ])(
+    "%s",
+    async (label, point) => {
+      await killAndResume(label.replace(/\W+/g, "-"), point);
+    },
+    90_000,
+  );
 
   it("extracts again, alone, a part whose chunks were truncated and one whose footer has a flipped byte", async () => {
     const e = env("damaged");
@@ -109,24 +113,28 @@ describe("a run killed with SIGKILL resumes to an identical file", () => {
     expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
   }, 90_000);
 
-  it.runIf(HEAVY)("survives dozens of kill points (HEAVY=1)", async () => {
-    const stagedCounts = [1, 2, 3, 4, 6, 8, 11, 15, 19, 24, 29, 34, 40, 45, 50, 55, 58, 60, 61];
-    for (const n of stagedCounts) await killAndResume(`heavy-staged-${n}`, (p) => p.staged(n));
-    for (let i = 0; i < 6; i++) await killAndResume(`heavy-writing-${i}`, (p) => p.writing);
-    for (let i = 0; i < 6; i++) await killAndResume(`heavy-assembling-${i}`, (p) => p.assembling);
-    // One bucket killed again and again, each time a little further on, then run to the end.
-    const e = env("heavy-chain", { LOG_LEVEL: "debug" });
-    for (const n of [5, 20, 40, 60]) {
-      const job = startJob(e);
-      const reached = await waitFor(job, points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR).staged(n));
-      job.child.kill("SIGKILL");
-      await job.done;
-      tally.tried += 1;
-      if (reached) tally.survived += 1;
-    }
-    const last = await runJob(e);
-    expect(last.code).toBe(0);
-    expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
-    expect(existsSync(path.join(e.WORK_DIR!, PAIR))).toBe(false);
-  }, 1_800_000);
+  it.runIf(HEAVY)(
+    "survives dozens of kill points (HEAVY=1)",
+    async () => {
+      const stagedCounts = [1, 2, 3, 4, 6, 8, 11, 15, 19, 24, 29, 34, 40, 45, 50, 55, 58, 60, 61];
+      for (const n of stagedCounts) await killAndResume(`heavy-staged-${n}`, (p) => p.staged(n));
+      for (let i = 0; i < 6; i++) await killAndResume(`heavy-writing-${i}`, (p) => p.writing);
+      for (let i = 0; i < 6; i++) await killAndResume(`heavy-assembling-${i}`, (p) => p.assembling);
+      // One bucket killed again and again, each time a little further on, then run to the end.
+      const e = env("heavy-chain", { LOG_LEVEL: "debug" });
+      for (const n of [5, 20, 40, 60]) {
+        const job = startJob(e);
+        const reached = await waitFor(job, points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR).staged(n));
+        job.child.kill("SIGKILL");
+        await job.done;
+        tally.tried += 1;
+        if (reached) tally.survived += 1;
+      }
+      const last = await runJob(e);
+      expect(last.code).toBe(0);
+      expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
+      expect(existsSync(path.join(e.WORK_DIR!, PAIR))).toBe(false);
+    },
+    1_800_000,
+  );
 });

@@ -30,8 +30,18 @@ async function runOnBroken(name: string, sql: string[]) {
   await copyFile(clean, warehouse);
   await onWarehouse(warehouse, ...sql);
   const bucket = path.join(dir, name, "bucket");
-  const run = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: bucket, WORK_DIR: path.join(dir, name, "work"), MAX_WORKERS: "2", ...TINY_VALIDATION_ENV });
-  const failure = run.lines.filter((l) => l.severity === "ERROR").map((l) => String(l.message)).join("\n");
+  const run = await runJob({
+    TARGET_PAIR: PAIR,
+    WAREHOUSE: warehouse,
+    OUTPUT_URI: bucket,
+    WORK_DIR: path.join(dir, name, "work"),
+    MAX_WORKERS: "2",
+    ...TINY_VALIDATION_ENV,
+  });
+  const failure = run.lines
+    .filter((l) => l.severity === "ERROR")
+    .map((l) => String(l.message))
+    .join("\n");
   // Parts of the good tables may be staged (kept for the next attempt); nothing is published.
   return { run, failure, uploaded: (await readdir(bucket).catch(() => [] as string[])).filter((n) => n.startsWith("training_")) };
 }
@@ -84,11 +94,15 @@ const cases: ReadonlyArray<[string, string[], RegExp, RegExp]> = [
 ];
 
 describe("data faults fail the run, naming the table and the fix, with nothing uploaded", () => {
-  it.each(cases)("%s", async (name, sql, what, fix) => {
-    const { run, failure, uploaded } = await runOnBroken(name.replace(/\W+/g, "-"), sql);
-    expect(run.code, run.stdout.slice(-2000)).toBe(1);
-    expect(failure).toMatch(what);
-    expect(failure).toMatch(fix);
-    expect(uploaded).toEqual([]);
-  }, 60_000);
+  it.each(cases)(
+    "%s",
+    async (name, sql, what, fix) => {
+      const { run, failure, uploaded } = await runOnBroken(name.replace(/\W+/g, "-"), sql);
+      expect(run.code, run.stdout.slice(-2000)).toBe(1);
+      expect(failure).toMatch(what);
+      expect(failure).toMatch(fix);
+      expect(uploaded).toEqual([]);
+    },
+    60_000,
+  );
 });

@@ -30,7 +30,13 @@ const run = (key: string): RecordedRun => {
 function fake(argv: string[], env: Record<string, string> = {}): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(path.join(FAKES, argv[0]!), argv.slice(1), {
-      env: { PATH: `${path.dirname(process.execPath)}:/usr/bin:/bin`, HOME: dir, FAKE_CLOUD_DIR: path.join(dir, "cloud"), FAKE_CLOUD_GCS_ENDPOINT: gcs.endpoint, ...env },
+      env: {
+        PATH: `${path.dirname(process.execPath)}:/usr/bin:/bin`,
+        HOME: dir,
+        FAKE_CLOUD_DIR: path.join(dir, "cloud"),
+        FAKE_CLOUD_GCS_ENDPOINT: gcs.endpoint,
+        ...env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -75,7 +81,12 @@ afterAll(async () => {
 describe("the gcloud stand-in", () => {
   it("answers `run jobs describe --format value(...)` over a v1 Job as gcloud did: the image at its v1 path, an empty line for a path v1 lacks", async () => {
     await seed({ parallelism: 1, taskCount: 1 });
-    for (const key of ["describe: image (v1 path)", "describe: image (v2 path, absent from v1)", "describe: parallelism and task count", "describe: no such job"]) {
+    for (const key of [
+      "describe: image (v1 path)",
+      "describe: image (v2 path, absent from v1)",
+      "describe: parallelism and task count",
+      "describe: no such job",
+    ]) {
       const recorded = run(key);
       const got = await fake(recorded.argv);
       expect(got, key).toEqual({ exitCode: recorded.exitCode, stdout: recorded.stdout, stderr: fill(recorded.stderr, { ...NAMES, job: recorded.argv[4]! }) });
@@ -106,7 +117,11 @@ describe("the gcloud stand-in", () => {
     ]) {
       const recorded = run(key);
       const got = await fake(recorded.argv);
-      expect({ exitCode: got.exitCode, stdout: got.stdout, stderr: firstLine(got.stderr) }, key).toEqual({ exitCode: 2, stdout: "", stderr: firstLine(recorded.stderr) });
+      expect({ exitCode: got.exitCode, stdout: got.stdout, stderr: firstLine(got.stderr) }, key).toEqual({
+        exitCode: 2,
+        stdout: "",
+        stderr: firstLine(recorded.stderr),
+      });
     }
   });
 
@@ -161,7 +176,11 @@ describe("the gsutil stand-in", () => {
     ] as const) {
       for (const prefix of ["gsutil stat", "gsutil -q stat"]) {
         const recorded = run(`${prefix} (${mode})`);
-        expect(await fake(recorded.argv, env), `${prefix} (${mode})`).toEqual({ exitCode: recorded.exitCode, stdout: recorded.stdout, stderr: recorded.stderr });
+        expect(await fake(recorded.argv, env), `${prefix} (${mode})`).toEqual({
+          exitCode: recorded.exitCode,
+          stdout: recorded.stdout,
+          stderr: recorded.stderr,
+        });
       }
     }
   });
@@ -173,6 +192,10 @@ describe("the docker stand-in", () => {
     const built = await fake(["docker", "build", "--platform", "linux/amd64", "--file", path.join(ROOT, "Dockerfile.cloudrun"), "--tag", "img:v1", ROOT]);
     expect(built.exitCode, built.stderr).toBe(0);
     expect(JSON.parse(await readFile(path.join(dir, "cloud", "built.json"), "utf8"))).toEqual([{ tag: "img:v1", platform: "linux/amd64" }]);
-    expect(await fake(["docker", "build", "--squash", "--tag", "img:v2", ROOT])).toEqual({ exitCode: 125, stdout: "", stderr: "unknown flag: --squash\nSee 'docker build --help'.\n" });
+    expect(await fake(["docker", "build", "--squash", "--tag", "img:v2", ROOT])).toEqual({
+      exitCode: 125,
+      stdout: "",
+      stderr: "unknown flag: --squash\nSee 'docker build --help'.\n",
+    });
   });
 });

@@ -66,7 +66,14 @@ describe("PAIRS split across the tasks of one execution", () => {
       expect(footer.keyValueMetadata["bqx.pair"]).toBe(pair);
       expect(footer.numRows).toBe(tiny[pair]!.trainingRows);
       expect(footer.columnNames).toHaveLength(tiny[pair]!.columns);
-      expect(Number(pl.readParquet(file, { columns: ["agg_x"], nRows: 1 }).getColumn("agg_x").get(0))).toBe(tiny[pair]!.firstAggX);
+      expect(
+        Number(
+          pl
+            .readParquet(file, { columns: ["agg_x"], nRows: 1 })
+            .getColumn("agg_x")
+            .get(0),
+        ),
+      ).toBe(tiny[pair]!.firstAggX);
       const manifest = JSON.parse(await readFile(path.join(bucket(), `training_${pair}.manifest.json`), "utf8"));
       expect(manifest.pair).toBe(pair);
       expect(manifest.query.TARGET_PAIR).toBe(pair);
@@ -121,7 +128,14 @@ describe("PAIRS split across the tasks of one execution", () => {
 
 describe("a task of an execution that lists too few pairs", () => {
   it("exits 2 before any work, naming the task count and the fix", async () => {
-    const run = await runJob({ PAIRS: "eurusd gbpusd", CLOUD_RUN_TASK_INDEX: "2", CLOUD_RUN_TASK_COUNT: "3", WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, "b2"), WORK_DIR: path.join(dir, "w2") });
+    const run = await runJob({
+      PAIRS: "eurusd gbpusd",
+      CLOUD_RUN_TASK_INDEX: "2",
+      CLOUD_RUN_TASK_COUNT: "3",
+      WAREHOUSE: warehouse,
+      OUTPUT_URI: path.join(dir, "b2"),
+      WORK_DIR: path.join(dir, "w2"),
+    });
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
     expect(JSON.parse(run.stderr).problems).toEqual([expect.stringMatching(/^CLOUD_RUN_TASK_COUNT: .*--tasks 2 or fewer$/)]);

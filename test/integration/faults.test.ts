@@ -35,36 +35,42 @@ afterAll(async () => {
 });
 
 describe("transient faults", () => {
-  it.each([["7"], ["2026"]])("a fifth of the warehouse and bucket calls failing (FAULT_SEED=%s) still ends in exit 0 with a byte-identical file", async (seed) => {
-    const run = await runJob(env(`faults-${seed}`, { FAULT_RATE: "0.2", FAULT_SEED: seed }));
-    expect(run.code, run.stdout.slice(-2000)).toBe(0);
-    const messages = run.lines.map((l) => String(l.message));
-    expect(messages[1]).toBe(`FAULT_RATE=0.2: about 20% of warehouse and bucket calls will fail with an injected transient fault (seed ${seed}); for testing the retry paths only`);
-    const injected = (pattern: RegExp) => messages.filter((m) => pattern.test(m) && / injected transient fault \(FAULT_RATE=0\.2\) /.test(m));
-    const tables = injected(/^retrying \w+: /);
-    const discovery = injected(/^retrying (preflight|listTables) \S+: /);
-    const bucket = injected(/^retrying (checkWritable|put|stat|get|readRange|list|compose|move|delete) /);
-    const byOperation = new Map<string, number>();
-    for (const m of bucket) byOperation.set(m.split(" ")[1]!, (byOperation.get(m.split(" ")[1]!) ?? 0) + 1);
-    const perOperation = [...byOperation].map(([op, n]) => `${op} ${n}`).join(", ");
-    // About a fifth of the 61 tables' first attempts, and their retries' own draws.
-    expect(tables.length).toBeGreaterThanOrEqual(6);
-    // Each part is staged (two puts), checked or listed and deleted again after publishing: a few hundred bucket calls.
-    expect(bucket.length).toBeGreaterThanOrEqual(10);
-    expect(byOperation.size).toBeGreaterThanOrEqual(2);
-    // Five discovery queries; the draws are seeded, and both seeds here hit at least one of them.
-    expect(discovery.length).toBeGreaterThanOrEqual(1);
-    console.log(
-      `faults: FAULT_SEED=${seed}: ${tables.length} table extractions, ${discovery.length} discovery queries and ${bucket.length} bucket calls (${perOperation}) failed with an injected transient fault and were retried, over ${FEATURES + 1} tables`,
-    );
-    expect(await sha256(path.join(dir, `faults-${seed}`, "bucket", TRAINING))).toBe(referenceSha);
-    // Nothing half-written: no staging copy anywhere in the bucket, and no staged part after publishing.
-    const bucketDir = path.join(dir, `faults-${seed}`, "bucket");
-    expect((await readdir(bucketDir, { recursive: true })).filter((n) => n.includes(".uploading-"))).toEqual([]);
-    expect(existsSync(path.join(bucketDir, "_staging"))).toBe(false);
-    const manifest = JSON.parse(await readFile(path.join(dir, `faults-${seed}`, "bucket", `training_${PAIR}.manifest.json`), "utf8"));
-    expect(manifest.run.config).toMatchObject({ FAULT_RATE: 0.2, FAULT_SEED: Number(seed) });
-  }, 90_000);
+  it.each([["7"], ["2026"]])(
+    "a fifth of the warehouse and bucket calls failing (FAULT_SEED=%s) still ends in exit 0 with a byte-identical file",
+    async (seed) => {
+      const run = await runJob(env(`faults-${seed}`, { FAULT_RATE: "0.2", FAULT_SEED: seed }));
+      expect(run.code, run.stdout.slice(-2000)).toBe(0);
+      const messages = run.lines.map((l) => String(l.message));
+      expect(messages[1]).toBe(
+        `FAULT_RATE=0.2: about 20% of warehouse and bucket calls will fail with an injected transient fault (seed ${seed}); for testing the retry paths only`,
+      );
+      const injected = (pattern: RegExp) => messages.filter((m) => pattern.test(m) && / injected transient fault \(FAULT_RATE=0\.2\) /.test(m));
+      const tables = injected(/^retrying \w+: /);
+      const discovery = injected(/^retrying (preflight|listTables) \S+: /);
+      const bucket = injected(/^retrying (checkWritable|put|stat|get|readRange|list|compose|move|delete) /);
+      const byOperation = new Map<string, number>();
+      for (const m of bucket) byOperation.set(m.split(" ")[1]!, (byOperation.get(m.split(" ")[1]!) ?? 0) + 1);
+      const perOperation = [...byOperation].map(([op, n]) => `${op} ${n}`).join(", ");
+      // About a fifth of the 61 tables' first attempts, and their retries' own draws.
+      expect(tables.length).toBeGreaterThanOrEqual(6);
+      // Each part is staged (two puts), checked or listed and deleted again after publishing: a few hundred bucket calls.
+      expect(bucket.length).toBeGreaterThanOrEqual(10);
+      expect(byOperation.size).toBeGreaterThanOrEqual(2);
+      // Five discovery queries; the draws are seeded, and both seeds here hit at least one of them.
+      expect(discovery.length).toBeGreaterThanOrEqual(1);
+      console.log(
+        `faults: FAULT_SEED=${seed}: ${tables.length} table extractions, ${discovery.length} discovery queries and ${bucket.length} bucket calls (${perOperation}) failed with an injected transient fault and were retried, over ${FEATURES + 1} tables`,
+      );
+      expect(await sha256(path.join(dir, `faults-${seed}`, "bucket", TRAINING))).toBe(referenceSha);
+      // Nothing half-written: no staging copy anywhere in the bucket, and no staged part after publishing.
+      const bucketDir = path.join(dir, `faults-${seed}`, "bucket");
+      expect((await readdir(bucketDir, { recursive: true })).filter((n) => n.includes(".uploading-"))).toEqual([]);
+      expect(existsSync(path.join(bucketDir, "_staging"))).toBe(false);
+      const manifest = JSON.parse(await readFile(path.join(dir, `faults-${seed}`, "bucket", `training_${PAIR}.manifest.json`), "utf8"));
+      expect(manifest.run.config).toMatchObject({ FAULT_RATE: 0.2, FAULT_SEED: Number(seed) });
+    },
+    90_000,
+  );
 });
 
 describe("permanent faults fail fast", () => {
@@ -73,7 +79,9 @@ describe("permanent faults fail fast", () => {
     const run = await runJob(env("no-dataset", { FEATURES_DATASET: "bqx_ml_v9_missing" }));
     expect(run.code).toBe(1);
     expect(Date.now() - started).toBeLessThan(15_000);
-    expect(run.stdout).toMatch(/dataset bqx_ml_v9_missing not found in warehouse .* \(it has: bqx_ml_v3_analytics_v2, bqx_ml_v3_features_v2\)\. Fix: set FEATURES_DATASET \/ TARGETS_DATASET to datasets that exist/);
+    expect(run.stdout).toMatch(
+      /dataset bqx_ml_v9_missing not found in warehouse .* \(it has: bqx_ml_v3_analytics_v2, bqx_ml_v3_features_v2\)\. Fix: set FEATURES_DATASET \/ TARGETS_DATASET to datasets that exist/,
+    );
     expect(run.lines.some((l) => /^retrying/.test(String(l.message)))).toBe(false);
     expect(await readdir(path.join(dir, "no-dataset", "bucket"))).toEqual([]);
   }, 30_000);

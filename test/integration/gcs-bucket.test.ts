@@ -76,14 +76,22 @@ describe("GcsBucket against the Cloud Storage stand-in", () => {
     const bucket = gcs();
     const put = await bucket.put(file, "training_eurusd.parquet", sums, { pair: "eurusd", rows: "177748", columns: "17038", schemaHash: "abc123" });
 
-    expect(put).toMatchObject({ uri: `gs://${BUCKET}/runs/eurusd/training_eurusd.parquet`, bytes: data.length, checksums: { crc32c: sums.crc32c, sha256: sums.sha256 } });
+    expect(put).toMatchObject({
+      uri: `gs://${BUCKET}/runs/eurusd/training_eurusd.parquet`,
+      bytes: data.length,
+      checksums: { crc32c: sums.crc32c, sha256: sums.sha256 },
+    });
     const stored = standin.getObject(BUCKET, "runs/eurusd/training_eurusd.parquet")!;
     expectSameBytes(await standin.readObject(BUCKET, stored.name), data);
     expect(stored.crc32c).toBe(sums.crc32c);
     expect(stored.contentType).toBe("application/vnd.apache.parquet");
     expect(stored.metadata).toEqual({ pair: "eurusd", rows: "177748", columns: "17038", schemaHash: "abc123", sha256: sums.sha256 });
     expect(await bucket.stat("training_eurusd.parquet")).toEqual({
-      name: "training_eurusd.parquet", bytes: data.length, crc32c: sums.crc32c, generation: stored.generation, metadata: stored.metadata,
+      name: "training_eurusd.parquet",
+      bytes: data.length,
+      crc32c: sums.crc32c,
+      generation: stored.generation,
+      metadata: stored.metadata,
     });
 
     const start = standin.requests.filter((r) => r.kind === "upload-start");
@@ -120,7 +128,11 @@ describe("GcsBucket against the Cloud Storage stand-in", () => {
     standin.faults.failNext(1, 503, ["upload-chunk"]);
     standin.faults.failNext(1, 503, ["upload-status"]);
     standin.faults.failNext(1, 503, ["upload-chunk"]);
-    await gcs(undefined, { retry: { requestRetries: 1, maxRequestDelayMs: 1000, baseDelayMs: 5, maxDelayMs: 20 } }).put(file, "resume.parquet", await fileChecksums(file));
+    await gcs(undefined, { retry: { requestRetries: 1, maxRequestDelayMs: 1000, baseDelayMs: 5, maxDelayMs: 20 } }).put(
+      file,
+      "resume.parquet",
+      await fileChecksums(file),
+    );
 
     expectSameBytes(await standin.readObject(BUCKET, "runs/eurusd/resume.parquet"), data);
     expect(standin.requests.filter((r) => r.kind === "upload-start")).toHaveLength(1);
@@ -321,7 +333,14 @@ describe("authClientForEndpoint", () => {
       const client = authClientForEndpoint(endpoint)!;
       expect((await client.getAccessToken()).token).toBe(STANDIN_ACCESS_TOKEN);
     }
-    for (const endpoint of [undefined, "https://storage.googleapis.com", "https://127.0.0.1:9050", "http://10.1.2.3:9050", "http://localhost.example.com", "not a url"]) {
+    for (const endpoint of [
+      undefined,
+      "https://storage.googleapis.com",
+      "https://127.0.0.1:9050",
+      "http://10.1.2.3:9050",
+      "http://localhost.example.com",
+      "not a url",
+    ]) {
       expect(authClientForEndpoint(endpoint)).toBeUndefined();
     }
   });
@@ -334,7 +353,13 @@ describe("the local bucket", () => {
     const sums = await fileChecksums(file);
     const put = await bucket.put(file, "sub/training_eurusd.parquet", sums, { pair: "eurusd", rows: "10" });
     const info = await bucket.stat("sub/training_eurusd.parquet");
-    expect(info).toEqual({ name: "sub/training_eurusd.parquet", bytes: data.length, crc32c: sums.crc32c, generation: put.generation, metadata: { pair: "eurusd", rows: "10", sha256: sums.sha256 } });
+    expect(info).toEqual({
+      name: "sub/training_eurusd.parquet",
+      bytes: data.length,
+      crc32c: sums.crc32c,
+      generation: put.generation,
+      metadata: { pair: "eurusd", rows: "10", sha256: sums.sha256 },
+    });
     expect(await bucket.stat("missing.parquet")).toBeUndefined();
     expect(await bucket.list()).toEqual(["sub/training_eurusd.parquet"]);
     await bucket.delete("sub/training_eurusd.parquet");
@@ -351,7 +376,13 @@ describe("the local bucket", () => {
     const replaced = randomBytes(6_000);
     await writeFile(path.join(root, "x.parquet"), replaced);
     const sums = await fileChecksums(path.join(root, "x.parquet"));
-    expect(await bucket.stat("x.parquet")).toEqual({ name: "x.parquet", bytes: 6_000, crc32c: sums.crc32c, generation: expect.any(String), metadata: { sha256: sums.sha256 } });
+    expect(await bucket.stat("x.parquet")).toEqual({
+      name: "x.parquet",
+      bytes: 6_000,
+      crc32c: sums.crc32c,
+      generation: expect.any(String),
+      metadata: { sha256: sums.sha256 },
+    });
   });
 
   it("writes no sidecar for a put without metadata, so the directory holds only the objects", async () => {

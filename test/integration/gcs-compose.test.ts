@@ -34,7 +34,12 @@ function gcs(extra: GcsBucketOptions = {}, bucket = BUCKET): GcsBucket {
 
 /** The library itself, for what GcsBucket does not expose (the raw metadata GET, combine). */
 function library(): Storage {
-  return new Storage({ apiEndpoint: standin.endpoint, authClient: authClientForEndpoint(standin.endpoint)!, useAuthWithCustomEndpoint: true, retryOptions: { autoRetry: false } });
+  return new Storage({
+    apiEndpoint: standin.endpoint,
+    authClient: authClientForEndpoint(standin.endpoint)!,
+    useAuthWithCustomEndpoint: true,
+    retryOptions: { autoRetry: false },
+  });
 }
 
 const crcOf = (data: Buffer): string => crc32cBase64(crc32c(data));
@@ -96,9 +101,20 @@ describe("GcsBucket.compose against the Cloud Storage stand-in", () => {
     const { sources, data } = await stageParts(bucket, "two/", 2, 3000);
     standin.requests.length = 0;
     const metadata = { pair: "eurusd", rows: "177748", schema_sha256: "abc" };
-    const info = await bucket.compose(sources, "two/training.parquet.tmp", { ifGenerationMatch: "0", metadata, expected: { bytes: data.length, crc32c: crcOf(data) } });
+    const info = await bucket.compose(sources, "two/training.parquet.tmp", {
+      ifGenerationMatch: "0",
+      metadata,
+      expected: { bytes: data.length, crc32c: crcOf(data) },
+    });
 
-    expect(info).toEqual({ name: "two/training.parquet.tmp", bytes: data.length, crc32c: crcOf(data), generation: expect.any(String), metadata, componentCount: 2 });
+    expect(info).toEqual({
+      name: "two/training.parquet.tmp",
+      bytes: data.length,
+      crc32c: crcOf(data),
+      generation: expect.any(String),
+      metadata,
+      componentCount: 2,
+    });
     expectSameBytes(await standin.readObject(BUCKET, `${PREFIX}two/training.parquet.tmp`), data);
     const stored = standin.getObject(BUCKET, `${PREFIX}two/training.parquet.tmp`)!;
     expect(stored).toMatchObject({ crc32c: crcOf(data), componentCount: 2, storageClass: "STANDARD", metadata, contentType: "application/octet-stream" });
@@ -126,7 +142,10 @@ describe("GcsBucket.compose against the Cloud Storage stand-in", () => {
 
     const whole = Buffer.concat([first.data, second.data]);
     const top = await bucket.compose(
-      [{ name: "tree/a.tmp", generation: a.generation! }, { name: "tree/b.tmp", generation: b.generation! }],
+      [
+        { name: "tree/a.tmp", generation: a.generation! },
+        { name: "tree/b.tmp", generation: b.generation! },
+      ],
       "tree/training.parquet",
       { ifGenerationMatch: "0", expected: { bytes: whole.length, crc32c: crcOf(whole) } },
     );
@@ -172,7 +191,10 @@ describe("GcsBucket.compose against the Cloud Storage stand-in", () => {
     const stale = await rejection(bucket.compose(sources, "pre/training.parquet", { ifGenerationMatch: v1.generation }));
     expect(stale.reason).toBe("gcs-precondition-failed");
     expect(stale.describe()).toMatch(/another writer changed the object.*only one execution writes/);
-    expect(standin.requests.filter((r) => r.kind === "compose").map((r) => `${r.status} ${r.query.ifGenerationMatch}`)).toEqual([`412 0`, `412 ${v1.generation}`]);
+    expect(standin.requests.filter((r) => r.kind === "compose").map((r) => `${r.status} ${r.query.ifGenerationMatch}`)).toEqual([
+      `412 0`,
+      `412 ${v1.generation}`,
+    ]);
     expect(standin.getObject(BUCKET, `${PREFIX}pre/training.parquet`)!.generation).toBe(v2.generation);
   });
 
@@ -180,7 +202,9 @@ describe("GcsBucket.compose against the Cloud Storage stand-in", () => {
     const bucket = gcs();
     const { sources, data } = await stageParts(bucket, "bad/", 2);
     standin.requests.length = 0;
-    const err = await rejection(bucket.compose(sources, "bad/training.parquet.tmp", { ifGenerationMatch: "0", expected: { bytes: data.length, crc32c: crcOf(Buffer.from("not it")) } }));
+    const err = await rejection(
+      bucket.compose(sources, "bad/training.parquet.tmp", { ifGenerationMatch: "0", expected: { bytes: data.length, crc32c: crcOf(Buffer.from("not it")) } }),
+    );
     expect(err.reason).toBe("checksum-mismatch");
     expect(err.retryable).toBe(true);
     expect(err.message).toContain(`gave ${data.length} bytes with crc32c ${crcOf(data)}`);
@@ -219,13 +243,23 @@ describe("GcsBucket.compose against the Cloud Storage stand-in", () => {
     const { sources, data } = await stageParts(bucket, "lost/", 3);
     standin.requests.length = 0;
     standin.faults.loseNext(1, 503, ["compose"]);
-    const info = await bucket.compose(sources, "lost/training.parquet.tmp", { ifGenerationMatch: "0", metadata: { run: "lost" }, expected: { bytes: data.length, crc32c: crcOf(data) } });
+    const info = await bucket.compose(sources, "lost/training.parquet.tmp", {
+      ifGenerationMatch: "0",
+      metadata: { run: "lost" },
+      expected: { bytes: data.length, crc32c: crcOf(data) },
+    });
     const stored = standin.getObject(BUCKET, `${PREFIX}lost/training.parquet.tmp`)!;
     expect(info).toMatchObject({ generation: stored.generation, crc32c: crcOf(data), componentCount: 3, metadata: { run: "lost" } });
     expect(standin.requests.filter((r) => r.kind === "compose").map((r) => r.status)).toEqual([503, 412]);
 
     // The same 412 on a first attempt is another writer's object, never taken for ours.
-    const other = await rejection(bucket.compose(sources, "lost/training.parquet.tmp", { ifGenerationMatch: "0", metadata: { run: "lost" }, expected: { bytes: data.length, crc32c: crcOf(data) } }));
+    const other = await rejection(
+      bucket.compose(sources, "lost/training.parquet.tmp", {
+        ifGenerationMatch: "0",
+        metadata: { run: "lost" },
+        expected: { bytes: data.length, crc32c: crcOf(data) },
+      }),
+    );
     expect(other.reason).toBe("gcs-precondition-failed");
   });
 
@@ -233,9 +267,20 @@ describe("GcsBucket.compose against the Cloud Storage stand-in", () => {
     const bucket = gcs();
     const plain = await standin.putObject(BUCKET, `${PREFIX}class/part-0`, Buffer.from("standard part"));
     const cold = await standin.putObject(BUCKET, `${PREFIX}class/part-1`, Buffer.from("nearline part"), {}, { storageClass: "NEARLINE" });
-    const err = await rejection(bucket.compose([{ name: "class/part-0", generation: plain.generation }, { name: "class/part-1", generation: cold.generation }], "class/out", { ifGenerationMatch: "0" }));
+    const err = await rejection(
+      bucket.compose(
+        [
+          { name: "class/part-0", generation: plain.generation },
+          { name: "class/part-1", generation: cold.generation },
+        ],
+        "class/out",
+        { ifGenerationMatch: "0" },
+      ),
+    );
     expect(err.reason).toBe("compose-storage-class-mismatch");
-    expect(err.message).toContain("Cannot compose object with destination storage class STANDARD from source components that have different storage classes (NEARLINE)");
+    expect(err.message).toContain(
+      "Cannot compose object with destination storage class STANDARD from source components that have different storage classes (NEARLINE)",
+    );
     expect(standin.getObject(BUCKET, `${PREFIX}class/out`)).toBeUndefined();
   });
 
@@ -260,10 +305,21 @@ describe("GcsBucket.move against the Cloud Storage stand-in", () => {
     const earlier = await standin.putObject(BUCKET, `${PREFIX}move/training.parquet`, Buffer.from("yesterday's file"));
     standin.requests.length = 0;
     const metadata = { pair: "eurusd", rows: "10" };
-    const info = await bucket.move({ name: tmp.name, generation: tmp.generation! }, "move/training.parquet", { ifGenerationMatch: earlier.generation, metadata, contentType: "application/vnd.apache.parquet" });
+    const info = await bucket.move({ name: tmp.name, generation: tmp.generation! }, "move/training.parquet", {
+      ifGenerationMatch: earlier.generation,
+      metadata,
+      contentType: "application/vnd.apache.parquet",
+    });
 
     const stored = standin.getObject(BUCKET, `${PREFIX}move/training.parquet`)!;
-    expect(info).toEqual({ name: "move/training.parquet", bytes: data.length, crc32c: crcOf(data), generation: stored.generation, metadata, componentCount: 2 });
+    expect(info).toEqual({
+      name: "move/training.parquet",
+      bytes: data.length,
+      crc32c: crcOf(data),
+      generation: stored.generation,
+      metadata,
+      componentCount: 2,
+    });
     expect(stored).toMatchObject({ metadata, contentType: "application/vnd.apache.parquet" });
     expectSameBytes(await standin.readObject(BUCKET, stored.name), data);
     expect(standin.getObject(BUCKET, `${PREFIX}move/training.parquet.tmp`)).toBeUndefined();
@@ -291,7 +347,9 @@ describe("GcsBucket.move against the Cloud Storage stand-in", () => {
     const put = await bucket.put(table.path, "race/training.parquet.tmp", { crc32c: crcOf(table.data) });
     const seen = await standin.putObject(BUCKET, `${PREFIX}race/training.parquet`, Buffer.from("version the job saw"));
     const other = await standin.putObject(BUCKET, `${PREFIX}race/training.parquet`, Buffer.from("another execution's version"));
-    const err = await rejection(bucket.move({ name: "race/training.parquet.tmp", generation: put.generation! }, "race/training.parquet", { ifGenerationMatch: seen.generation }));
+    const err = await rejection(
+      bucket.move({ name: "race/training.parquet.tmp", generation: put.generation! }, "race/training.parquet", { ifGenerationMatch: seen.generation }),
+    );
     expect(err.reason).toBe("gcs-precondition-failed");
     expect(standin.getObject(BUCKET, `${PREFIX}race/training.parquet`)!.generation).toBe(other.generation);
     expect((await standin.readObject(BUCKET, `${PREFIX}race/training.parquet`)).toString()).toBe("another execution's version");

@@ -14,13 +14,22 @@ const DENIED = "bqx-standin-compose-denied";
 let standin: GcsStandIn;
 
 function library(): Storage {
-  return new Storage({ apiEndpoint: standin.endpoint, authClient: authClientForEndpoint(standin.endpoint)!, useAuthWithCustomEndpoint: true, retryOptions: { autoRetry: false } });
+  return new Storage({
+    apiEndpoint: standin.endpoint,
+    authClient: authClientForEndpoint(standin.endpoint)!,
+    useAuthWithCustomEndpoint: true,
+    retryOptions: { autoRetry: false },
+  });
 }
 
 const crcOf = (data: Buffer): string => crc32cBase64(crc32c(data));
 
 /** What the library's own compose call answers, or its error status and message. */
-async function rawCompose(destination: string, json: object, qs: Record<string, string> = {}): Promise<{ status: number; message: string; body: Record<string, unknown> }> {
+async function rawCompose(
+  destination: string,
+  json: object,
+  qs: Record<string, string> = {},
+): Promise<{ status: number; message: string; body: Record<string, unknown> }> {
   const file = library().bucket(BUCKET).file(destination);
   return new Promise((resolve) => {
     file.request({ method: "POST", uri: "/compose", maxRetries: 0, json, qs }, (err, body) => {
@@ -48,7 +57,10 @@ describe("the stand-in's compose, driven by the library's own calls", () => {
     const a = await standin.putObject(BUCKET, "raw/a", Buffer.from("hello, "));
     const b = await standin.putObject(BUCKET, "raw/b", Buffer.from("world"));
     const lib = library().bucket(BUCKET);
-    await lib.combine([lib.file("raw/a", { generation: Number(a.generation) }), lib.file("raw/b", { generation: Number(b.generation) })], lib.file("raw/ab.txt"));
+    await lib.combine(
+      [lib.file("raw/a", { generation: Number(a.generation) }), lib.file("raw/b", { generation: Number(b.generation) })],
+      lib.file("raw/ab.txt"),
+    );
     expect((await standin.readObject(BUCKET, "raw/ab.txt")).toString()).toBe("hello, world");
     expect(standin.getObject(BUCKET, "raw/ab.txt")).toMatchObject({ contentType: "text/plain", componentCount: 2 });
     const none = await rawCompose("raw/none", { sourceObjects: [] });
@@ -57,7 +69,9 @@ describe("the stand-in's compose, driven by the library's own calls", () => {
 
   it("holds a source's objectPreconditions and the destination's ifMetagenerationMatch (412)", async () => {
     const a = await standin.putObject(BUCKET, "raw/pre-a", Buffer.from("a"));
-    const stale = await rawCompose("raw/pre-out", { sourceObjects: [{ name: "raw/pre-a", objectPreconditions: { ifGenerationMatch: String(Number(a.generation) - 1) } }] });
+    const stale = await rawCompose("raw/pre-out", {
+      sourceObjects: [{ name: "raw/pre-a", objectPreconditions: { ifGenerationMatch: String(Number(a.generation) - 1) } }],
+    });
     expect(stale.status).toBe(412);
     const live = await rawCompose("raw/pre-out", { sourceObjects: [{ name: "raw/pre-a", objectPreconditions: { ifGenerationMatch: a.generation } }] });
     expect(live.status).toBe(200);
@@ -71,7 +85,10 @@ describe("the stand-in's compose, driven by the library's own calls", () => {
 
   it("computes the result's crc32c from the bytes, never from a checksum in the request", async () => {
     const a = await standin.putObject(BUCKET, "raw/crc-a", Buffer.from("abc"));
-    const answer = await rawCompose("raw/crc-out", { destination: { crc32c: "AAAAAA==", md5Hash: "bm90IGl0" }, sourceObjects: [{ name: "raw/crc-a", generation: a.generation }] });
+    const answer = await rawCompose("raw/crc-out", {
+      destination: { crc32c: "AAAAAA==", md5Hash: "bm90IGl0" },
+      sourceObjects: [{ name: "raw/crc-a", generation: a.generation }],
+    });
     expect(answer.status).toBe(200);
     expect(answer.body.crc32c).toBe(crcOf(Buffer.from("abc")));
     expect(answer.body.md5Hash).toBeUndefined();
@@ -82,9 +99,15 @@ describe("the stand-in's compose, driven by the library's own calls", () => {
     await standin.putObject(DENIED, "raw/perm-out", Buffer.from("existing"));
     const lib = library().bucket(DENIED);
     standin.faults.deny(DENIED, ["storage.objects.get"]);
-    await expect(lib.combine([lib.file("raw/perm-a", { generation: Number(a.generation) })], lib.file("raw/perm-new"))).rejects.toMatchObject({ code: 403, message: expect.stringContaining("storage.objects.get") });
+    await expect(lib.combine([lib.file("raw/perm-a", { generation: Number(a.generation) })], lib.file("raw/perm-new"))).rejects.toMatchObject({
+      code: 403,
+      message: expect.stringContaining("storage.objects.get"),
+    });
     standin.faults.deny(DENIED, ["storage.objects.delete"]);
-    await expect(lib.combine([lib.file("raw/perm-a")], lib.file("raw/perm-out"))).rejects.toMatchObject({ code: 403, message: expect.stringContaining("storage.objects.delete") });
+    await expect(lib.combine([lib.file("raw/perm-a")], lib.file("raw/perm-out"))).rejects.toMatchObject({
+      code: 403,
+      message: expect.stringContaining("storage.objects.delete"),
+    });
     await lib.combine([lib.file("raw/perm-a")], lib.file("raw/perm-new"));
     expect((await standin.readObject(DENIED, "raw/perm-new")).toString()).toBe("a");
   });

@@ -81,7 +81,10 @@ describe("a previous good output survives a later run that cannot produce a vali
     try {
       const corrupted = await job.done;
       expect(corrupted.code, corrupted.stdout.slice(-2000)).toBe(1);
-      const failure = corrupted.lines.filter((l) => l.severity === "ERROR").map((l) => String(l.message)).join("\n");
+      const failure = corrupted.lines
+        .filter((l) => l.severity === "ERROR")
+        .map((l) => String(l.message))
+        .join("\n");
       expect(failure).toMatch(/stage extract failed: .*(CRC32C|checksum)/i);
       expect(corrupted.lines.some((l) => String(l.message).startsWith("done:"))).toBe(false);
     } finally {
@@ -100,7 +103,18 @@ describe("credentials never reach the logs", () => {
     const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
     const keyId = "f00dfacefeedc0ffee0123456789abcdef012345";
     const saFile = path.join(dir, "service-account.json");
-    await writeFile(saFile, JSON.stringify({ type: "service_account", project_id: "bqx-ml", private_key_id: keyId, private_key: pem, client_email: "job@bqx-ml.iam.gserviceaccount.com", client_id: "1", token_uri: "https://oauth2.googleapis.com/token" }));
+    await writeFile(
+      saFile,
+      JSON.stringify({
+        type: "service_account",
+        project_id: "bqx-ml",
+        private_key_id: keyId,
+        private_key: pem,
+        client_email: "job@bqx-ml.iam.gserviceaccount.com",
+        client_id: "1",
+        token_uri: "https://oauth2.googleapis.com/token",
+      }),
+    );
     const token = "ya29.a0FakeAccessTokenForTheLeakTest0123456789";
     const secrets = {
       GOOGLE_APPLICATION_CREDENTIALS: saFile,
@@ -115,7 +129,9 @@ describe("credentials never reach the logs", () => {
       // Real Cloud Storage (no stand-in): the library reads the key file, signs a JWT and fails offline.
       await runJob(env("secrets-gcs", { OUTPUT_URI: "gs://bqx-not-reachable/out", ...secrets }), { timeoutMs: 90_000 }),
       // A credential pasted into a URL, refused by the configuration check.
-      await runJob(env("secrets-config", { GCS_ENDPOINT: "http://svc:hunter2-url-password@127.0.0.1:9/x", OUTPUT_URI: "s3://AKIAFAKE:wJalrXUtnFEMI@bucket", ...secrets })),
+      await runJob(
+        env("secrets-config", { GCS_ENDPOINT: "http://svc:hunter2-url-password@127.0.0.1:9/x", OUTPUT_URI: "s3://AKIAFAKE:wJalrXUtnFEMI@bucket", ...secrets }),
+      ),
     ];
     expect(runs.map((r) => r.code)).toEqual([0, 1, 2]);
     expect(runs[1]!.stdout).toMatch(/cannot write a probe object to gs:\/\/bqx-not-reachable\/out/);

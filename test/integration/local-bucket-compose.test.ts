@@ -49,7 +49,10 @@ async function stageParts(bucket: LocalDirectoryBucket, prefix: string, count: n
 
 /** Every file in the bucket, sidecars and staging copies included. */
 async function filesIn(root: string): Promise<string[]> {
-  return (await readdir(root, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.relative(root, path.join(e.parentPath, e.name))).sort();
+  return (await readdir(root, { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(root, path.join(e.parentPath, e.name)))
+    .sort();
 }
 
 async function rejection(p: Promise<unknown>): Promise<JobError> {
@@ -81,9 +84,20 @@ describe("LocalDirectoryBucket.compose", () => {
     const { bucket, root } = bucketAt();
     const { sources, data } = await stageParts(bucket, "two/", 2, 3000);
     const metadata = { pair: "eurusd", rows: "177748" };
-    const info = await bucket.compose(sources, "two/training.parquet.tmp", { ifGenerationMatch: "0", metadata, expected: { bytes: data.length, crc32c: crcOf(data) } });
+    const info = await bucket.compose(sources, "two/training.parquet.tmp", {
+      ifGenerationMatch: "0",
+      metadata,
+      expected: { bytes: data.length, crc32c: crcOf(data) },
+    });
 
-    expect(info).toEqual({ name: "two/training.parquet.tmp", bytes: data.length, crc32c: crcOf(data), generation: expect.any(String), metadata, componentCount: 2 });
+    expect(info).toEqual({
+      name: "two/training.parquet.tmp",
+      bytes: data.length,
+      crc32c: crcOf(data),
+      generation: expect.any(String),
+      metadata,
+      componentCount: 2,
+    });
     expect((await readFile(path.join(root, "two/training.parquet.tmp"))).equals(data)).toBe(true);
     expect(await bucket.stat("two/training.parquet.tmp")).toEqual(info);
     expect(await bucket.list("two/")).toEqual(["two/part-000", "two/part-001", "two/training.parquet.tmp"]);
@@ -99,7 +113,10 @@ describe("LocalDirectoryBucket.compose", () => {
     expect([a.componentCount, b.componentCount, a.crc32c]).toEqual([32, 2, crcOf(first.data)]);
     const whole = Buffer.concat([first.data, second.data]);
     const top = await bucket.compose(
-      [{ name: "tree/a.tmp", generation: a.generation! }, { name: "tree/b.tmp", generation: b.generation! }],
+      [
+        { name: "tree/a.tmp", generation: a.generation! },
+        { name: "tree/b.tmp", generation: b.generation! },
+      ],
       "tree/training.parquet",
       { ifGenerationMatch: "0", expected: { bytes: whole.length, crc32c: crcOf(whole) } },
     );
@@ -115,7 +132,11 @@ describe("LocalDirectoryBucket.compose", () => {
     expect(err.message).toContain("from 33 sources: at most 32 per compose");
     expect(await capped.stat("many/training.parquet")).toBeUndefined();
     const unlimited = new LocalDirectoryBucket(root);
-    expect(await unlimited.compose(sources, "many/training.parquet", { ifGenerationMatch: "0" })).toMatchObject({ bytes: data.length, crc32c: crcOf(data), componentCount: 33 });
+    expect(await unlimited.compose(sources, "many/training.parquet", { ifGenerationMatch: "0" })).toMatchObject({
+      bytes: data.length,
+      crc32c: crcOf(data),
+      componentCount: 33,
+    });
     expect((await rejection(unlimited.compose([], "many/none"))).reason).toBe("compose-no-sources");
   });
 
@@ -152,7 +173,9 @@ describe("LocalDirectoryBucket.compose", () => {
     const { bucket, root } = bucketAt();
     const { sources, data } = await stageParts(bucket, "bad/", 2);
     const before = await filesIn(root);
-    const err = await rejection(bucket.compose(sources, "bad/training.parquet.tmp", { ifGenerationMatch: "0", expected: { bytes: data.length, crc32c: crcOf(Buffer.from("not it")) } }));
+    const err = await rejection(
+      bucket.compose(sources, "bad/training.parquet.tmp", { ifGenerationMatch: "0", expected: { bytes: data.length, crc32c: crcOf(Buffer.from("not it")) } }),
+    );
     expect(err.reason).toBe("checksum-mismatch");
     expect(err.retryable).toBe(true);
     expect(err.message).toContain(`gave ${data.length} bytes with crc32c ${crcOf(data)}`);
@@ -191,9 +214,19 @@ describe("LocalDirectoryBucket.move", () => {
     const earlier = (await bucket.stat("move/training.parquet"))!;
     const inode = (await stat(path.join(root, "move/training.parquet.tmp"))).ino;
     const metadata = { pair: "eurusd", rows: "10" };
-    const info = await bucket.move({ name: tmp.name, generation: tmp.generation! }, "move/training.parquet", { ifGenerationMatch: earlier.generation, metadata });
+    const info = await bucket.move({ name: tmp.name, generation: tmp.generation! }, "move/training.parquet", {
+      ifGenerationMatch: earlier.generation,
+      metadata,
+    });
 
-    expect(info).toEqual({ name: "move/training.parquet", bytes: data.length, crc32c: crcOf(data), generation: expect.any(String), metadata, componentCount: 2 });
+    expect(info).toEqual({
+      name: "move/training.parquet",
+      bytes: data.length,
+      crc32c: crcOf(data),
+      generation: expect.any(String),
+      metadata,
+      componentCount: 2,
+    });
     expect(await bucket.stat("move/training.parquet")).toEqual(info);
     expect((await stat(path.join(root, "move/training.parquet"))).ino).toBe(inode);
     expect((await readFile(path.join(root, "move/training.parquet"))).equals(data)).toBe(true);
@@ -217,7 +250,9 @@ describe("LocalDirectoryBucket.move", () => {
     await writeFile(path.join(root, "race/training.parquet"), "version the job saw");
     const seen = (await bucket.stat("race/training.parquet"))!;
     await replaceLater(path.join(root, "race/training.parquet"), "another execution's version");
-    const err = await rejection(bucket.move({ name: "race/training.parquet.tmp", generation: put.generation! }, "race/training.parquet", { ifGenerationMatch: seen.generation }));
+    const err = await rejection(
+      bucket.move({ name: "race/training.parquet.tmp", generation: put.generation! }, "race/training.parquet", { ifGenerationMatch: seen.generation }),
+    );
     expect(err.reason).toBe("precondition-failed");
     expect(await readFile(path.join(root, "race/training.parquet"), "utf8")).toBe("another execution's version");
     expect((await bucket.stat("race/training.parquet.tmp"))?.generation).toBe(put.generation);
@@ -268,7 +303,10 @@ describe("FAULT_RATE on compose and move", () => {
     const before = await filesIn(root);
     const errors: JobError[] = [];
     for (let i = 0; i < 12; i++) {
-      const err = await faulty.compose(sources, `faults/out-${i}`, { ifGenerationMatch: "0" }).then(() => undefined, (e: unknown) => e as JobError);
+      const err = await faulty.compose(sources, `faults/out-${i}`, { ifGenerationMatch: "0" }).then(
+        () => undefined,
+        (e: unknown) => e as JobError,
+      );
       if (err) errors.push(err);
       else await honest.delete(`faults/out-${i}`);
     }
@@ -278,7 +316,10 @@ describe("FAULT_RATE on compose and move", () => {
 
     const moveErr = await (async () => {
       for (let i = 0; i < 12; i++) {
-        const err = await faulty.move(sources[0]!, `faults/moved-${i}`).then(() => undefined, (e: unknown) => e as JobError);
+        const err = await faulty.move(sources[0]!, `faults/moved-${i}`).then(
+          () => undefined,
+          (e: unknown) => e as JobError,
+        );
         if (err) return err;
         await honest.move({ name: `faults/moved-${i}`, generation: sources[0]!.generation }, sources[0]!.name);
       }
@@ -292,7 +333,11 @@ describe("FAULT_RATE on compose and move", () => {
     const warnings: string[] = [];
     const log = { warn: (_fields: object, message: string) => warnings.push(message) } as unknown as Pick<Logger, "warn">;
     const root = path.join(dir, `bucket-${++counter}`);
-    const bucket = new RetryingBucket(new FaultyBucket(new LocalDirectoryBucket(root, { maxComposeSources: 4 }), { rate: 0.2, seed: 2026 }), { log, baseDelayMs: 1, maxDelayMs: 2 });
+    const bucket = new RetryingBucket(new FaultyBucket(new LocalDirectoryBucket(root, { maxComposeSources: 4 }), { rate: 0.2, seed: 2026 }), {
+      log,
+      baseDelayMs: 1,
+      maxDelayMs: 2,
+    });
     expect(bucket.maxComposeSources).toBe(4);
     const table = await localTable(64 * 125);
     let level: SourceObject[] = [];
@@ -310,8 +355,14 @@ describe("FAULT_RATE on compose and move", () => {
       }
       level = next;
     }
-    const whole = await bucket.compose(level, "retried/training.parquet.tmp", { ifGenerationMatch: "0", expected: { bytes: table.data.length, crc32c: crcOf(table.data) } });
-    const final = await bucket.move({ name: whole.name, generation: whole.generation! }, "retried/training.parquet", { ifGenerationMatch: "0", metadata: { pair: "eurusd" } });
+    const whole = await bucket.compose(level, "retried/training.parquet.tmp", {
+      ifGenerationMatch: "0",
+      expected: { bytes: table.data.length, crc32c: crcOf(table.data) },
+    });
+    const final = await bucket.move({ name: whole.name, generation: whole.generation! }, "retried/training.parquet", {
+      ifGenerationMatch: "0",
+      metadata: { pair: "eurusd" },
+    });
     expect(final).toMatchObject({ bytes: table.data.length, crc32c: crcOf(table.data), componentCount: 64, metadata: { pair: "eurusd" } });
     expect((await readFile(path.join(root, "retried/training.parquet"))).equals(table.data)).toBe(true);
     expect(warnings.some((w) => w.startsWith("retrying compose "))).toBe(true);

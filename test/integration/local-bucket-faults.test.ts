@@ -28,7 +28,10 @@ afterAll(async () => {
 
 /** Every file in the bucket, sidecars and staging copies included. */
 async function filesIn(root: string): Promise<string[]> {
-  return (await readdir(root, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.relative(root, path.join(e.parentPath, e.name))).sort();
+  return (await readdir(root, { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(root, path.join(e.parentPath, e.name)))
+    .sort();
 }
 
 /** Puts `count` objects, returning which of them failed (by index). */
@@ -64,7 +67,10 @@ describe("FAULT_RATE on the local bucket", () => {
     const faulty = new FaultyBucket(new LocalDirectoryBucket(root), { rate: 0.5, seed: 3 });
     let error: unknown;
     for (let i = 0; i < 20 && error === undefined; i++) {
-      error = await faulty.put(source, "training.bin", await fileChecksums(source), { run: "later" }).then(() => undefined, (err: unknown) => err);
+      error = await faulty.put(source, "training.bin", await fileChecksums(source), { run: "later" }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       // A put that went through is undone, so the next try starts from the earlier object again.
       if (error === undefined) await honest.put(earlier, "training.bin", await fileChecksums(earlier), { run: "earlier" });
     }
@@ -100,7 +106,8 @@ describe("RetryingBucket", () => {
     for (let i = 0; i < 30; i++) await bucket.delete(`obj-${i}.bin`);
     expect(await filesIn(root)).toEqual([]);
     expect(warnings.length).toBeGreaterThan(5);
-    for (const w of warnings) expect(w).toMatch(/^retrying (checkWritable|put|stat|list|delete) \S+: injected transient fault \(FAULT_RATE=0\.2\) in \w+ of \S+$/);
+    for (const w of warnings)
+      expect(w).toMatch(/^retrying (checkWritable|put|stat|list|delete) \S+: injected transient fault \(FAULT_RATE=0\.2\) in \w+ of \S+$/);
   });
 
   it("does not retry an error that is not retryable", async () => {

@@ -55,7 +55,9 @@ async function addTables(file: string, tables: ReadonlyArray<readonly [string, s
   const c = await instance.connect();
   try {
     for (const [k, [table, column]] of tables.entries()) {
-      await c.run(`CREATE TABLE ${q(F)}.${q(table)} AS SELECT to_timestamp(${START_EPOCH_SECONDS} + i * 60) AS interval_time, (${(k + 1) * 1000} + i)::DOUBLE AS ${q(column)} FROM range(60) r(i)`);
+      await c.run(
+        `CREATE TABLE ${q(F)}.${q(table)} AS SELECT to_timestamp(${START_EPOCH_SECONDS} + i * 60) AS interval_time, (${(k + 1) * 1000} + i)::DOUBLE AS ${q(column)} FROM range(60) r(i)`,
+      );
     }
     await c.run("CHECKPOINT");
   } finally {
@@ -79,7 +81,10 @@ beforeAll(async () => {
     const ok = path.join(dir, `ok-${backend}.duckdb`);
     const refused = path.join(dir, `refused-${backend}.duckdb`);
     trainingRows = (await buildTinyWarehouse({ path: ok, pairs: [PAIR] }))[PAIR]!.trainingRows;
-    await addTables(ok, ODD[backend].map(([t, c]) => [t, c] as const));
+    await addTables(
+      ok,
+      ODD[backend].map(([t, c]) => [t, c] as const),
+    );
     await buildTinyWarehouse({ path: refused, pairs: [PAIR] });
     await addTables(refused, [...ODD[backend].map(([t, c]) => [t, c] as const), [REFUSED, "x"]]);
   }
@@ -151,12 +156,16 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s", (backend) => {
     }
     // The run report: this run read only the target (its keys fingerprint the parts); every feature table's part was reused.
     const report =
-      backend === "local" ? await readFile(path.join(root, "bucket", `training_${PAIR}.report.html`), "utf8") : (await gcs.readObject(OUTPUT, `${backend}-odd/training_${PAIR}.report.html`)).toString("utf8");
+      backend === "local"
+        ? await readFile(path.join(root, "bucket", `training_${PAIR}.report.html`), "utf8")
+        : (await gcs.readObject(OUTPUT, `${backend}-odd/training_${PAIR}.report.html`)).toString("utf8");
     expect(report).toMatch(new RegExp(`1 table read and staged this run, [^<]*; ${4 + odd.length} tables reused from an earlier attempt`));
     expect(filesUnder(path.join(root, "work"))).toEqual([]);
     expect(readdirSync(dir).filter((f) => f.includes("escaped") || f === "up")).toEqual([]);
     const manifestText =
-      backend === "local" ? await readFile(path.join(root, "bucket", `training_${PAIR}.manifest.json`), "utf8") : (await gcs.readObject(OUTPUT, `${backend}-odd/training_${PAIR}.manifest.json`)).toString("utf8");
+      backend === "local"
+        ? await readFile(path.join(root, "bucket", `training_${PAIR}.manifest.json`), "utf8")
+        : (await gcs.readObject(OUTPUT, `${backend}-odd/training_${PAIR}.manifest.json`)).toString("utf8");
     const manifest = JSON.parse(manifestText) as { tables: { features: Array<{ table: string }> } };
     for (const [table] of odd) expect(manifest.tables.features.map((t) => t.table)).toContain(`${F}.${table}`);
     // BigQuery job ids are made of the table's name, reduced to what job ids may hold.

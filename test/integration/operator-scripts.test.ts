@@ -49,7 +49,12 @@ let firstDeploy: ScriptRun;
 
 const cloudDir = () => path.join(dir, "cloud");
 const readLines = async <T>(file: string): Promise<T[]> =>
-  existsSync(file) ? (await readFile(file, "utf8")).split("\n").filter(Boolean).map((l) => JSON.parse(l) as T) : [];
+  existsSync(file)
+    ? (await readFile(file, "utf8"))
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as T)
+    : [];
 
 /** The test's environment with `env` on top; a key set to undefined is removed. */
 const scriptEnv = (env: Record<string, string | undefined>) =>
@@ -70,7 +75,12 @@ async function runScript(
   const callsBefore = (await readLines<Call>(path.join(cloudDir(), "calls.jsonl"))).length;
   const executionsBefore = (await readLines<Execution>(path.join(cloudDir(), "executions.jsonl"))).length;
   const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(command[0]!, command.slice(1), { cwd: ROOT, env: scriptEnv(env), stdio: ["ignore", "pipe", "pipe"], detached: whileRunning !== undefined });
+    const child = spawn(command[0]!, command.slice(1), {
+      cwd: ROOT,
+      env: scriptEnv(env),
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: whileRunning !== undefined,
+    });
     let out = "";
     let err = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -145,7 +155,14 @@ beforeAll(async () => {
     FAKE_CLOUD_GCS_ENDPOINT: gcs.endpoint,
     FAKE_CLOUD_WORKDIR: ROOT,
     FAKE_CLOUD_ENTRYPOINT: JSON.stringify(["node", "src/main.ts"]),
-    FAKE_CLOUD_TASK_ENV: JSON.stringify({ BACKEND: "local", WAREHOUSE: warehouse, GCS_ENDPOINT: gcs.endpoint, WORK_DIR: path.join(dir, "work"), MAX_WORKERS: "1", ...TINY_VALIDATION_ENV }),
+    FAKE_CLOUD_TASK_ENV: JSON.stringify({
+      BACKEND: "local",
+      WAREHOUSE: warehouse,
+      GCS_ENDPOINT: gcs.endpoint,
+      WORK_DIR: path.join(dir, "work"),
+      MAX_WORKERS: "1",
+      ...TINY_VALIDATION_ENV,
+    }),
   };
   firstDeploy = await runScript("deploy.sh", ["--tag", "v1"]);
 }, 120_000);
@@ -186,7 +203,16 @@ describe("scripts/operator/deploy.sh", () => {
     const [create] = gcloudCalls(firstDeploy, "run", "jobs", "create");
     expect(create).toBeDefined();
     expect(create!.argv[3]).toBe(JOB);
-    expect({ image: flag(create!, "image"), cpu: flag(create!, "cpu"), memory: flag(create!, "memory"), timeout: flag(create!, "task-timeout"), retries: flag(create!, "max-retries"), sa: flag(create!, "service-account"), region: flag(create!, "region"), project: flag(create!, "project") }).toEqual({
+    expect({
+      image: flag(create!, "image"),
+      cpu: flag(create!, "cpu"),
+      memory: flag(create!, "memory"),
+      timeout: flag(create!, "task-timeout"),
+      retries: flag(create!, "max-retries"),
+      sa: flag(create!, "service-account"),
+      region: flag(create!, "region"),
+      project: flag(create!, "project"),
+    }).toEqual({
       image: `${IMAGE}:v1`,
       cpu: "4",
       memory: "12Gi",
@@ -231,7 +257,10 @@ describe("scripts/operator/deploy.sh", () => {
   });
 
   it("adds the settings' extra job variables and flags (an in-memory volume), and refuses a pair among them", async () => {
-    const extra = { JOB_EXTRA_ENV_VARS: "WORK_DIR=/work,MEMORY_BUDGET=3GiB", JOB_EXTRA_FLAGS: "--add-volume name=work,type=in-memory,size-limit=8Gi --add-volume-mount volume=work,mount-path=/work" };
+    const extra = {
+      JOB_EXTRA_ENV_VARS: "WORK_DIR=/work,MEMORY_BUDGET=3GiB",
+      JOB_EXTRA_FLAGS: "--add-volume name=work,type=in-memory,size-limit=8Gi --add-volume-mount volume=work,mount-path=/work",
+    };
     const run = await runScript("deploy.sh", ["--no-build", "--tag", "v1"], extra);
     expect(run.code, run.stderr).toBe(0);
     const [update] = gcloudCalls(run, "run", "jobs", "update");
@@ -276,7 +305,20 @@ describe("scripts/operator/execute_production_26pairs.sh", () => {
     expect(run.code, run.stdout + run.stderr).toBe(0);
     const executes = gcloudCalls(run, "run", "jobs", "execute");
     expect(executes.map((c) => c.argv.slice(3))).toEqual(
-      ["eurusd", "gbpusd"].map((p) => [JOB, "--region", "us-central1", "--project", "bqx-test", "--tasks", "1", "--update-env-vars", `TARGET_PAIR=${p}`, "--async", "--format", "value(metadata.name)"]),
+      ["eurusd", "gbpusd"].map((p) => [
+        JOB,
+        "--region",
+        "us-central1",
+        "--project",
+        "bqx-test",
+        "--tasks",
+        "1",
+        "--update-env-vars",
+        `TARGET_PAIR=${p}`,
+        "--async",
+        "--format",
+        "value(metadata.name)",
+      ]),
     );
     // Followed by its v1 status until it had a completionTime, then validated as its own.
     const describes = gcloudCalls(run, "run", "jobs", "executions", "describe");
@@ -302,7 +344,11 @@ describe("scripts/operator/execute_production_26pairs.sh", () => {
     const run = await runScript("execute_production_26pairs.sh", ["--pairs", "usdjpy nzdusd audusd"]);
     expect(run.code).toBe(1);
     expect(gcloudCalls(run, "run", "jobs", "execute").map((c) => flag(c, "update-env-vars"))).toEqual(["TARGET_PAIR=usdjpy", "TARGET_PAIR=nzdusd"]);
-    expect(tableRows(run.stdout)).toEqual({ usdjpy: expect.stringMatching(/^ok /), nzdusd: expect.stringMatching(/^execution failed /), audusd: expect.stringMatching(/^not run /) });
+    expect(tableRows(run.stdout)).toEqual({
+      usdjpy: expect.stringMatching(/^ok /),
+      nzdusd: expect.stringMatching(/^execution failed /),
+      audusd: expect.stringMatching(/^not run /),
+    });
     // The failed execution keeps its name (gcloud's --wait prints it on stderr only, and exits 1).
     const failed = run.executions[1]!.execution;
     expect(tableRows(run.stdout).nzdusd).toMatch(new RegExp(`${failed}$`));
@@ -339,14 +385,18 @@ describe("scripts/operator/execute_production_26pairs.sh", () => {
     expect(run.stderr).toContain('then go on with: scripts/operator/execute_production_26pairs.sh --from audusd --pairs "usdjpy audusd"');
     expect(run.stderr).not.toContain("--from usdjpy");
     expect(gcloudCalls(run, "run", "jobs", "execute")).toHaveLength(1);
-    expect(tableRows(run.stdout)).toEqual({ usdjpy: expect.stringMatching(new RegExp(`^not followed .*${name}$`)), audusd: expect.stringMatching(/^not run /) });
+    expect(tableRows(run.stdout)).toEqual({
+      usdjpy: expect.stringMatching(new RegExp(`^not followed .*${name}$`)),
+      audusd: expect.stringMatching(/^not run /),
+    });
     // It ran on in the cloud and built usdjpy.
     expect((await endedExecution(name)).status.succeededCount).toBe(1);
     expect(gcs.getObject(OUTPUT_BUCKET, "runs/training_usdjpy.parquet")!.metadata.execution).toBe(name);
   });
 
   it("on Ctrl-C while waiting, says the execution keeps running in the cloud and how to follow it, and exits 130; the execution still builds its pair", async () => {
-    const describes = async () => (await readLines<Call>(path.join(cloudDir(), "calls.jsonl"))).filter((c) => c.argv.slice(0, 4).join(" ") === "run jobs executions describe").length;
+    const describes = async () =>
+      (await readLines<Call>(path.join(cloudDir(), "calls.jsonl"))).filter((c) => c.argv.slice(0, 4).join(" ") === "run jobs executions describe").length;
     const run = await runScript("execute_production_26pairs.sh", ["--pairs", "audusd"], {}, undefined, async (pid) => {
       const before = await describes();
       for (let i = 0; i < 300 && (await describes()) === before; i += 1) await sleep(100);
@@ -398,7 +448,9 @@ describe("scripts/operator/validate_gcs_training_file.sh", () => {
     const uri = `gs://${OUTPUT_BUCKET}/runs/training_eurusd.parquet`;
     const denied = await runScript("validate_gcs_training_file.sh", ["eurusd"], { FAKE_CLOUD_GSUTIL_ACCESS: "denied" });
     expect(denied.code).toBe(3);
-    expect(denied.stderr).toContain(`ERROR: ${uri} not checked: the account gsutil uses may not read it (403). Grant it roles/storage.objectViewer on gs://${OUTPUT_BUCKET}`);
+    expect(denied.stderr).toContain(
+      `ERROR: ${uri} not checked: the account gsutil uses may not read it (403). Grant it roles/storage.objectViewer on gs://${OUTPUT_BUCKET}`,
+    );
     expect(denied.stderr).not.toMatch(/does not exist|rebuild/i);
 
     const anonymous = await runScript("validate_gcs_training_file.sh", ["eurusd"], { FAKE_CLOUD_GSUTIL_ACCESS: "anonymous" });
@@ -418,8 +470,12 @@ describe("scripts/operator/validate_gcs_training_file.sh", () => {
     const noAdc = { HOME: home, GCS_ENDPOINT: undefined, GOOGLE_APPLICATION_CREDENTIALS: undefined, METADATA_SERVER_DETECTION: "none" };
     const run = await runScript("validate_gcs_training_file.sh", ["eurusd"], noAdc);
     expect(run.code).toBe(3);
-    expect(run.stderr).toContain("validate-object: not checked: no usable Application Default Credentials on this machine (Could not load the default credentials.");
-    expect(run.stderr).toContain("`gcloud auth login` does not set them: run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a service-account key file)");
+    expect(run.stderr).toContain(
+      "validate-object: not checked: no usable Application Default Credentials on this machine (Could not load the default credentials.",
+    );
+    expect(run.stderr).toContain(
+      "`gcloud auth login` does not set them: run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a service-account key file)",
+    );
     expect(run.stderr).toContain("nothing is known to be wrong with the file");
     expect(run.stderr).not.toMatch(/rebuild/i);
     // Both execute scripts find out before starting anything, not after a two-hour execution.
@@ -434,7 +490,10 @@ describe("scripts/operator/validate_gcs_training_file.sh", () => {
   it("fails a file replaced after its manifest was written, naming the mismatch", async () => {
     // gbpusd's bytes and metadata under audusd's name: the metadata pair and the manifest both disagree.
     const stored = gcs.getObject(OUTPUT_BUCKET, "runs/training_gbpusd.parquet")!;
-    await gcs.putObject(OUTPUT_BUCKET, "runs/training_audusd.parquet", await gcs.readObject(OUTPUT_BUCKET, "runs/training_gbpusd.parquet"), { ...stored.metadata, pair: "audusd" });
+    await gcs.putObject(OUTPUT_BUCKET, "runs/training_audusd.parquet", await gcs.readObject(OUTPUT_BUCKET, "runs/training_gbpusd.parquet"), {
+      ...stored.metadata,
+      pair: "audusd",
+    });
     const run = await runScript("validate_gcs_training_file.sh", ["audusd"]);
     expect(run.code).toBe(1);
     expect(run.stdout).toMatch(/^FAIL {2}manifest: training_audusd\.manifest\.json does not describe this object: bytes \d+ \(object: \d+\); crc32c/m);
@@ -513,7 +572,9 @@ describe("scripts/operator/execute_all_pairs_parallel.sh", () => {
     expect(run.stdout).toContain(`== execution ${name} failed after`);
     expect(tableRows(run.stdout)).toEqual({ eurusd: "0      ok", gbpusd: "1      missing, stale or invalid", usdjpy: "2      ok" });
     expect(run.stdout).toContain(`FAIL  execution: built by execution ${earlier}, not ${name}: a file from an earlier run; ${name} did not build gbpusd`);
-    expect(run.stderr).toContain(`ERROR: 1 of 3 pair(s) not built by execution ${name}; rerun them with: scripts/operator/execute_production_26pairs.sh --pairs "gbpusd"`);
+    expect(run.stderr).toContain(
+      `ERROR: 1 of 3 pair(s) not built by execution ${name}; rerun them with: scripts/operator/execute_production_26pairs.sh --pairs "gbpusd"`,
+    );
     expect(run.stderr).not.toContain('--pairs ""');
   });
 
@@ -537,7 +598,9 @@ describe("scripts/operator/execute_all_pairs_parallel.sh", () => {
     const rows = tableRows(run.stdout);
     expect(Object.keys(rows)).toEqual([...PAIRS]);
     expect(rows.nzdusd).toMatch(/missing, stale or invalid/);
-    expect(run.stderr).toMatch(/ERROR: \d+ of 28 pair\(s\) not built by execution bqx-ml-pipeline-[a-z0-9]{5}; rerun them with: scripts\/operator\/execute_production_26pairs\.sh --pairs "[a-z]/);
+    expect(run.stderr).toMatch(
+      /ERROR: \d+ of 28 pair\(s\) not built by execution bqx-ml-pipeline-[a-z0-9]{5}; rerun them with: scripts\/operator\/execute_production_26pairs\.sh --pairs "[a-z]/,
+    );
   }, 300_000);
 
   it("refuses more tasks than pairs before calling gcloud", async () => {
@@ -557,14 +620,25 @@ describe("the bash version guard (scripts/operator/common.sh)", () => {
   ];
   // BASH_VERSINFO is read-only, so the guard reads BASH_VERSION, which a caller can set: this
   // plays stock macOS bash for the real scripts, sourced as they are run.
-  const asBash = (version: string, script: string, args: string[]) => ["bash", "-c", `BASH_VERSION='${version}'; source scripts/operator/${script} ${args.join(" ")}`];
+  const asBash = (version: string, script: string, args: string[]) => [
+    "bash",
+    "-c",
+    `BASH_VERSION='${version}'; source scripts/operator/${script} ${args.join(" ")}`,
+  ];
 
   it("refuses bash older than 4.4 (macOS ships 3.2) naming the version found and how to get a newer one, before any call", async () => {
     for (const [script, args] of scripts) {
       const run = await runScript(script, args, {}, asBash("3.2.57(1)-release", script, args));
       expect(run.code, script).toBe(1);
-      expect(run.stderr).toMatch(new RegExp(`^ERROR: bash 3\\.2\\.57\\(1\\)-release \\(\\S*bash\\) is too old for scripts/operator/${script.replace(".", "\\.")}: they need bash 4\\.4 or newer\\.$`, "m"));
-      expect(run.stderr).toContain(`On macOS (which ships bash 3.2): brew install bash, then run the script with it: "$(brew --prefix)/bin/bash" scripts/operator/${script} ...`);
+      expect(run.stderr).toMatch(
+        new RegExp(
+          `^ERROR: bash 3\\.2\\.57\\(1\\)-release \\(\\S*bash\\) is too old for scripts/operator/${script.replace(".", "\\.")}: they need bash 4\\.4 or newer\\.$`,
+          "m",
+        ),
+      );
+      expect(run.stderr).toContain(
+        `On macOS (which ships bash 3.2): brew install bash, then run the script with it: "$(brew --prefix)/bin/bash" scripts/operator/${script} ...`,
+      );
       expect(run.calls).toEqual([]);
     }
     const bash43 = await runScript("deploy.sh", [], {}, asBash("4.3.48(1)-release", "deploy.sh", ["--help"]));

@@ -32,8 +32,20 @@ function featureTable(name: string, columns: number, seed: number): pl.DataFrame
   for (let i = 0; i < ROWS; i++) if (i % 3 !== 1) rowKeys.push(keys[i]!);
   rowKeys.push(BASE - 60_000_000n, keys[ROWS - 1]! + 60_000_000n);
   const order = rowKeys.map((_, i) => i).sort(() => random() - 0.5); // any order: the join must not care
-  const cols: pl.Series[] = [pl.Series("interval_time", order.map((i) => rowKeys[i]!) as unknown as number[]).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))];
-  for (let c = 0; c < columns; c++) cols.push(pl.Series(`${name}_c${c}`, order.map(() => (random() < 0.1 ? null : Math.round(random() * 1e6) / 1e3)), pl.Float64));
+  const cols: pl.Series[] = [
+    pl
+      .Series("interval_time", order.map((i) => rowKeys[i]!) as unknown as number[])
+      .cast(pl.Int64)
+      .cast(pl.Datetime("us", "UTC")),
+  ];
+  for (let c = 0; c < columns; c++)
+    cols.push(
+      pl.Series(
+        `${name}_c${c}`,
+        order.map(() => (random() < 0.1 ? null : Math.round(random() * 1e6) / 1e3)),
+        pl.Float64,
+      ),
+    );
   return pl.DataFrame(cols);
 }
 
@@ -66,7 +78,16 @@ async function asStaged(written: WrittenPart, table: number, firstRowGroup: numb
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "parts-assembly-"));
   keys = BigInt64Array.from({ length: ROWS }, (_, i) => BASE + BigInt(i) * 60_000_000n);
-  target = keyFrameOf(keys).withColumns(pl.Series("target_a", Array.from({ length: ROWS }, (_, i) => i * 0.5)), pl.Series("target_b", Array.from({ length: ROWS }, (_, i) => (i % 11 === 0 ? null : -i))));
+  target = keyFrameOf(keys).withColumns(
+    pl.Series(
+      "target_a",
+      Array.from({ length: ROWS }, (_, i) => i * 0.5),
+    ),
+    pl.Series(
+      "target_b",
+      Array.from({ length: ROWS }, (_, i) => (i % 11 === 0 ? null : -i)),
+    ),
+  );
   features.alpha = featureTable("alpha", 5, 1);
   features.beta = featureTable("beta", 3, 2);
 });
@@ -98,10 +119,19 @@ async function assemble(sliceBeta: number[][]): Promise<{ file: string; expected
 describe("a training file assembled from parts", () => {
   it.each([
     ["one part per table", [[0, 8]]],
-    ["the second table in three slices", [[0, 3], [3, 6], [6, 8]]],
+    [
+      "the second table in three slices",
+      [
+        [0, 3],
+        [3, 6],
+        [6, 8],
+      ],
+    ],
   ])("equals the chain of left joins when read by polars (%s)", async (_name, slices) => {
     const { file } = await assemble(slices);
-    const expected = target.join(features.alpha!, { on: "interval_time", how: "left", maintainOrder: "left" }).join(features.beta!, { on: "interval_time", how: "left", maintainOrder: "left" });
+    const expected = target
+      .join(features.alpha!, { on: "interval_time", how: "left", maintainOrder: "left" })
+      .join(features.beta!, { on: "interval_time", how: "left", maintainOrder: "left" });
     const got = pl.readParquet(file);
     expect(got.columns).toEqual(expected.columns);
     expect(got.height).toBe(ROWS);
@@ -109,11 +139,19 @@ describe("a training file assembled from parts", () => {
   });
 
   it("is read by DuckDB with every row group, null counts in its footer, and its CRC32C predicted from the pieces", async () => {
-    const { file, expectedCrc, rowGroupRows } = await assemble([[0, 3], [3, 6], [6, 8]]);
+    const { file, expectedCrc, rowGroupRows } = await assemble([
+      [0, 3],
+      [3, 6],
+      [6, 8],
+    ]);
     expect(crc32c(await readFile(file))).toBe(expectedCrc);
     const instance = await DuckDBInstance.create(":memory:");
     const c = await instance.connect();
-    const row = (await c.runAndReadAll(`SELECT count(*)::INTEGER AS n, count(DISTINCT interval_time)::INTEGER AS d, count(beta_c0)::INTEGER AS b, sum(target_a) AS s FROM read_parquet('${file}')`)).getRowObjectsJS()[0]!;
+    const row = (
+      await c.runAndReadAll(
+        `SELECT count(*)::INTEGER AS n, count(DISTINCT interval_time)::INTEGER AS d, count(beta_c0)::INTEGER AS b, sum(target_a) AS s FROM read_parquet('${file}')`,
+      )
+    ).getRowObjectsJS()[0]!;
     expect(row).toEqual({ n: ROWS, d: ROWS, b: expect.any(Number), s: (ROWS * (ROWS - 1)) / 4 });
     c.closeSync();
     instance.closeSync();
@@ -137,8 +175,15 @@ describe("merging footers", () => {
     const b0 = await asStaged(await part(alignToKeys(features.beta!, keys.subarray(0, 3 * PER_GROUP), "beta"), "b0.parquet", false), 2, 0, "beta-0");
     const placed = (s: StagedPart, at = 4) => ({ plan: planPart(s.footerThrift, s.label), table: s.table, firstRowGroup: s.firstRowGroup, placedAt: at });
     expect(() => mergeFooters([placed(t.staged), placed(a.staged), placed(b0.staged)], rowGroupRows)).toThrow(/table 2: its parts cover 3 of 8 row groups/);
-    expect(() => mergeFooters([placed(t.staged), placed(a.staged), { ...placed(b0.staged), firstRowGroup: 1 }], rowGroupRows)).toThrow(/beta-0: starts at row group 1, but the parts before it end at 0/);
-    expect(() => mergeFooters([placed(t.staged)], rowGroupRows.map((n) => n - 1))).toThrow(/row group 0 has 128 rows, the plan has 127/);
+    expect(() => mergeFooters([placed(t.staged), placed(a.staged), { ...placed(b0.staged), firstRowGroup: 1 }], rowGroupRows)).toThrow(
+      /beta-0: starts at row group 1, but the parts before it end at 0/,
+    );
+    expect(() =>
+      mergeFooters(
+        [placed(t.staged)],
+        rowGroupRows.map((n) => n - 1),
+      ),
+    ).toThrow(/row group 0 has 128 rows, the plan has 127/);
     expect(() => mergeFooters([placed(t.staged), placed(a.staged), { ...placed(a.staged), table: 3 }], rowGroupRows)).toThrow(/duplicate column "alpha_c0"/);
   });
 });

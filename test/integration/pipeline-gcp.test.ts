@@ -37,7 +37,10 @@ let reference: string;
 /** The feature tables in the sample warehouse, sorted. */
 let featureNames: string[];
 
-const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
+const sha256 = async (file: string) =>
+  createHash("sha256")
+    .update(await readFile(file))
+    .digest("hex");
 const messages = (run: JobRun) => run.lines.map((l) => String(l.message));
 
 function gcpEnv(name: string, extra: Record<string, string> = {}): Record<string, string> {
@@ -77,7 +80,9 @@ async function expectSameContentAsLocal(file: string): Promise<void> {
 /** Fingerprints of the parts staged whole (both objects) under a run's output prefix. */
 function stagedParts(name: string): string[] {
   const names = gcs.listObjects(OUTPUT, `${name}/_staging/${PAIR}/parts/`);
-  return names.filter((n) => n.endsWith(".chunks") && names.includes(n.replace(/\.chunks$/, ".footer"))).map((n) => n.slice(n.lastIndexOf("/") + 1, -".chunks".length));
+  return names
+    .filter((n) => n.endsWith(".chunks") && names.includes(n.replace(/\.chunks$/, ".footer")))
+    .map((n) => n.slice(n.lastIndexOf("/") + 1, -".chunks".length));
 }
 
 /** Query jobs a run inserted to read tables (discovery's INFORMATION_SCHEMA queries are jobs too, and not counted). */
@@ -105,12 +110,25 @@ beforeAll(async () => {
     .sort();
   const kept = new Set(Array.from({ length: FEATURES }, (_, i) => features[Math.floor((i * features.length) / FEATURES)]!));
   featureNames = [...kept].sort();
-  await buildSampleWarehouse({ path: warehouse, pair: PAIR, rows: ROWS, only: (t) => t.dataset === "targets" ? t.name === `targets_${PAIR}` : kept.has(t.name) || !t.hasIntervalTime });
+  await buildSampleWarehouse({
+    path: warehouse,
+    pair: PAIR,
+    rows: ROWS,
+    only: (t) => (t.dataset === "targets" ? t.name === `targets_${PAIR}` : kept.has(t.name) || !t.hasIntervalTime),
+  });
   // Small Arrow batches, so a ReadRows stream carries several and can be dropped midway; a read
   // stream per 150 rows, so a table's ~300 rows come in two unordered streams.
   bq = await startBigQueryStandIns({ warehouse, batchRows: 100, streamRows: 150, seed: 11 });
   gcs = await startGcsStandIn({ buckets: [OUTPUT] });
-  const local = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, "local", "bucket"), WORK_DIR: path.join(dir, "local", "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2" });
+  const local = await runJob({
+    TARGET_PAIR: PAIR,
+    WAREHOUSE: warehouse,
+    OUTPUT_URI: path.join(dir, "local", "bucket"),
+    WORK_DIR: path.join(dir, "local", "work"),
+    MIN_ROWS: "100",
+    MIN_COLUMNS: "100",
+    MAX_WORKERS: "2",
+  });
   expect(local.code, local.stdout.slice(-2000)).toBe(0);
   reference = path.join(dir, "local", "bucket", TRAINING);
 }, 120_000);
@@ -134,10 +152,19 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     // Nothing on stderr but Node's MaxListenersExceededWarning, which @google-cloud/storage 8
     // (teeny-request 11, node-fetch 3) prints for a streamed download of more than ~100 KB: the
     // report stage reads the manifest for the index (googleapis/google-cloud-node#9185; README).
-    expect(run.stderr.replace(/\(node:\d+\) MaxListenersExceededWarning: Possible EventEmitter memory leak detected\. 11 (error|close) listeners added to \[PassThrough\]\. MaxListeners is 10\. Use emitter\.setMaxListeners\(\) to increase limit\n(\(Use `node --trace-warnings \.\.\.` to show where the warning was created\)\n)?/g, "")).toBe("");
+    expect(
+      run.stderr.replace(
+        /\(node:\d+\) MaxListenersExceededWarning: Possible EventEmitter memory leak detected\. 11 (error|close) listeners added to \[PassThrough\]\. MaxListeners is 10\. Use emitter\.setMaxListeners\(\) to increase limit\n(\(Use `node --trace-warnings \.\.\.` to show where the warning was created\)\n)?/g,
+        "",
+      ),
+    ).toBe("");
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
 
-    expect(messages(run)[0]).toMatch(new RegExp(`^building training_eurusd\\.parquet with BACKEND=gcp: BigQuery project ${bq.project} in US at http://127\\.0\\.0\\.1:\\d+; output gs://${OUTPUT}/clean \\(parts staged under its _staging/ prefix`));
+    expect(messages(run)[0]).toMatch(
+      new RegExp(
+        `^building training_eurusd\\.parquet with BACKEND=gcp: BigQuery project ${bq.project} in US at http://127\\.0\\.0\\.1:\\d+; output gs://${OUTPUT}/clean \\(parts staged under its _staging/ prefix`,
+      ),
+    );
     expect(messages(run)).toContainEqual(expect.stringMatching(/^extraction pool: 2 workers \(from MAX_WORKERS\) x 16 tables each, within MEMORY_BUDGET /));
     expect(messages(run)).toContainEqual(expect.stringMatching(new RegExp(`^extracted ${FEATURES}/${FEATURES} `)));
 
@@ -156,7 +183,8 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     // Nothing staged is left: the parts, the head and footer, the intermediate composites.
     expect(gcs.listObjects(OUTPUT, "clean/_staging/")).toEqual([]);
     // The run report and the index, beside the file, served as pages.
-    for (const page of [`clean/training_${PAIR}.report.html`, "clean/reports/index.html"]) expect(gcs.getObject(OUTPUT, page)?.contentType, page).toBe("text/html; charset=utf-8");
+    for (const page of [`clean/training_${PAIR}.report.html`, "clean/reports/index.html"])
+      expect(gcs.getObject(OUTPUT, page)?.contentType, page).toBe("text/html; charset=utf-8");
   }, 90_000);
 
   it("exits 0 with identical content through 20% transient BigQuery and Cloud Storage faults and a dropped ReadRows stream", async () => {
@@ -165,7 +193,12 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     // Not on deletes and simple (probe) uploads: the library never retries those and the adapter
     // tries them 3 times, so at 20% one call in 125 fails for real, and the cleanup's deletes
     // would make this test fail now and then.
-    gcs.faults.configure({ failRate: 0.2, failStatus: 503, seed: 5, failKinds: ["bucket", "list", "metadata", "media", "upload-start", "upload-chunk", "upload-status", "compose"] });
+    gcs.faults.configure({
+      failRate: 0.2,
+      failStatus: 503,
+      seed: 5,
+      failKinds: ["bucket", "list", "metadata", "media", "upload-start", "upload-chunk", "upload-status", "compose"],
+    });
     // And certainly some on the way the parts and the file go up, whatever the draws.
     gcs.faults.failNext(1, 503, ["upload-start"]);
     gcs.faults.failNext(1, 429, ["upload-chunk"]);
@@ -209,7 +242,9 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     const queriesBefore = bq.requests.length;
     const resumed = await runJob(env("work-b"));
     expect(resumed.code, resumed.stdout.slice(-3000)).toBe(0);
-    expect(messages(resumed)).toContainEqual(expect.stringMatching(new RegExp(`^reusing ${FEATURES} parts staged by an earlier attempt in gs://${OUTPUT}/resume/_staging/eurusd/parts/$`)));
+    expect(messages(resumed)).toContainEqual(
+      expect.stringMatching(new RegExp(`^reusing ${FEATURES} parts staged by an earlier attempt in gs://${OUTPUT}/resume/_staging/eurusd/parts/$`)),
+    );
     expect(resumed.lines.filter((l) => /in the bucket is damaged/.test(String(l.message))).map((l) => l.part)).toEqual([damaged]);
     expect(extractedParts(resumed)).toEqual([damaged]);
     // Reads: the target (always read again: its keys fingerprint every part) and the damaged part's table; no query job.
@@ -225,31 +260,38 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
   it.each([
     ["during the compose", "compose"],
     ["between the compose and the publish", "publish"],
-  ])("a run killed with SIGKILL %s resumes from its staged parts to the same file, and leaves nothing staged", async (_label, when) => {
-    const name = `kill-${when}`;
-    // Compose calls take 1.5 s here, so the kill lands inside one, or between the file's compose and its move.
-    gcs.faults.configure({ latencyMs: 1_500, latencyKinds: ["compose"] });
-    const e = gcpEnv(name, { LOG_LEVEL: "debug" });
-    const job = startJob(e);
-    const assembly = `${name}/_staging/${PAIR}/assembly/`;
-    const reached = when === "compose" ? () => gcs.listObjects(OUTPUT, assembly).some((n) => n.endsWith("/footer")) : () => gcs.listObjects(OUTPUT, assembly).some((n) => n.endsWith("/training.parquet"));
-    expect(await waitFor(job, reached, 5)).toBe(true);
-    if (when === "compose") await new Promise((r) => setTimeout(r, 300));
-    job.child.kill("SIGKILL");
-    const killed = await job.done;
-    expect(killed.signal).toBe("SIGKILL");
-    expect(gcs.getObject(OUTPUT, `${name}/${TRAINING}`)).toBeUndefined();
-    const left = gcs.listObjects(OUTPUT, assembly);
-    expect(left.some((n) => n.endsWith("/training.parquet"))).toBe(when === "publish");
-    gcs.faults.reset();
+  ])(
+    "a run killed with SIGKILL %s resumes from its staged parts to the same file, and leaves nothing staged",
+    async (_label, when) => {
+      const name = `kill-${when}`;
+      // Compose calls take 1.5 s here, so the kill lands inside one, or between the file's compose and its move.
+      gcs.faults.configure({ latencyMs: 1_500, latencyKinds: ["compose"] });
+      const e = gcpEnv(name, { LOG_LEVEL: "debug" });
+      const job = startJob(e);
+      const assembly = `${name}/_staging/${PAIR}/assembly/`;
+      const reached =
+        when === "compose"
+          ? () => gcs.listObjects(OUTPUT, assembly).some((n) => n.endsWith("/footer"))
+          : () => gcs.listObjects(OUTPUT, assembly).some((n) => n.endsWith("/training.parquet"));
+      expect(await waitFor(job, reached, 5)).toBe(true);
+      if (when === "compose") await new Promise((r) => setTimeout(r, 300));
+      job.child.kill("SIGKILL");
+      const killed = await job.done;
+      expect(killed.signal).toBe("SIGKILL");
+      expect(gcs.getObject(OUTPUT, `${name}/${TRAINING}`)).toBeUndefined();
+      const left = gcs.listObjects(OUTPUT, assembly);
+      expect(left.some((n) => n.endsWith("/training.parquet"))).toBe(when === "publish");
+      gcs.faults.reset();
 
-    const again = await runJob(e);
-    expect(again.code, again.stdout.slice(-2000)).toBe(0);
-    expect(extractedParts(again)).toEqual([]);
-    expect(again.lines.find((l) => l.stage === "extract" && l.reused !== undefined)).toMatchObject({ reused: FEATURES + 1 });
-    await expectSameContentAsLocal((await trainingObject(name)).file);
-    expect(gcs.listObjects(OUTPUT, `${name}/_staging/`)).toEqual([]);
-  }, 120_000);
+      const again = await runJob(e);
+      expect(again.code, again.stdout.slice(-2000)).toBe(0);
+      expect(extractedParts(again)).toEqual([]);
+      expect(again.lines.find((l) => l.stage === "extract" && l.reused !== undefined)).toMatchObject({ reused: FEATURES + 1 });
+      await expectSameContentAsLocal((await trainingObject(name)).file);
+      expect(gcs.listObjects(OUTPUT, `${name}/_staging/`)).toEqual([]);
+    },
+    120_000,
+  );
 
   it("on SIGTERM with two tables whose reads never answer, abandons them after the grace and exits 130 within 8 s, the other parts staged", async () => {
     // The slow-table case of a shutdown: the tables in flight get 5 s to finish, then the pool is
@@ -270,7 +312,13 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     expect(run.code, run.stdout.slice(-2000)).toBe(130);
     expect(elapsed).toBeLessThan(8_000);
     const said = messages(run);
-    expect(said).toContainEqual(expect.stringMatching(new RegExp(`^extraction stopped: ${FEATURES + 1 - hung.length} parts are staged in gs://${OUTPUT}/term-hung/_staging/eurusd/parts/ for the next attempt; 2 not extracted`)));
+    expect(said).toContainEqual(
+      expect.stringMatching(
+        new RegExp(
+          `^extraction stopped: ${FEATURES + 1 - hung.length} parts are staged in gs://${OUTPUT}/term-hung/_staging/eurusd/parts/ for the next attempt; 2 not extracted`,
+        ),
+      ),
+    );
     expect(said).toContain("stage extract failed: interrupted (Error: received SIGTERM)");
     expect(stagedParts("term-hung")).toHaveLength(FEATURES + 1 - hung.length);
     expect(gcs.getObject(OUTPUT, `term-hung/${TRAINING}`)).toBeUndefined();
@@ -296,16 +344,27 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     expect(new Set(sessions.map((r) => r.table!.slice(r.table!.lastIndexOf("/") + 1)))).toEqual(new Set([`targets_${PAIR}`, ...featureNames]));
     // The stand-in dealt the larger tables' rows to several streams, in no key order.
     expect(sessions.filter((r) => (r.streams ?? 0) > 1).length).toBeGreaterThan(0);
-    const streamsRead = new Set(bq.requests.slice(before).filter((r) => r.method === "ReadRows" && r.status === "OK").map((r) => r.stream));
+    const streamsRead = new Set(
+      bq.requests
+        .slice(before)
+        .filter((r) => r.method === "ReadRows" && r.status === "OK")
+        .map((r) => r.stream),
+    );
     expect(streamsRead.size).toBe(sessions.reduce((n, r) => n + (r.streams ?? 0), 0));
     await expectSameContentAsLocal((await trainingObject("table-reads")).file);
 
     const said = run.lines.find((l) => /^BigQuery reads: /.test(String(l.message)));
-    expect(String(said?.message)).toMatch(new RegExp(`^BigQuery reads: ${FEATURES + 1} read sessions on the tables themselves \\(\\d+ streams\\), 0 extraction query jobs; the sessions estimate \\d`));
+    expect(String(said?.message)).toMatch(
+      new RegExp(
+        `^BigQuery reads: ${FEATURES + 1} read sessions on the tables themselves \\(\\d+ streams\\), 0 extraction query jobs; the sessions estimate \\d`,
+      ),
+    );
     const manifest = JSON.parse((await gcs.readObject(OUTPUT, `table-reads/training_${PAIR}.manifest.json`)).toString("utf8"));
     expect(manifest.run.bigqueryReads).toMatchObject({ tableReads: FEATURES + 1, queryJobs: 0, streams: streamsRead.size });
     expect(manifest.run.bigqueryReads.estimatedBytesScanned).toBeGreaterThan(0);
-    expect(run.lines.find((l) => l.stage === "extract" && l.estimatedBytesScanned !== undefined)?.estimatedBytesScanned).toBe(manifest.run.bigqueryReads.estimatedBytesScanned);
+    expect(run.lines.find((l) => l.stage === "extract" && l.estimatedBytesScanned !== undefined)?.estimatedBytesScanned).toBe(
+      manifest.run.bigqueryReads.estimatedBytesScanned,
+    );
     // Before any read, the plan says what the reads will scan at most: the tables' logical bytes.
     const planned = run.lines.find((l) => /^the reads will scan at most /.test(String(l.message)));
     expect(planned, "the plan's bytes line").toBeDefined();
@@ -316,21 +375,25 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
   it.each([
     ["ROW_LIMIT", { ROW_LIMIT: "100000" }],
     ["BQ_READ_ROUTE=query", { BQ_READ_ROUTE: "query" }],
-  ])("with %s reads every table through a query job and its result, to the same rows", async (_label, extra) => {
-    const name = `query-route-${Object.keys(extra)[0]!.toLowerCase()}`;
-    const before = bq.requests.length;
-    const run = await runJob(gcpEnv(name, extra));
-    expect(run.code, run.stdout.slice(-3000)).toBe(0);
-    expect(extractionJobs(before)).toHaveLength(FEATURES + 1);
-    expect(tableSessions(before)).toEqual([]);
-    const manifest = JSON.parse((await gcs.readObject(OUTPUT, `${name}/training_${PAIR}.manifest.json`)).toString("utf8"));
-    expect(manifest.run.bigqueryReads).toMatchObject({ tableReads: 0, queryJobs: FEATURES + 1 });
-    // The same values as the local backend's (the manifest in the footer records the setting, so not the same bytes).
-    const expected = pl.readParquet(reference);
-    const actual = pl.readParquet((await trainingObject(name)).file);
-    expect(actual.columns).toEqual(expected.columns);
-    expect(expected.columns.filter((c) => !expected.getColumn(c).seriesEqual(actual.getColumn(c), true))).toEqual([]);
-  }, 90_000);
+  ])(
+    "with %s reads every table through a query job and its result, to the same rows",
+    async (_label, extra) => {
+      const name = `query-route-${Object.keys(extra)[0]!.toLowerCase()}`;
+      const before = bq.requests.length;
+      const run = await runJob(gcpEnv(name, extra));
+      expect(run.code, run.stdout.slice(-3000)).toBe(0);
+      expect(extractionJobs(before)).toHaveLength(FEATURES + 1);
+      expect(tableSessions(before)).toEqual([]);
+      const manifest = JSON.parse((await gcs.readObject(OUTPUT, `${name}/training_${PAIR}.manifest.json`)).toString("utf8"));
+      expect(manifest.run.bigqueryReads).toMatchObject({ tableReads: 0, queryJobs: FEATURES + 1 });
+      // The same values as the local backend's (the manifest in the footer records the setting, so not the same bytes).
+      const expected = pl.readParquet(reference);
+      const actual = pl.readParquet((await trainingObject(name)).file);
+      expect(actual.columns).toEqual(expected.columns);
+      expect(expected.columns.filter((c) => !expected.getColumn(c).seriesEqual(actual.getColumn(c), true))).toEqual([]);
+    },
+    90_000,
+  );
 
   it("fails with exit 1 naming roles/bigquery.readSessionUser when the service account may not create read sessions, before any extraction query job", async () => {
     bq.faults.readSessionDenied = true;
@@ -341,7 +404,12 @@ describe("the six-stage pipeline with BACKEND=gcp", () => {
     expect(run.stdout).toMatch(/bigquery\.readsessions\.create/);
     expect(run.stdout).toMatch(new RegExp(`grant roles/bigquery\\.readSessionUser on project ${bq.project}`));
     // Not retried: one refused session (the target's), and no query job to read a table.
-    expect(bq.requests.slice(before).filter((r) => r.method === "CreateReadSession").map((r) => r.status)).toEqual(["PERMISSION_DENIED"]);
+    expect(
+      bq.requests
+        .slice(before)
+        .filter((r) => r.method === "CreateReadSession")
+        .map((r) => r.status),
+    ).toEqual(["PERMISSION_DENIED"]);
     expect(extractionJobs(before)).toEqual([]);
     expect(gcs.getObject(OUTPUT, `no-read-sessions/${TRAINING}`)).toBeUndefined();
   }, 60_000);

@@ -77,7 +77,13 @@ describe("the six-stage pipeline on the embedded backend", () => {
     expect(run.stderr).toBe("");
     expect(run.code, run.stdout.slice(-3000)).toBe(0);
     // .bqx-meta/ holds the local bucket's object metadata (pair, rows, columns, schema_sha256).
-    expect((await readdir(bucket())).sort()).toEqual([".bqx-meta", "reports", `training_${PAIR}.manifest.json`, `training_${PAIR}.parquet`, `training_${PAIR}.report.html`]);
+    expect((await readdir(bucket())).sort()).toEqual([
+      ".bqx-meta",
+      "reports",
+      `training_${PAIR}.manifest.json`,
+      `training_${PAIR}.parquet`,
+      `training_${PAIR}.report.html`,
+    ]);
     expect(await readdir(path.join(bucket(), "reports"))).toEqual(["index.html"]);
     expect(existsSync(path.join(dir, "full", "work", PAIR))).toBe(false);
     expect(run.lines.find((l) => l.stage === "cleanup" && l.stagedRemoved !== undefined)).toMatchObject({ stagedRemoved: 2 * 668 + 2, stagedLeft: 0 });
@@ -89,7 +95,9 @@ describe("the six-stage pipeline on the embedded backend", () => {
       expect(line).toHaveProperty("message");
     }
     const messages = run.lines.map((l) => String(l.message));
-    expect(messages).toContainEqual(expect.stringMatching(/^extraction pool: 2 workers \(from MAX_WORKERS\) x 1 tables each, within MEMORY_BUDGET 128 MiB \(MEMORY_BUDGET\)$/));
+    expect(messages).toContainEqual(
+      expect.stringMatching(/^extraction pool: 2 workers \(from MAX_WORKERS\) x 1 tables each, within MEMORY_BUDGET 128 MiB \(MEMORY_BUDGET\)$/),
+    );
     expect(messages.filter((m) => /^skipping mkt_\w+_summary: no interval_time column/.test(m))).toHaveLength(2);
     expect(messages).toContainEqual(expect.stringMatching(/^\d+ training rows in 4 row groups of 100 rows: as ROW_GROUP_ROWS asks/));
     expect(messages).toContainEqual(expect.stringMatching(/^extracted 667\/667 \(\d+\.\d\/min, ETA 0\.0s\)$/));
@@ -124,7 +132,15 @@ describe("the six-stage pipeline on the embedded backend", () => {
     expect(inFooter).toEqual(content);
     expect(built.execution).toBeUndefined();
     expect(file.object).toBe(`training_${PAIR}.parquet`);
-    expect(manifest.query).toEqual({ TARGET_PAIR: PAIR, FEATURES_DATASET: F, TARGETS_DATASET: T, DATE_FROM: "2020-01-01", DATE_TO: "2024-12-31", ROW_LIMIT: null, ROW_GROUP_ROWS: 100 });
+    expect(manifest.query).toEqual({
+      TARGET_PAIR: PAIR,
+      FEATURES_DATASET: F,
+      TARGETS_DATASET: T,
+      DATE_FROM: "2020-01-01",
+      DATE_TO: "2024-12-31",
+      ROW_LIMIT: null,
+      ROW_GROUP_ROWS: 100,
+    });
     expect(manifest.validation.horizons).toEqual(Object.fromEntries([15, 30, 45, 60, 75, 90, 105].map((h) => [`target_bqx45_h${h}`, true])));
     expect(manifest.validation.warnings.join("\n")).toMatch(/corr: 16 entirely null column/);
   });
@@ -151,7 +167,9 @@ describe("the six-stage pipeline on the embedded backend", () => {
       expect(count).toBeGreaterThan(ROWS * 0.9);
       expect(count).toBeLessThan(ROWS);
 
-      const outColumns = (await c.runAndReadAll(`SELECT name FROM parquet_schema('${file}') WHERE num_children IS NULL OR num_children = 0`)).getRowObjectsJS().map((r) => varchar(r.name));
+      const outColumns = (await c.runAndReadAll(`SELECT name FROM parquet_schema('${file}') WHERE num_children IS NULL OR num_children = 0`))
+        .getRowObjectsJS()
+        .map((r) => varchar(r.name));
       const expected = new Map<string, string>(); // output column -> source expression
       for (const t of TARGET_COLUMNS) expected.set(t, `targets_${PAIR}.${t}`);
       for (const t of features) for (const col of t.columns) expected.set(`${expectedPrefix(t.name)}_${col.name}`, `${t.name}.${col.name}`);
@@ -169,7 +187,11 @@ describe("the six-stage pipeline on the embedded backend", () => {
       }
       const joinedSums = new Map<string, string>();
       const sourceTables = [{ dataset: T, name: `targets_${PAIR}`, columns: TARGET_COLUMNS.map((name) => ({ name, out: name })) }].concat(
-        features.map((t) => ({ dataset: F, name: t.name, columns: t.columns.map((col) => ({ name: col.name, out: `${expectedPrefix(t.name)}_${col.name}` })) })),
+        features.map((t) => ({
+          dataset: F,
+          name: t.name,
+          columns: t.columns.map((col) => ({ name: col.name, out: `${expectedPrefix(t.name)}_${col.name}` })),
+        })),
       );
       for (const t of sourceTables) {
         const select = t.columns.map((col) => `sum(hash(k.interval_time, f.${q(col.name)}))::VARCHAR`).join(", ");
@@ -235,7 +257,17 @@ describe("a table wider than its share of the budget", () => {
     await buildTinyWarehouse({ path: wide, pairs: [PAIR], rows: () => 30_000, wideColumns: 200 });
     const out = path.join(dir, "sliced", "bucket");
     // 64 MiB over 2 workers: ~4,100 rows of 201 columns a slice, so 2 row groups of 2,000 a part.
-    const r = await runJob({ TARGET_PAIR: PAIR, WAREHOUSE: wide, OUTPUT_URI: out, WORK_DIR: path.join(dir, "sliced", "work"), MIN_ROWS: "100", MIN_COLUMNS: "50", MAX_WORKERS: "2", MEMORY_BUDGET: "64MiB", ROW_GROUP_ROWS: "2000" });
+    const r = await runJob({
+      TARGET_PAIR: PAIR,
+      WAREHOUSE: wide,
+      OUTPUT_URI: out,
+      WORK_DIR: path.join(dir, "sliced", "work"),
+      MIN_ROWS: "100",
+      MIN_COLUMNS: "50",
+      MAX_WORKERS: "2",
+      MEMORY_BUDGET: "64MiB",
+      ROW_GROUP_ROWS: "2000",
+    });
     expect(r.code, r.stdout.slice(-2000)).toBe(0);
     const extract = r.lines.find((l) => l.stage === "extract" && l.parts !== undefined)!;
     expect(extract).toMatchObject({ tables: 6, rowGroups: 15 });
@@ -244,11 +276,17 @@ describe("a table wider than its share of the budget", () => {
     await withDuckDB(async (c) => {
       await c.run(`ATTACH '${wide}' AS wh (READ_ONLY)`);
       const columns = Array.from({ length: 200 }, (_, k) => `w${k}`);
-      const fileSums = (await c.runAndReadAll(`SELECT count(*)::INTEGER AS n, ${columns.map((w) => `sum(hash(interval_time, ${q(`reg_${w}`)}))::VARCHAR AS ${w}`).join(", ")} FROM read_parquet('${file}')`)).getRowObjectsJS()[0]!;
-      const joinSums = (await c.runAndReadAll(
-        `SELECT count(*)::INTEGER AS n, ${columns.map((w) => `sum(hash(k.interval_time, f.${q(w)}))::VARCHAR AS ${w}`).join(", ")}
+      const fileSums = (
+        await c.runAndReadAll(
+          `SELECT count(*)::INTEGER AS n, ${columns.map((w) => `sum(hash(interval_time, ${q(`reg_${w}`)}))::VARCHAR AS ${w}`).join(", ")} FROM read_parquet('${file}')`,
+        )
+      ).getRowObjectsJS()[0]!;
+      const joinSums = (
+        await c.runAndReadAll(
+          `SELECT count(*)::INTEGER AS n, ${columns.map((w) => `sum(hash(k.interval_time, f.${q(w)}))::VARCHAR AS ${w}`).join(", ")}
          FROM (SELECT interval_time FROM wh.${q(T)}.${q(`targets_${PAIR}`)} WHERE target_bqx45_h15 IS NOT NULL) k LEFT JOIN wh.${q(F)}.${q(`reg_${PAIR}`)} f USING (interval_time)`,
-      )).getRowObjectsJS()[0]!;
+        )
+      ).getRowObjectsJS()[0]!;
       expect(fileSums.n).toBe(29_998);
       expect(fileSums).toEqual(joinSums);
     });

@@ -196,7 +196,9 @@ describe("PLAN_ONLY=true with BACKEND=gcp against the stand-ins", () => {
     expect(jobs.length).toBeGreaterThan(0);
     expect(jobs.every((r) => /INFORMATION_SCHEMA\.(TABLES|COLUMNS|PARTITIONS)/.test(r.query ?? ""))).toBe(true);
     // The run's read-session check: one session, on the target, never read.
-    expect(requests.filter((r) => r.method === "CreateReadSession").map((r) => [r.table, r.status])).toEqual([[`projects/${bq.project}/datasets/bqx_ml_v3_analytics_v2/tables/targets_eurusd`, "OK"]]);
+    expect(requests.filter((r) => r.method === "CreateReadSession").map((r) => [r.table, r.status])).toEqual([
+      [`projects/${bq.project}/datasets/bqx_ml_v3_analytics_v2/tables/targets_eurusd`, "OK"],
+    ]);
     // Nothing in the bucket under the prefix (the write probe is deleted).
     expect(gcs.listObjects(OUTPUT, "plan/")).toEqual([]);
     expect(filesUnder(path.join(dir, "gcp", "work"))).toEqual([]);
@@ -205,7 +207,13 @@ describe("PLAN_ONLY=true with BACKEND=gcp against the stand-ins", () => {
   it("names roles/bigquery.readSessionUser and exits 1 when read sessions are denied, as the run would", async () => {
     bq.faults.readSessionDenied = true;
     try {
-      const run = await runJob({ PLAN_ONLY: "true", TARGET_PAIR: "eurusd", ...gcpStandInEnv(bq, gcs.endpoint), OUTPUT_URI: `gs://${OUTPUT}/denied`, MAX_WORKERS: "2" });
+      const run = await runJob({
+        PLAN_ONLY: "true",
+        TARGET_PAIR: "eurusd",
+        ...gcpStandInEnv(bq, gcs.endpoint),
+        OUTPUT_URI: `gs://${OUTPUT}/denied`,
+        MAX_WORKERS: "2",
+      });
       expect(run.code).toBe(1);
       const [plan] = plans(run);
       expect(plan).toMatchObject({ ok: false, checks: { readSessions: "failed" } });

@@ -93,7 +93,12 @@ describe("the run report", () => {
       expect([...families].sort()).toEqual(["agg", "mom", "tri", "var"]);
       expect(await page.$$eval("#null-heat-map rect.cell", (r) => r.length)).toBe(families.size * groups);
       expect(await page.$$eval("#target-coverage rect.cell", (r) => r.length)).toBe(49 * groups);
-      expect(await page.$$eval("#stage-timeline g.bar", (g) => g.map((b) => b.querySelector("text")!.textContent))).toEqual(["extract", "merge", "validate", "upload"]);
+      expect(await page.$$eval("#stage-timeline g.bar", (g) => g.map((b) => b.querySelector("text")!.textContent))).toEqual([
+        "extract",
+        "merge",
+        "validate",
+        "upload",
+      ]);
       // Every table of the file was read this run: one step per table, the slowest 5 (all of them) drawn.
       expect(await page.$$eval("#slowest-tables g.bar", (g) => g.length)).toBe(1 + manifest.tables.features.length);
       // mom_bqx_<pair> has every other minute: half its cells null in each full row group.
@@ -138,7 +143,10 @@ describe("the index across pairs", () => {
 describe("the browser check itself", () => {
   it("catches and refuses a page's request for anything but its own file", async () => {
     const file = path.join(dir, "leaky.html");
-    await writeFile(file, '<!doctype html><html><head><title>t</title><link rel="stylesheet" href="https://fonts.example.invalid/a.css"></head><body><img src="http://127.0.0.1:9/x.png" alt=""></body></html>');
+    await writeFile(
+      file,
+      '<!doctype html><html><head><title>t</title><link rel="stylesheet" href="https://fonts.example.invalid/a.css"></head><body><img src="http://127.0.0.1:9/x.png" alt=""></body></html>',
+    );
     const { page, foreign } = await open(file);
     await page.close();
     expect(foreign.sort()).toEqual(["http://127.0.0.1:9/x.png", "https://fonts.example.invalid/a.css"]);
@@ -154,7 +162,9 @@ describe("a report that cannot be written", () => {
     expect(failed.code).toBe(1);
     const error = failed.lines.find((l) => l.stage === "report" && l.severity === "ERROR");
     expect(error).toMatchObject({ reason: "report-failed" });
-    expect(String(error!.message)).toMatch(/could not write the run report .*training_eurusd\.report\.html: .*training_eurusd\.parquet and its manifest are published and stay/);
+    expect(String(error!.message)).toMatch(
+      /could not write the run report .*training_eurusd\.report\.html: .*training_eurusd\.parquet and its manifest are published and stay/,
+    );
     expect(existsSync(path.join(dir, name, "training_eurusd.parquet"))).toBe(true);
     expect(existsSync(path.join(dir, name, "training_eurusd.manifest.json"))).toBe(true);
   }, 120_000);

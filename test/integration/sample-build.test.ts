@@ -196,7 +196,9 @@ describe("buildSampleWarehouse", () => {
 
     const entirelyNull = corr.flatMap((t) => t.columns.filter((col) => col.nullRate === 1).map((col) => [t, col.name] as const));
     expect(entirelyNull).toHaveLength(16);
-    const counts = await rowsOf(entirelyNull.map(([t, col]) => `SELECT count(${q(col)})::INTEGER AS n, count(*)::INTEGER AS rows FROM a.${q(F)}.${q(t.name)}`).join(" UNION ALL "));
+    const counts = await rowsOf(
+      entirelyNull.map(([t, col]) => `SELECT count(${q(col)})::INTEGER AS n, count(*)::INTEGER AS rows FROM a.${q(F)}.${q(t.name)}`).join(" UNION ALL "),
+    );
     for (const row of counts) {
       expect(row.n).toBe(0);
       expect(row.rows).toBeGreaterThan(0);
@@ -224,7 +226,7 @@ describe("buildSampleWarehouse", () => {
     ];
     for (const t of checked) {
       const digest = async (catalog: string, schema: string) =>
-        (await one(`SELECT md5(string_agg(x::VARCHAR, '|' ORDER BY interval_time)) AS h, count(*)::INTEGER AS n FROM ${catalog}.${q(schema)}.${q(t.name)} x`));
+        await one(`SELECT md5(string_agg(x::VARCHAR, '|' ORDER BY interval_time)) AS h, count(*)::INTEGER AS n FROM ${catalog}.${q(schema)}.${q(t.name)} x`);
       const [schemaA, schemaB] = t.dataset === "features" ? [F, F2] : [T, T2];
       const a = await digest("a", schemaA);
       expect(a.n).toBeGreaterThan(0);

@@ -69,7 +69,9 @@ async function snapshot(bucket: string): Promise<Record<string, string>> {
     const rel = path.relative(bucket, path.join(e.parentPath, e.name));
     if (rel.startsWith("_staging") || rel.startsWith(path.join(".bqx-meta", "_staging"))) continue;
     const mtimeNs = (await stat(path.join(bucket, rel), { bigint: true })).mtimeNs;
-    out[rel] = `${createHash("sha256").update(await readFile(path.join(bucket, rel))).digest("hex")} ${mtimeNs}`;
+    out[rel] = `${createHash("sha256")
+      .update(await readFile(path.join(bucket, rel)))
+      .digest("hex")} ${mtimeNs}`;
   }
   return out;
 }
@@ -93,7 +95,13 @@ describe("SCHEMA_CHANGE", () => {
     expect(manifest.file.schema[`${F}.tri_agg_bqx_eur_usd_gbp`]).toEqual({ tri_agg_bqx_eur_usd_gbp_spread: "DOUBLE", tri_agg_bqx_eur_usd_gbp_phase: "INT64" });
     expect(manifest.file.schema[`bqx_ml_v3_analytics_v2.targets_${PAIR}`].interval_time).toMatch(/^INT64 TIMESTAMP\(MICROS,UTC\)$/);
     expect(Object.values(manifest.file.schema).reduce((n: number, cols) => n + Object.keys(cols as object).length, 0)).toBe(manifest.columns);
-    expect(manifest.run.schemaChange).toMatchObject({ policy: "warn", previous: null, notCompared: "no previous file in the bucket (first build)", added: [], rowsChange: null });
+    expect(manifest.run.schemaChange).toMatchObject({
+      policy: "warn",
+      previous: null,
+      notCompared: "no previous file in the bucket (first build)",
+      added: [],
+      rowsChange: null,
+    });
     expect(manifest.run.config.SCHEMA_CHANGE).toBe("warn");
     expect(first.lines.find((l) => /schema not compared: .*first build/.test(String(l.message)))?.severity).toBe("INFO");
   });
@@ -113,7 +121,12 @@ describe("SCHEMA_CHANGE", () => {
     expect(run.lines.filter((l) => l.severity === "WARNING" && /schema/.test(String(l.message)))).toEqual([]);
     expect(manifest.run.schemaChange).toMatchObject({ policy: "allow", added: ["var_agg_bqx_eur_extra"], removed: [], retyped: [], rowsChange: 0 });
     const previous = JSON.parse(await readFile(path.join(firstBucket, MANIFEST), "utf8"));
-    expect(manifest.run.schemaChange.previous).toMatchObject({ rows: previous.rows, columns: previous.columns, generation: previous.file.generation, createdAt: previous.run.createdAt });
+    expect(manifest.run.schemaChange.previous).toMatchObject({
+      rows: previous.rows,
+      columns: previous.columns,
+      generation: previous.file.generation,
+      createdAt: previous.run.createdAt,
+    });
     expect(manifest.file.schema[`${F}.var_agg_bqx_eur`].var_agg_bqx_eur_extra).toBe("DOUBLE");
     // The run report shows the change too.
     const report = await readFile(path.join(bucket, `training_${PAIR}.report.html`), "utf8");
@@ -126,7 +139,9 @@ describe("SCHEMA_CHANGE", () => {
     expect(run.code).toBe(0);
     const warning = line(/schema changed/);
     expect(warning?.severity).toBe("WARNING");
-    expect(String(warning?.message)).toMatch(/1 tables removed \(bqx_ml_v3_features_v2\.mom_bqx_eurusd\); 1 columns removed \(mom_bqx_z\); rows \+0; publishing \(SCHEMA_CHANGE=warn\)/);
+    expect(String(warning?.message)).toMatch(
+      /1 tables removed \(bqx_ml_v3_features_v2\.mom_bqx_eurusd\); 1 columns removed \(mom_bqx_z\); rows \+0; publishing \(SCHEMA_CHANGE=warn\)/,
+    );
     expect(manifest.run.schemaChange).toMatchObject({ policy: "warn", tablesRemoved: [`${F}.mom_bqx_eurusd`], removed: ["mom_bqx_z"], added: [] });
     expect(manifest.file.schema[`${F}.mom_bqx_eurusd`]).toBeUndefined();
   }, 60_000);
@@ -175,8 +190,16 @@ describe("SCHEMA_CHANGE", () => {
       await writeFile(file, JSON.stringify(old));
     };
     const columnOnly = await rebuild("old-manifest", CHANGES.added, { SCHEMA_CHANGE: "fail" }, stripSchema);
-    expect(columnOnly.run.code, columnOnly.run.lines.filter((l) => l.severity === "ERROR").map((l) => l.message).join("\n")).toBe(0);
-    expect(String(columnOnly.line(/schema compared in part with the published/)?.message)).toContain("the previous manifest has no schema (written by an earlier version): columns not compared");
+    expect(
+      columnOnly.run.code,
+      columnOnly.run.lines
+        .filter((l) => l.severity === "ERROR")
+        .map((l) => l.message)
+        .join("\n"),
+    ).toBe(0);
+    expect(String(columnOnly.line(/schema compared in part with the published/)?.message)).toContain(
+      "the previous manifest has no schema (written by an earlier version): columns not compared",
+    );
     expect(columnOnly.manifest.run.schemaChange).toMatchObject({ added: [], tablesRemoved: [], rowsChange: 0 });
 
     const tableGone = await rebuild("old-manifest-dropped", CHANGES.dropped, { SCHEMA_CHANGE: "fail" }, stripSchema);

@@ -51,7 +51,9 @@ describe("SIGTERM", () => {
 
     const messages = run.lines.map((l) => String(l.message));
     expect(messages).toContain("received SIGTERM: stopping; parts already staged are kept for the next attempt");
-    expect(messages).toContainEqual(expect.stringMatching(/^extraction stopped: \d+ parts are staged in .*_staging\/eurusd\/parts\/ for the next attempt; \d+ not extracted$/));
+    expect(messages).toContainEqual(
+      expect.stringMatching(/^extraction stopped: \d+ parts are staged in .*_staging\/eurusd\/parts\/ for the next attempt; \d+ not extracted$/),
+    );
     expect(messages).toContain("stage extract failed: interrupted (Error: received SIGTERM)");
     const staged = stagedParts(e.OUTPUT_URI!, PAIR);
     expect(staged.length).toBeGreaterThanOrEqual(10);
@@ -70,7 +72,9 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const file = path.join(entry.parentPath, entry.name);
-    files[path.relative(dir, file)] = createHash("sha256").update(await readFile(file)).digest("hex");
+    files[path.relative(dir, file)] = createHash("sha256")
+      .update(await readFile(file))
+      .digest("hex");
   }
   return files;
 }
@@ -116,23 +120,27 @@ describe("SIGTSTP then SIGCONT", () => {
   it.each([
     ["extraction", (p: ReturnType<typeof points>) => p.staged(5)],
     ["the assembly in the bucket", (p: ReturnType<typeof points>) => p.assembling],
-  ])("during %s: the run pauses, resumes and exits 0 with the same file", async (label, point) => {
-    const e = env(`pause-${label.replace(/\W+/g, "-")}`);
-    const job = startJob(e);
-    expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR, job.stdout)), 1)).toBe(true);
-    const state = async () => (await readFile(`/proc/${job.child.pid}/stat`, "utf8")).split(" ")[2];
-    job.child.kill("SIGTSTP");
-    // The kernel discards SIGTSTP for a process in an orphaned process group (a runner without job
-    // control, as CI can be), so there the job never sees it. SIGSTOP right behind it pauses the
-    // job either way: what matters is that in-flight work survives the pause.
-    job.child.kill("SIGSTOP");
-    await sleep(100);
-    // Really stopped (state T in /proc), not already finished.
-    expect(await state()).toBe("T");
-    await sleep(1_400);
-    job.child.kill("SIGCONT");
-    const run = await job.done;
-    expect(run.code, run.stdout.slice(-2000)).toBe(0);
-    expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
-  }, 90_000);
+  ])(
+    "during %s: the run pauses, resumes and exits 0 with the same file",
+    async (label, point) => {
+      const e = env(`pause-${label.replace(/\W+/g, "-")}`);
+      const job = startJob(e);
+      expect(await waitFor(job, point(points(e.WORK_DIR!, e.OUTPUT_URI!, PAIR, job.stdout)), 1)).toBe(true);
+      const state = async () => (await readFile(`/proc/${job.child.pid}/stat`, "utf8")).split(" ")[2];
+      job.child.kill("SIGTSTP");
+      // The kernel discards SIGTSTP for a process in an orphaned process group (a runner without job
+      // control, as CI can be), so there the job never sees it. SIGSTOP right behind it pauses the
+      // job either way: what matters is that in-flight work survives the pause.
+      job.child.kill("SIGSTOP");
+      await sleep(100);
+      // Really stopped (state T in /proc), not already finished.
+      expect(await state()).toBe("T");
+      await sleep(1_400);
+      job.child.kill("SIGCONT");
+      const run = await job.done;
+      expect(run.code, run.stdout.slice(-2000)).toBe(0);
+      expect(await sha256(path.join(e.OUTPUT_URI!, TRAINING))).toBe(referenceSha);
+    },
+    90_000,
+  );
 });

@@ -91,11 +91,23 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s: a table rebuilt with new v
   });
 
   function env(extra: Record<string, string> = {}): Record<string, string> {
-    const common = { TARGET_PAIR: PAIR, OUTPUT_URI: path.join(dir, backend, "bucket"), WORK_DIR: path.join(dir, backend, "work"), MAX_WORKERS: "2", ...TINY_VALIDATION_ENV };
+    const common = {
+      TARGET_PAIR: PAIR,
+      OUTPUT_URI: path.join(dir, backend, "bucket"),
+      WORK_DIR: path.join(dir, backend, "work"),
+      MAX_WORKERS: "2",
+      ...TINY_VALIDATION_ENV,
+    };
     const source: Record<string, string> =
       backend === "local"
         ? { WAREHOUSE: warehouse }
-        : { BACKEND: "gcp", GCP_PROJECT: bq!.project, BQ_LOCATION: bq!.location, BIGQUERY_ENDPOINT: bq!.bigqueryEndpoint, BIGQUERY_STORAGE_ENDPOINT: bq!.storageEndpoint };
+        : {
+            BACKEND: "gcp",
+            GCP_PROJECT: bq!.project,
+            BQ_LOCATION: bq!.location,
+            BIGQUERY_ENDPOINT: bq!.bigqueryEndpoint,
+            BIGQUERY_STORAGE_ENDPOINT: bq!.storageEndpoint,
+          };
     return { ...common, ...source, ...extra };
   }
 
@@ -110,7 +122,10 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s: a table rebuilt with new v
     // Rebuilt in the warehouse: the first row's x corrected. BigQuery gives the table a new
     // modification time; the stand-in reads the file read-only, so it restarts over the new one.
     await bq?.close();
-    await onWarehouse(warehouse, `UPDATE ${q(F)}.${q(CHANGED)} SET x = ${NEW_VALUE} WHERE interval_time = (SELECT min(interval_time) FROM ${q(F)}.${q(CHANGED)})`);
+    await onWarehouse(
+      warehouse,
+      `UPDATE ${q(F)}.${q(CHANGED)} SET x = ${NEW_VALUE} WHERE interval_time = (SELECT min(interval_time) FROM ${q(F)}.${q(CHANGED)})`,
+    );
     if (backend === "gcp") bq = await startBigQueryStandIns({ warehouse, modified: { [`${F}.${CHANGED}`]: Date.now() } });
 
     const again = await runJob(env({ LOG_LEVEL: "debug" }));
@@ -131,7 +146,9 @@ describe.each(["local", "gcp"] as const)("BACKEND=%s: a table rebuilt with new v
     expect(frame.getColumn("agg_x").get(1)).toBe(firstAggX + 1);
 
     // The manifest's run record names each table's version.
-    const manifest = JSON.parse(await readFile(path.join(dir, backend, "bucket", `training_${PAIR}.manifest.json`), "utf8")) as { run: { tables: Array<{ table: string; version: string | null; reusedParts: number }> } };
+    const manifest = JSON.parse(await readFile(path.join(dir, backend, "bucket", `training_${PAIR}.manifest.json`), "utf8")) as {
+      run: { tables: Array<{ table: string; version: string | null; reusedParts: number }> };
+    };
     expect(manifest.run.tables).toHaveLength(tables.length + 1);
     for (const t of manifest.run.tables) expect(t.version, t.table).toMatch(backend === "local" ? /^rows=\d+;xor=[0-9a-f]+$/ : /^modified=\d{4}-\d\d-\d\dT/);
     expect(manifest.run.tables.filter((t) => t.reusedParts === 0).map((t) => t.table)).toEqual([`${F}.${CHANGED}`]);

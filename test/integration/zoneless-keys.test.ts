@@ -34,7 +34,15 @@ let zoneless: string[];
 const zonelessWarnings = (run: JobRun) => run.lines.filter((l) => / has no time zone /.test(String(l.message)));
 
 function localEnv(warehouse: string, name: string): Record<string, string> {
-  return { TARGET_PAIR: PAIR, WAREHOUSE: warehouse, OUTPUT_URI: path.join(dir, name, "bucket"), WORK_DIR: path.join(dir, name, "work"), MIN_ROWS: "100", MIN_COLUMNS: "100", MAX_WORKERS: "2" };
+  return {
+    TARGET_PAIR: PAIR,
+    WAREHOUSE: warehouse,
+    OUTPUT_URI: path.join(dir, name, "bucket"),
+    WORK_DIR: path.join(dir, name, "work"),
+    MIN_ROWS: "100",
+    MIN_COLUMNS: "100",
+    MAX_WORKERS: "2",
+  };
 }
 
 beforeAll(async () => {
@@ -48,7 +56,11 @@ beforeAll(async () => {
   try {
     // With the session in UTC, the zone-less values are the same instants written without a zone.
     await c.run("SET TimeZone = 'UTC'");
-    const keyed = (await c.runAndReadAll("SELECT table_schema, table_name FROM information_schema.columns WHERE column_name = 'interval_time' ORDER BY table_schema, table_name")).getRowsJS();
+    const keyed = (
+      await c.runAndReadAll(
+        "SELECT table_schema, table_name FROM information_schema.columns WHERE column_name = 'interval_time' ORDER BY table_schema, table_name",
+      )
+    ).getRowsJS();
     const names = keyed.map(([schema, table]) => `${varchar(schema)}.${varchar(table)}`);
     zoneless = names.slice(0, names.length - 2);
     for (const name of zoneless) {
@@ -76,7 +88,11 @@ describe("keys without a time zone", () => {
     expect(zonelessWarnings(utc)).toEqual([]);
     const warned = zonelessWarnings(naive);
     expect(warned).toHaveLength(1);
-    expect(warned[0]!.message).toMatch(new RegExp(`^interval_time has no time zone \\(TIMESTAMP\\) in ${zoneless.length} of ${FEATURES + 1} tables .*: its values are read as UTC; store it as TIMESTAMP WITH TIME ZONE`));
+    expect(warned[0]!.message).toMatch(
+      new RegExp(
+        `^interval_time has no time zone \\(TIMESTAMP\\) in ${zoneless.length} of ${FEATURES + 1} tables .*: its values are read as UTC; store it as TIMESTAMP WITH TIME ZONE`,
+      ),
+    );
 
     naiveFile = path.join(dir, "naive", "bucket", TRAINING);
     const manifest = JSON.parse(await readFile(path.join(dir, "naive", "bucket", `training_${PAIR}.manifest.json`), "utf8"));
@@ -120,7 +136,9 @@ describe("keys without a time zone", () => {
       expect(run.code, run.stdout.slice(-3000)).toBe(0);
       const warned = zonelessWarnings(run);
       expect(warned).toHaveLength(1);
-      expect(warned[0]!.message).toMatch(/^interval_time has no time zone \(DATETIME\) in .*: its values are read as UTC; store it as TIMESTAMP to make that explicit$/);
+      expect(warned[0]!.message).toMatch(
+        /^interval_time has no time zone \(DATETIME\) in .*: its values are read as UTC; store it as TIMESTAMP to make that explicit$/,
+      );
       const file = path.join(dir, "gcp.parquet");
       const { writeFile } = await import("node:fs/promises");
       await writeFile(file, await gcs.readObject(OUTPUT, `naive/${TRAINING}`));
@@ -129,10 +147,25 @@ describe("keys without a time zone", () => {
       // A slice of a table is bounded by UTC TIMESTAMP keys: BigQuery refuses comparing those
       // with the DATETIME column itself, so the bounds go on TIMESTAMP(interval_time).
       const table = zoneless.find((t) => t.startsWith("bqx_ml_v3_features_v2."))!.split(".")[1]!;
-      const query: TableQuery = { dataset: "bqx_ml_v3_features_v2", table, columns: [], dateFrom: "2020-01-01", dateTo: "2024-12-31", rowLimit: undefined, notNullColumn: undefined, zonelessKey: true };
+      const query: TableQuery = {
+        dataset: "bqx_ml_v3_features_v2",
+        table,
+        columns: [],
+        dateFrom: "2020-01-01",
+        dateTo: "2024-12-31",
+        rowLimit: undefined,
+        notNullColumn: undefined,
+        zonelessKey: true,
+      };
       const keys = [...pl.readParquet(naiveFile).getColumn("interval_time").cast(pl.Int64)].map((k) => BigInt(k as number | bigint));
       const slice: SliceBounds = { firstRowGroup: 0, endRowGroup: 1, firstRow: 100, endRow: 200, afterKey: keys[99], throughKey: keys[199] };
-      const settings: GcpTaskSettings = { project: bq.project, location: bq.location, bigqueryEndpoint: bq.bigqueryEndpoint, storageReadEndpoint: bq.storageEndpoint, queryTimeoutMs: 20_000 };
+      const settings: GcpTaskSettings = {
+        project: bq.project,
+        location: bq.location,
+        bigqueryEndpoint: bq.bigqueryEndpoint,
+        storageReadEndpoint: bq.storageEndpoint,
+        queryTimeoutMs: 20_000,
+      };
       const got = await readBigQueryRows(settings, query, slice);
       const keyColumn = got.frame.getColumn("interval_time");
       expect(String(keyColumn.dtype)).toBe(String(pl.Datetime("us", "UTC")));

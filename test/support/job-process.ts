@@ -101,7 +101,10 @@ export async function buildSmallSample(file: string, pair: string, rows: number,
   await buildSampleWarehouse({ path: file, pair, rows, only: (t) => (t.dataset === "targets" ? t.name === `targets_${pair}` : kept.has(t.name)) });
 }
 
-export const sha256 = async (file: string): Promise<string> => createHash("sha256").update(await readFile(file)).digest("hex");
+export const sha256 = async (file: string): Promise<string> =>
+  createHash("sha256")
+    .update(await readFile(file))
+    .digest("hex");
 
 export interface ReferenceRun {
   dir: string;

@@ -28,7 +28,9 @@ describe("parseConfig", () => {
     expect(c.planOnly).toBe(true);
     expect(c.pairs).toHaveLength(28);
     expect(effectiveConfig(c)).toMatchObject({ PLAN_ONLY: true });
-    expect(problemsFor({ TARGET_PAIR: "eurusd", PLAN_ONLY: "yes" })).toEqual(['PLAN_ONLY: expected true or false (true: print the plan of each pair and exit, reading no table) (got "yes")']);
+    expect(problemsFor({ TARGET_PAIR: "eurusd", PLAN_ONLY: "yes" })).toEqual([
+      'PLAN_ONLY: expected true or false (true: print the plan of each pair and exit, reading no table) (got "yes")',
+    ]);
     expect(problemsFor({ PAIRS: "all", PLAN_ONLY: "true", CLOUD_RUN_TASK_COUNT: "7", CLOUD_RUN_TASK_INDEX: "2" })).toEqual([
       'CLOUD_RUN_TASK_COUNT: expected 1 with PLAN_ONLY=true: one task plans every pair listed (execute with --tasks 1) (got "7")',
     ]);
@@ -63,7 +65,9 @@ describe("parseConfig", () => {
   });
 
   it.each(["strict", "error", "true", "warning"])("refuses SCHEMA_CHANGE=%s in one line naming the accepted values", (value) => {
-    expect(problemsFor({ TARGET_PAIR: "eurusd", SCHEMA_CHANGE: value })).toEqual([`SCHEMA_CHANGE: expected allow, warn or fail (what to do when the columns or tables differ from the published file's) (got ${JSON.stringify(value)})`]);
+    expect(problemsFor({ TARGET_PAIR: "eurusd", SCHEMA_CHANGE: value })).toEqual([
+      `SCHEMA_CHANGE: expected allow, warn or fail (what to do when the columns or tables differ from the published file's) (got ${JSON.stringify(value)})`,
+    ]);
   });
 
   it("refuses a missing TARGET_PAIR instead of defaulting to one", () => {
@@ -106,7 +110,7 @@ describe("parseConfig", () => {
       'MAX_WORKERS: expected a whole number from 1 to 256 (got "0")',
       'MIN_ROWS: expected a whole number from 1 to 9,007,199,254,740,991 (got "-3")',
       'MEMORY_BUDGET: expected a size of at least 64MiB like 3GiB, 512MiB or 2GB (got "lots")',
-      "LOG_LEVEL: expected trace, debug, info, warn, error, fatal, silent (got \"loud\")",
+      'LOG_LEVEL: expected trace, debug, info, warn, error, fatal, silent (got "loud")',
     ]);
   });
 
@@ -117,10 +121,7 @@ describe("parseConfig", () => {
   });
 
   it("takes explicit sizes, counts and switches", () => {
-    const c = parseConfig(
-      { TARGET_PAIR: "gbpjpy", MEMORY_BUDGET: "512MiB", MAX_WORKERS: "3", ROW_LIMIT: "100000", LOG_FORMAT: "pretty", WORK_DIR: "w" },
-      host,
-    );
+    const c = parseConfig({ TARGET_PAIR: "gbpjpy", MEMORY_BUDGET: "512MiB", MAX_WORKERS: "3", ROW_LIMIT: "100000", LOG_FORMAT: "pretty", WORK_DIR: "w" }, host);
     expect(c.memoryBudgetBytes).toBe(512 * 1024 ** 2);
     expect(c.memoryBudgetSource).toBe("MEMORY_BUDGET");
     expect(c.maxWorkers).toBe(3);
@@ -143,7 +144,14 @@ describe("parseConfig", () => {
       host,
     );
     expect(c.backend).toBe("gcp");
-    expect(c.gcp).toEqual({ project: "bqx-ml", location: "us-central1", bigqueryEndpoint: undefined, storageReadEndpoint: undefined, queryTimeoutMs: 90_000, readRoute: "table" });
+    expect(c.gcp).toEqual({
+      project: "bqx-ml",
+      location: "us-central1",
+      bigqueryEndpoint: undefined,
+      storageReadEndpoint: undefined,
+      queryTimeoutMs: 90_000,
+      readRoute: "table",
+    });
     expect(c.output).toEqual({ kind: "gcs", uri: "gs://bqx-ml-output/training", bucket: "bqx-ml-output", prefix: "training" });
     // Waiting on BigQuery is not CPU work: more tables in flight than threads.
     expect(c.extractConcurrency).toBe(32);
@@ -157,7 +165,15 @@ describe("parseConfig", () => {
 
   it("takes stand-in endpoints as bare origins", () => {
     const c = parseConfig(
-      { TARGET_PAIR: "eurusd", BACKEND: "gcp", GCP_PROJECT: "bqx-ml", BIGQUERY_ENDPOINT: "http://127.0.0.1:9050/", BIGQUERY_STORAGE_ENDPOINT: "http://127.0.0.1:9051", GCS_ENDPOINT: "http://localhost:9052", OUTPUT_URI: "gs://out" },
+      {
+        TARGET_PAIR: "eurusd",
+        BACKEND: "gcp",
+        GCP_PROJECT: "bqx-ml",
+        BIGQUERY_ENDPOINT: "http://127.0.0.1:9050/",
+        BIGQUERY_STORAGE_ENDPOINT: "http://127.0.0.1:9051",
+        GCS_ENDPOINT: "http://localhost:9052",
+        OUTPUT_URI: "gs://out",
+      },
       host,
     );
     expect(c.gcp?.bigqueryEndpoint).toBe("http://127.0.0.1:9050");
@@ -167,13 +183,20 @@ describe("parseConfig", () => {
 
   it("names every missing or malformed gcp setting at once", () => {
     expect(
-      problemsFor({ TARGET_PAIR: "eurusd", BACKEND: "gcp", BQ_LOCATION: "us central", QUERY_TIMEOUT: "forever", OUTPUT_URI: "gs://Bad_Bucket!", GCS_ENDPOINT: "ftp://x" }),
+      problemsFor({
+        TARGET_PAIR: "eurusd",
+        BACKEND: "gcp",
+        BQ_LOCATION: "us central",
+        QUERY_TIMEOUT: "forever",
+        OUTPUT_URI: "gs://Bad_Bucket!",
+        GCS_ENDPOINT: "ftp://x",
+      }),
     ).toEqual([
       'GCS_ENDPOINT: expected an http(s) URL with a host and port only, e.g. http://127.0.0.1:9050 (for a local stand-in; leave unset for Google) (got "ftp://x")',
       'OUTPUT_URI: expected gs://<bucket>/<optional prefix> with a valid bucket name (got "gs://Bad_Bucket!")',
       'BQ_LOCATION: expected a BigQuery location like US or us-central1 (got "us central")',
       'QUERY_TIMEOUT: expected a duration from 1s to 6h like 10m, 90s or 1h (got "forever")',
-      'GCP_PROJECT: expected the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp) (got nothing)',
+      "GCP_PROJECT: expected the Google Cloud project that runs the BigQuery jobs, e.g. bqx-ml (required with BACKEND=gcp) (got nothing)",
     ]);
   });
 
@@ -185,7 +208,8 @@ describe("parseConfig", () => {
   });
 
   it("refuses a plain http:// endpoint on any host but this machine, naming each variable and the fix", () => {
-    const https = "https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google";
+    const https =
+      "https:// for a remote endpoint, or http:// only on a loopback address (127.0.0.1, ::1, localhost) for a local stand-in; leave unset for Google";
     expect(
       problemsFor({
         TARGET_PAIR: "eurusd",
@@ -205,10 +229,29 @@ describe("parseConfig", () => {
 
   it("takes https:// endpoints anywhere and http:// on 127.0.0.0/8, ::1 and localhost", () => {
     const gcp = { TARGET_PAIR: "eurusd", BACKEND: "gcp", GCP_PROJECT: "bqx-ml", OUTPUT_URI: "gs://out" };
-    const c = parseConfig({ ...gcp, BIGQUERY_ENDPOINT: "https://bigquery.example.com", BIGQUERY_STORAGE_ENDPOINT: "https://10.0.0.5:443", GCS_ENDPOINT: "https://storage.example.com:8443" }, host);
-    expect([c.gcp?.bigqueryEndpoint, c.gcp?.storageReadEndpoint, c.gcsEndpoint]).toEqual(["https://bigquery.example.com", "https://10.0.0.5", "https://storage.example.com:8443"]);
-    const loopback = parseConfig({ ...gcp, BIGQUERY_ENDPOINT: "http://127.0.0.2:9050", BIGQUERY_STORAGE_ENDPOINT: "http://[::1]:9051", GCS_ENDPOINT: "http://LOCALHOST:9052" }, host);
-    expect([loopback.gcp?.bigqueryEndpoint, loopback.gcp?.storageReadEndpoint, loopback.gcsEndpoint]).toEqual(["http://127.0.0.2:9050", "http://[::1]:9051", "http://localhost:9052"]);
+    const c = parseConfig(
+      {
+        ...gcp,
+        BIGQUERY_ENDPOINT: "https://bigquery.example.com",
+        BIGQUERY_STORAGE_ENDPOINT: "https://10.0.0.5:443",
+        GCS_ENDPOINT: "https://storage.example.com:8443",
+      },
+      host,
+    );
+    expect([c.gcp?.bigqueryEndpoint, c.gcp?.storageReadEndpoint, c.gcsEndpoint]).toEqual([
+      "https://bigquery.example.com",
+      "https://10.0.0.5",
+      "https://storage.example.com:8443",
+    ]);
+    const loopback = parseConfig(
+      { ...gcp, BIGQUERY_ENDPOINT: "http://127.0.0.2:9050", BIGQUERY_STORAGE_ENDPOINT: "http://[::1]:9051", GCS_ENDPOINT: "http://LOCALHOST:9052" },
+      host,
+    );
+    expect([loopback.gcp?.bigqueryEndpoint, loopback.gcp?.storageReadEndpoint, loopback.gcsEndpoint]).toEqual([
+      "http://127.0.0.2:9050",
+      "http://[::1]:9051",
+      "http://localhost:9052",
+    ]);
     // Names that only look local are not: a DNS answer decides where they go.
     expect(problemsFor({ ...gcp, GCS_ENDPOINT: "http://localhost.example.com:9052", BIGQUERY_ENDPOINT: "http://127.0.0.1.nip.io:9050" })).toHaveLength(2);
   });

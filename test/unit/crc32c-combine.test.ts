@@ -23,7 +23,13 @@ describe("crc32cCombine", () => {
     expect(crc32cCombine(whole, crc32c(Buffer.alloc(0)), 0)).toBe(whole);
     expect(crc32cCombine(0, whole, data.length)).toBe(whole);
     expect(crc32cOfConcatenation([])).toBe(0);
-    expect(crc32cOfConcatenation([{ crc32c: 0, bytes: 0 }, { crc32c: whole, bytes: data.length }, { crc32c: 0, bytes: 0 }])).toBe(whole);
+    expect(
+      crc32cOfConcatenation([
+        { crc32c: 0, bytes: 0 },
+        { crc32c: whole, bytes: data.length },
+        { crc32c: 0, bytes: 0 },
+      ]),
+    ).toBe(whole);
   });
 
   it("combines many pieces of uneven sizes in order, and order matters", () => {

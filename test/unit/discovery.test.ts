@@ -87,13 +87,20 @@ describe("table selection", () => {
   });
 
   it("fails naming the target table when it is missing from the targets dataset", () => {
-    expect(() => planTables("eurusd", features, { dataset: T, tables: [] }, DUCKDB_KEY_TYPES)).toThrowError(/target table bqx_ml_v3_analytics_v2\.targets_eurusd not found/);
+    expect(() => planTables("eurusd", features, { dataset: T, tables: [] }, DUCKDB_KEY_TYPES)).toThrowError(
+      /target table bqx_ml_v3_analytics_v2\.targets_eurusd not found/,
+    );
   });
 
   it("fails when no feature table is found for the pair", () => {
-    expect(() => planTables("usdjpy", { dataset: F, tables: [table("agg_eurusd", ["x"])] }, { dataset: T, tables: [table("targets_usdjpy", [...TARGET_COLUMNS], T)] }, DUCKDB_KEY_TYPES)).toThrowError(
-      /no feature tables for usdjpy/,
-    );
+    expect(() =>
+      planTables(
+        "usdjpy",
+        { dataset: F, tables: [table("agg_eurusd", ["x"])] },
+        { dataset: T, tables: [table("targets_usdjpy", [...TARGET_COLUMNS], T)] },
+        DUCKDB_KEY_TYPES,
+      ),
+    ).toThrowError(/no feature tables for usdjpy/);
   });
 
   it("fails naming both tables when prefixed names collide", () => {
@@ -110,47 +117,96 @@ describe("table selection", () => {
 
   it("refuses columns whose prefixed names differ only in case, and names longer than BigQuery allows", () => {
     const clash = { dataset: F, tables: [table("agg_eurusd", ["X"]), table("AGG_eurusd", ["x"]), table("mom_eurusd", ["y".repeat(300)])] };
-    expect(() => planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES)).toThrowError(/column "agg_X" from "agg_eurusd\.X" collides with a column of "AGG_eurusd" after prefixing \(names must differ in more than case\)/);
-    expect(() => planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES)).toThrowError(/column "mom_y{300}" from "mom_eurusd\.y{300}" is 304 characters long after prefixing; BigQuery allows 300/);
+    expect(() => planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES)).toThrowError(
+      /column "agg_X" from "agg_eurusd\.X" collides with a column of "AGG_eurusd" after prefixing \(names must differ in more than case\)/,
+    );
+    expect(() => planTables("eurusd", clash, targets, DUCKDB_KEY_TYPES)).toThrowError(
+      /column "mom_y{300}" from "mom_eurusd\.y{300}" is 304 characters long after prefixing; BigQuery allows 300/,
+    );
   });
 
   it("fails naming the table whose key has the wrong type", () => {
-    const wrong: TableInfo = { dataset: F, name: "agg_eurusd", columns: [{ name: "interval_time", type: "BIGINT" }, { name: "x", type: "DOUBLE" }] };
-    expect(() => planTables("eurusd", { dataset: F, tables: [wrong] }, targets, DUCKDB_KEY_TYPES)).toThrowError(/agg_eurusd\.interval_time has type BIGINT; expected TIMESTAMP/);
+    const wrong: TableInfo = {
+      dataset: F,
+      name: "agg_eurusd",
+      columns: [
+        { name: "interval_time", type: "BIGINT" },
+        { name: "x", type: "DOUBLE" },
+      ],
+    };
+    expect(() => planTables("eurusd", { dataset: F, tables: [wrong] }, targets, DUCKDB_KEY_TYPES)).toThrowError(
+      /agg_eurusd\.interval_time has type BIGINT; expected TIMESTAMP/,
+    );
   });
 
   it("reads a key without a time zone as UTC, by each warehouse's own type names, and lists those tables", () => {
-    const keyed = (name: string, type: string, dataset = F): TableInfo => ({ dataset, name, columns: [{ name: "interval_time", type }, { name: "x", type: "DOUBLE" }] });
+    const keyed = (name: string, type: string, dataset = F): TableInfo => ({
+      dataset,
+      name,
+      columns: [
+        { name: "interval_time", type },
+        { name: "x", type: "DOUBLE" },
+      ],
+    });
     // DuckDB: TIMESTAMP has no zone, TIMESTAMP WITH TIME ZONE is an instant.
-    const duck = planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "TIMESTAMP"), keyed("mkt_vol", "TIMESTAMP WITH TIME ZONE")] }, targets, DUCKDB_KEY_TYPES);
+    const duck = planTables(
+      "eurusd",
+      { dataset: F, tables: [keyed("agg_eurusd", "TIMESTAMP"), keyed("mkt_vol", "TIMESTAMP WITH TIME ZONE")] },
+      targets,
+      DUCKDB_KEY_TYPES,
+    );
     expect(duck.zonelessKeys).toEqual([`${F}.agg_eurusd`]);
     expect(duck.features.find((t) => t.table === "agg_eurusd")!.zonelessKey).toBe(true);
     expect(duck.features.find((t) => t.table === "mkt_vol")!.zonelessKey).toBeUndefined();
     // BigQuery: TIMESTAMP is the instant, DATETIME has no zone; the target counts too.
-    const bqTargets = { dataset: T, tables: [{ ...table("targets_eurusd", [...TARGET_COLUMNS], T), columns: [{ name: "interval_time", type: "DATETIME" }, ...TARGET_COLUMNS.map((c) => ({ name: c, type: "FLOAT64" }))] }] };
+    const bqTargets = {
+      dataset: T,
+      tables: [
+        {
+          ...table("targets_eurusd", [...TARGET_COLUMNS], T),
+          columns: [{ name: "interval_time", type: "DATETIME" }, ...TARGET_COLUMNS.map((c) => ({ name: c, type: "FLOAT64" }))],
+        },
+      ],
+    };
     const bq = planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "TIMESTAMP"), keyed("mkt_vol", "DATETIME")] }, bqTargets, BIGQUERY_KEY_TYPES);
     expect(bq.zonelessKeys).toEqual([`${T}.targets_eurusd`, `${F}.mkt_vol`]);
     expect(bq.target.zonelessKey).toBe(true);
   });
 
   it("refuses every table whose key is text, a number or a timestamp it cannot read, naming each one, in one error", () => {
-    const keyed = (name: string, type: string): TableInfo => ({ dataset: F, name, columns: [{ name: "interval_time", type }, { name: "x", type: "DOUBLE" }] });
+    const keyed = (name: string, type: string): TableInfo => ({
+      dataset: F,
+      name,
+      columns: [
+        { name: "interval_time", type },
+        { name: "x", type: "DOUBLE" },
+      ],
+    });
     const tables = [keyed("agg_eurusd", "VARCHAR"), keyed("agg_bqx_eurusd", "TIMESTAMP"), keyed("mkt_vol", "BIGINT"), keyed("csi_agg_usd", "TIMESTAMP_NS")];
     const message = refusal(() => planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES)).message;
     expect(message).toMatch(/discovery found 3 problem\(s\)/);
-    expect(message).toContain(`${F}.agg_eurusd.interval_time has type VARCHAR; expected TIMESTAMP WITH TIME ZONE (a UTC instant) or TIMESTAMP (no time zone: read as UTC)`);
+    expect(message).toContain(
+      `${F}.agg_eurusd.interval_time has type VARCHAR; expected TIMESTAMP WITH TIME ZONE (a UTC instant) or TIMESTAMP (no time zone: read as UTC)`,
+    );
     expect(message).toContain(`${F}.mkt_vol.interval_time has type BIGINT`);
     expect(message).toContain(`${F}.csi_agg_usd.interval_time has type TIMESTAMP_NS`);
     expect(message).not.toContain("agg_bqx_eurusd.interval_time");
     // On BigQuery a STRING key is refused with BigQuery's names in the message.
-    expect(() => planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "STRING")] }, targets, BIGQUERY_KEY_TYPES)).toThrowError(/agg_eurusd\.interval_time has type STRING; expected TIMESTAMP \(a UTC instant\) or DATETIME/);
+    expect(() => planTables("eurusd", { dataset: F, tables: [keyed("agg_eurusd", "STRING")] }, targets, BIGQUERY_KEY_TYPES)).toThrowError(
+      /agg_eurusd\.interval_time has type STRING; expected TIMESTAMP \(a UTC instant\) or DATETIME/,
+    );
   });
 
   it("refuses, before anything is read, feature columns whose type the file cannot hold the same way from both warehouses", () => {
     const odd: TableInfo = {
       dataset: F,
       name: "agg_eurusd",
-      columns: [{ name: "interval_time", type: "TIMESTAMP WITH TIME ZONE" }, { name: "x", type: "DECIMAL(18,3)" }, { name: "y", type: "NUMERIC" }, { name: "ok", type: "FLOAT64" }],
+      columns: [
+        { name: "interval_time", type: "TIMESTAMP WITH TIME ZONE" },
+        { name: "x", type: "DECIMAL(18,3)" },
+        { name: "y", type: "NUMERIC" },
+        { name: "ok", type: "FLOAT64" },
+      ],
     };
     expect(() => planTables("eurusd", { dataset: F, tables: [odd] }, targets, DUCKDB_KEY_TYPES)).toThrowError(
       /agg_eurusd has 2 column\(s\) of types the training file cannot hold: x \(DECIMAL\(18,3\)\), y \(NUMERIC\); store features as FLOAT64 \(DOUBLE\), INT64/,
@@ -160,7 +216,17 @@ describe("table selection", () => {
   it("reads BigQuery's and DuckDB's names for the same types alike", async () => {
     const { columnKind } = await import("../../src/discovery.ts");
     expect(["FLOAT64", "DOUBLE", "INT64", "BIGINT", "INTEGER", "BOOL", "BOOLEAN", "STRING", "VARCHAR", "DATE", "JSON"].map(columnKind)).toEqual([
-      "float64", "float64", "int64", "int64", "int64", "bool", "bool", "utf8", "utf8", "date", undefined,
+      "float64",
+      "float64",
+      "int64",
+      "int64",
+      "int64",
+      "bool",
+      "bool",
+      "utf8",
+      "utf8",
+      "date",
+      undefined,
     ]);
   });
 });
@@ -189,8 +255,12 @@ describe("names", () => {
     const message = refusal(() => planTables("eurusd", { dataset: F, tables }, targets, DUCKDB_KEY_TYPES)).message;
     expect(message).toMatch(/^discovery found 5 problem\(s\)/);
     expect(message).toContain(`table "${F}.agg_eurusd/../../etc": its name contains '.'`);
-    expect(message).toContain(`table "${F}.agg_eurusd.v2": its name contains '.', which BigQuery and parquet readers take for a path separator; rename it in the warehouse`);
-    expect(message).toContain(`table "${F}.mom_eurusd": column "line\\nbreak" contains a control character (a newline, tab, NUL, ...), column "a.b" contains '.'`);
+    expect(message).toContain(
+      `table "${F}.agg_eurusd.v2": its name contains '.', which BigQuery and parquet readers take for a path separator; rename it in the warehouse`,
+    );
+    expect(message).toContain(
+      `table "${F}.mom_eurusd": column "line\\nbreak" contains a control character (a newline, tab, NUL, ...), column "a.b" contains '.'`,
+    );
     expect(message).toContain(`table "${F}.lag_eurusd\\u0000": its name contains a control character`);
     expect(message).toContain(`table "${F}.rsi_eurusd": column "bad\\ud800" is not valid Unicode`);
     expect(message).not.toContain("cov_eurusd");

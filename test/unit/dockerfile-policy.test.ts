@@ -5,7 +5,16 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildContextFiles, dockerignoreMatcher, execForm, parseDockerfile, parseEnv, splitFlags, type Dockerfile, type Stage } from "../../standins/dockerfile.ts";
+import {
+  buildContextFiles,
+  dockerignoreMatcher,
+  execForm,
+  parseDockerfile,
+  parseEnv,
+  splitFlags,
+  type Dockerfile,
+  type Stage,
+} from "../../standins/dockerfile.ts";
 import { ROOT } from "../support/run-job.ts";
 
 let dockerfile: Dockerfile;
@@ -77,10 +86,15 @@ describe("Dockerfile.cloudrun", () => {
         expect(c.keyword, `line ${c.line}`).toBe("COPY");
         if (c.from !== undefined) continue;
         for (const source of c.sources) {
-          expect(source, `line ${c.line}`).not.toMatch(/^\.\/?$|^\*|\.env|\.pem$|\.key$|credential|service-account|gcloud|\.git\b|node_modules|^data\b|^test\b|^bench\b/);
+          expect(source, `line ${c.line}`).not.toMatch(
+            /^\.\/?$|^\*|\.env|\.pem$|\.key$|credential|service-account|gcloud|\.git\b|node_modules|^data\b|^test\b|^bench\b/,
+          );
           // Every context path the Dockerfile copies is in the build context .dockerignore leaves.
           const rel = source.replace(/^\.\/|\/$/g, "");
-          expect(contextFiles.some((f) => f === rel || f.startsWith(`${rel}/`)), `COPY ${source} (line ${c.line}) is not in the build context`).toBe(true);
+          expect(
+            contextFiles.some((f) => f === rel || f.startsWith(`${rel}/`)),
+            `COPY ${source} (line ${c.line}) is not in the build context`,
+          ).toBe(true);
         }
       }
     }
@@ -104,13 +118,24 @@ describe("Dockerfile.cloudrun", () => {
 });
 
 describe(".dockerignore", () => {
-  it.each([".git/config", "node_modules/pino/package.json", "data/warehouse.duckdb", "bench/run.json", "test/unit/config.test.ts", ".env", "src/.env", "key.pem", "src/gcp/service-account.json", "sa-credentials.json", "README.md", "scripts/operator/deploy.sh"])(
-    "leaves %s out of the build context",
-    (file) => expect(ignored(file)).toBe(true),
-  );
+  it.each([
+    ".git/config",
+    "node_modules/pino/package.json",
+    "data/warehouse.duckdb",
+    "bench/run.json",
+    "test/unit/config.test.ts",
+    ".env",
+    "src/.env",
+    "key.pem",
+    "src/gcp/service-account.json",
+    "sa-credentials.json",
+    "README.md",
+    "scripts/operator/deploy.sh",
+  ])("leaves %s out of the build context", (file) => expect(ignored(file)).toBe(true));
 
-  it.each(["package.json", "package-lock.json", "tsconfig.json", "scripts/dev/postinstall.mjs", "src/main.ts", "src/warehouse/duckdb.ts", "stages/index.ts"])("keeps %s in the build context", (file) =>
-    expect(ignored(file)).toBe(false),
+  it.each(["package.json", "package-lock.json", "tsconfig.json", "scripts/dev/postinstall.mjs", "src/main.ts", "src/warehouse/duckdb.ts", "stages/index.ts"])(
+    "keeps %s in the build context",
+    (file) => expect(ignored(file)).toBe(false),
   );
 
   it("gives a build context of the sources and the lockfile only", () => {

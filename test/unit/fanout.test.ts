@@ -123,7 +123,14 @@ describe("which pairs a task builds", () => {
 
 describe("log fields of a task", () => {
   it("carry job, execution, task index and attempt, and the pair on each pair's lines", () => {
-    const env = { PAIRS: "eurusd gbpusd usdjpy", CLOUD_RUN_JOB: "bqx-ml-pipeline", CLOUD_RUN_EXECUTION: "bqx-ml-pipeline-x7k2p", CLOUD_RUN_TASK_INDEX: "0", CLOUD_RUN_TASK_COUNT: "2", CLOUD_RUN_TASK_ATTEMPT: "1" };
+    const env = {
+      PAIRS: "eurusd gbpusd usdjpy",
+      CLOUD_RUN_JOB: "bqx-ml-pipeline",
+      CLOUD_RUN_EXECUTION: "bqx-ml-pipeline-x7k2p",
+      CLOUD_RUN_TASK_INDEX: "0",
+      CLOUD_RUN_TASK_COUNT: "2",
+      CLOUD_RUN_TASK_ATTEMPT: "1",
+    };
     const config = parseConfig(env, host);
     expect(config.pairs).toEqual(["eurusd", "usdjpy"]);
     expect(loggerBase(config)).toEqual({ job: "bqx-ml-pipeline", execution: "bqx-ml-pipeline-x7k2p", task: 0, attempt: 1 });
@@ -163,7 +170,12 @@ describe("building a task's pairs", () => {
       build: async (c) => (c.pair === "gbpusd" ? { exitCode: 1, failedStage: "extract" } : { exitCode: 0 }),
     });
     expect(code).toBe(1);
-    expect(lines.at(-1)).toMatchObject({ severity: "ERROR", failed: ["gbpusd"], built: ["eurusd", "usdjpy"], message: "task 0 of 1: built 2 of 3 (eurusd, usdjpy); failed: gbpusd in extract" });
+    expect(lines.at(-1)).toMatchObject({
+      severity: "ERROR",
+      failed: ["gbpusd"],
+      built: ["eurusd", "usdjpy"],
+      message: "task 0 of 1: built 2 of 3 (eurusd, usdjpy); failed: gbpusd in extract",
+    });
   });
 
   it("stops at an interruption and exits 130, listing the pairs not started", async () => {
@@ -202,6 +214,8 @@ describe("the first warehouse request", () => {
     await timed.listTables("a");
     await timed.close();
     expect(calls).toEqual(["preflight a,b", "list a"]);
-    expect(lines).toEqual([expect.objectContaining({ startupMs: 412, firstRequest: "preflight", message: "first warehouse request (preflight) 412 ms after the process started" })]);
+    expect(lines).toEqual([
+      expect.objectContaining({ startupMs: 412, firstRequest: "preflight", message: "first warehouse request (preflight) 412 ms after the process started" }),
+    ]);
   });
 });

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { ASSEMBLY_BYTES, READ_BUFFERS_PER_WORKER_BYTES, RUNTIME_BYTES, duckdbMemoryPerWorker, planMemory, type MemoryPlanInput } from "../../src/memory-plan.ts";
+import {
+  ASSEMBLY_BYTES,
+  READ_BUFFERS_PER_WORKER_BYTES,
+  RUNTIME_BYTES,
+  duckdbMemoryPerWorker,
+  planMemory,
+  type MemoryPlanInput,
+} from "../../src/memory-plan.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -37,7 +44,9 @@ describe("the pre-flight memory plan", () => {
     const plan = planMemory({ ...cloudRun, budgetBytes: 11.5 * GiB });
     expect(plan.fits).toBe(false);
     expect(plan.problems).toHaveLength(1);
-    expect(plan.problems[0]).toMatch(/^memory plan does not fit: runtime ~512 MiB \+ tables in flight ~11\.5 GiB \(MEMORY_BUDGET 11\.5 GiB\) \+ footers ~192 MiB \+ upload buffers ~128 MiB = ~12\.3 GiB, but the limit is 12\.0 GiB/);
+    expect(plan.problems[0]).toMatch(
+      /^memory plan does not fit: runtime ~512 MiB \+ tables in flight ~11\.5 GiB \(MEMORY_BUDGET 11\.5 GiB\) \+ footers ~192 MiB \+ upload buffers ~128 MiB = ~12\.3 GiB, but the limit is 12\.0 GiB/,
+    );
     expect(plan.problems[0]).toMatch(/Fix: set MEMORY_BUDGET to [\d.]+ GiB or less, or raise the job's memory \(--memory\)$/);
   });
 

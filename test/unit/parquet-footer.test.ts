@@ -31,10 +31,22 @@ function makeFrame(n: number): pl.DataFrame {
   const idx = Array.from({ length: n }, (_, i) => i);
   return pl.DataFrame([
     pl.Series("interval_time", idx.map(keyMicros), pl.Int64).cast(pl.Datetime("us", "UTC")),
-    pl.Series("f_a", idx.map((i) => (i % 5 === 0 ? null : i * 0.1 + Math.PI)), pl.Float64),
-    pl.Series("all_null", idx.map(() => null), pl.Float64),
+    pl.Series(
+      "f_a",
+      idx.map((i) => (i % 5 === 0 ? null : i * 0.1 + Math.PI)),
+      pl.Float64,
+    ),
+    pl.Series(
+      "all_null",
+      idx.map(() => null),
+      pl.Float64,
+    ),
     pl.Series("big", idx.map(bigValue), pl.Utf8).cast(pl.Int64),
-    pl.Series("pair", idx.map((i) => ["eurusd", "gbpusd", "usdjpy"][i % 3] ?? ""), pl.Utf8),
+    pl.Series(
+      "pair",
+      idx.map((i) => ["eurusd", "gbpusd", "usdjpy"][i % 3] ?? ""),
+      pl.Utf8,
+    ),
   ]);
 }
 
@@ -101,7 +113,10 @@ describe("readFooterSummary", () => {
   it("refuses files that are not parquet with a JobError naming the file and the fix", async () => {
     const bad = join(dir, "bad.parquet");
     await writeFile(bad, "this is not a parquet file at all");
-    const err = await readFooterSummary(bad).then(() => undefined, (e: unknown) => e);
+    const err = await readFooterSummary(bad).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(JobError);
     expect((err as JobError).message).toMatch(/bad\.parquet is not a parquet file \(no trailing PAR1\)/);
     expect((err as JobError).reason).toBe("parquet-invalid");

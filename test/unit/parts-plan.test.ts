@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { DECODED_ROW_GROUP_LIMIT_BYTES, FOOTER_LIMIT_BYTES, footerBytesPerRowGroup, planRowGroups, planSlices, sliceWorkingBytes } from "../../src/parts/plan.ts";
+import {
+  DECODED_ROW_GROUP_LIMIT_BYTES,
+  FOOTER_LIMIT_BYTES,
+  footerBytesPerRowGroup,
+  planRowGroups,
+  planSlices,
+  sliceWorkingBytes,
+} from "../../src/parts/plan.ts";
 
 /** EURUSD's shape: 17,038 columns with names ~27 bytes long on average. */
 const eurusdNames = Array.from({ length: 17_038 }, (_, i) => `agg_bqx_feature_column_${String(i).padStart(5, "0")}`);

@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { QUERY_MIN_BILLED_BYTES, QUERY_ON_DEMAND_USD_PER_TIB, STORAGE_READ_USD_PER_TIB, TIB, billedBytes, estimateCost, formatMaybeBytes, formatUsd } from "../../src/plan/cost.ts";
+import {
+  QUERY_MIN_BILLED_BYTES,
+  QUERY_ON_DEMAND_USD_PER_TIB,
+  STORAGE_READ_USD_PER_TIB,
+  TIB,
+  billedBytes,
+  estimateCost,
+  formatMaybeBytes,
+  formatUsd,
+} from "../../src/plan/cost.ts";
 import { formatPlanTable, planMessage, type PairPlan } from "../../src/plan/report.ts";
 
 const GIB = 1024 ** 3;
@@ -13,9 +22,28 @@ function plan(over: Partial<PairPlan> = {}): PairPlan {
     skippedTables: 2,
     columns: 17038,
     rowsEstimate: 177748,
-    memory: { neededBytes: 4.5 * GIB, limitBytes: 12 * GIB, limitSource: "cgroup v2 memory.max", budgetBytes: 3 * GIB, budgetSource: "a quarter", workers: 4, tablesInFlight: 32, bytesPerWorker: 0.75 * GIB, duckdbBytesPerWorker: 0, fits: true, warnings: [] },
+    memory: {
+      neededBytes: 4.5 * GIB,
+      limitBytes: 12 * GIB,
+      limitSource: "cgroup v2 memory.max",
+      budgetBytes: 3 * GIB,
+      budgetSource: "a quarter",
+      workers: 4,
+      tablesInFlight: 32,
+      bytesPerWorker: 0.75 * GIB,
+      duckdbBytesPerWorker: 0,
+      fits: true,
+      warnings: [],
+    },
     workDir: { path: "/tmp/bqx-training", needBytes: 3 * GIB + 64 * 1024 ** 2, inMemory: true, freeBytes: 6 * GIB },
-    scan: { route: "table", bytes: 22 * GIB, method: "BigQuery dry runs of the extraction queries (statistics.totalBytesProcessed)", measured: true, dryRuns: 668, upperBoundBytes: 24 * GIB },
+    scan: {
+      route: "table",
+      bytes: 22 * GIB,
+      method: "BigQuery dry runs of the extraction queries (statistics.totalBytesProcessed)",
+      measured: true,
+      dryRuns: 668,
+      upperBoundBytes: 24 * GIB,
+    },
     cost: estimateCost("table", [22 * GIB]),
     checks: { datasets: "ok", output: "ok", readSessions: "ok" },
     seconds: 3.2,
@@ -49,17 +77,36 @@ describe("read costs", () => {
 
 describe("the plan report", () => {
   it("says a pair's figures in one line", () => {
-    expect(planMessage(plan())).toBe("plan: eurusd: 668 tables, 17038 columns, ~177748 rows; memory ~4.50 GiB of 12.0 GiB; WORK_DIR up to 3.06 GiB (in memory); 22.0 GiB to scan (at most 24.0 GiB); $0.02");
+    expect(planMessage(plan())).toBe(
+      "plan: eurusd: 668 tables, 17038 columns, ~177748 rows; memory ~4.50 GiB of 12.0 GiB; WORK_DIR up to 3.06 GiB (in memory); 22.0 GiB to scan (at most 24.0 GiB); $0.02",
+    );
   });
 
   it("says a refusal in the same line, and an estimate with ~", () => {
-    const refused = plan({ ok: false, problem: { reason: "memory-plan", message: "memory plan does not fit: ...", fix: undefined }, scan: { ...plan().scan!, measured: false, upperBoundBytes: null } });
+    const refused = plan({
+      ok: false,
+      problem: { reason: "memory-plan", message: "memory plan does not fit: ...", fix: undefined },
+      scan: { ...plan().scan!, measured: false, upperBoundBytes: null },
+    });
     expect(planMessage(refused)).toMatch(/; ~22\.0 GiB to scan; \$0\.02; refused: memory plan does not fit: \.\.\.$/);
-    expect(planMessage(plan({ ok: false, tables: null, problem: { reason: "discovery", message: "no targets_usdjpy", fix: undefined } }))).toBe("plan: eurusd refused: no targets_usdjpy");
+    expect(planMessage(plan({ ok: false, tables: null, problem: { reason: "discovery", message: "no targets_usdjpy", fix: undefined } }))).toBe(
+      "plan: eurusd refused: no targets_usdjpy",
+    );
   });
 
   it("prints an aligned table, a total under several pairs, how the figures were found and each refusal with its fix", () => {
-    const other = plan({ pair: "gbpusd", ok: false, tables: null, columns: null, rowsEstimate: null, memory: null, workDir: null, scan: null, cost: null, problem: { reason: "table-missing", message: "targets_gbpusd not found", fix: "load it" } });
+    const other = plan({
+      pair: "gbpusd",
+      ok: false,
+      tables: null,
+      columns: null,
+      rowsEstimate: null,
+      memory: null,
+      workDir: null,
+      scan: null,
+      cost: null,
+      problem: { reason: "table-missing", message: "targets_gbpusd not found", fix: "load it" },
+    });
     const text = formatPlanTable([plan(), other]);
     const lines = text.split("\n");
     expect(lines[0]).toMatch(/^pair\s+tables\s+columns\s+rows\s+memory need \/ limit\s+WORK_DIR need\s+scan\s+at most\s+USD\s+result$/);

@@ -23,10 +23,28 @@ beforeAll(async () => {
   const idx = Array.from({ length: ROWS }, (_, i) => i);
   await pl
     .DataFrame([
-      pl.Series("interval_time", idx.map((i) => BASE_US + i * 60_000_000), pl.Int64).cast(pl.Datetime("us", "UTC")),
-      pl.Series("every_fifth_null", idx.map((i) => (i % 5 === 0 ? null : i * 0.5)), pl.Float64),
-      pl.Series("null_from_1500", idx.map((i) => (i >= 1500 ? null : i)), pl.Float64),
-      pl.Series("none_null", idx.map((i) => i), pl.Float64),
+      pl
+        .Series(
+          "interval_time",
+          idx.map((i) => BASE_US + i * 60_000_000),
+          pl.Int64,
+        )
+        .cast(pl.Datetime("us", "UTC")),
+      pl.Series(
+        "every_fifth_null",
+        idx.map((i) => (i % 5 === 0 ? null : i * 0.5)),
+        pl.Float64,
+      ),
+      pl.Series(
+        "null_from_1500",
+        idx.map((i) => (i >= 1500 ? null : i)),
+        pl.Float64,
+      ),
+      pl.Series(
+        "none_null",
+        idx.map((i) => i),
+        pl.Float64,
+      ),
     ])
     .lazy()
     .sinkParquet(file, { rowGroupSize: ROW_GROUP, compression: "zstd" })
@@ -38,7 +56,8 @@ afterAll(async () => {
 });
 
 /** Nulls of `predicate` among rows [start, end). */
-const count = (start: number, end: number, predicate: (i: number) => boolean) => Array.from({ length: end - start }, (_, k) => start + k).filter(predicate).length;
+const count = (start: number, end: number, predicate: (i: number) => boolean) =>
+  Array.from({ length: end - start }, (_, k) => start + k).filter(predicate).length;
 
 describe("rowGroupStats", () => {
   it("reads each row group's null count per column and the key's min and max from a real footer", async () => {
@@ -55,12 +74,18 @@ describe("rowGroupStats", () => {
       bounds.map(([s, e]) => [0, count(s, e, (i) => i % 5 === 0), count(s, e, (i) => i >= 1500), 0]),
     );
     const micros = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigInt64(0, true);
-    expect(stats.rowGroups.map((g) => [micros(g.range!.min), micros(g.range!.max)])).toEqual(bounds.map(([s, e]) => [BigInt(BASE_US + s * 60_000_000), BigInt(BASE_US + (e - 1) * 60_000_000)]));
+    expect(stats.rowGroups.map((g) => [micros(g.range!.min), micros(g.range!.max)])).toEqual(
+      bounds.map(([s, e]) => [BigInt(BASE_US + s * 60_000_000), BigInt(BASE_US + (e - 1) * 60_000_000)]),
+    );
   });
 
   it("has no range for a column it was not asked about, and NaN where a chunk has no statistics", async () => {
     const noStats = join(dir, "nostats.parquet");
-    await pl.DataFrame([pl.Series("a", [1, null, 3], pl.Float64)]).lazy().sinkParquet(noStats, { statistics: false }).collect();
+    await pl
+      .DataFrame([pl.Series("a", [1, null, 3], pl.Float64)])
+      .lazy()
+      .sinkParquet(noStats, { statistics: false })
+      .collect();
     const stats = rowGroupStats((await readRawFooter(noStats)).thrift);
     expect(stats.rowGroups).toHaveLength(1);
     expect(stats.rowGroups[0]!.range).toBeUndefined();
@@ -118,11 +143,13 @@ describe("the report's data", () => {
       mom_c: [100, Number.NaN],
       mom_d: [Number.NaN, Number.NaN],
     });
-    const data = buildReportData(inputWith(stats, [
-      { table: "agg_eurusd", columns: ["agg_a"] },
-      { table: "agg_bqx_eurusd", columns: ["agg_b"] },
-      { table: "mom_eurusd", columns: ["mom_c", "mom_d"] },
-    ]));
+    const data = buildReportData(
+      inputWith(stats, [
+        { table: "agg_eurusd", columns: ["agg_a"] },
+        { table: "agg_bqx_eurusd", columns: ["agg_b"] },
+        { table: "mom_eurusd", columns: ["mom_c", "mom_d"] },
+      ]),
+    );
     expect(data.nullHeat.families).toEqual(["agg", "mom"]);
     // agg: (10 + 30) / (2 x 100), then (0 + 50) / (2 x 50); mom: only mom_c has statistics, then none.
     expect([...data.nullHeat.values[0]!]).toEqual([0.2, 0.5]);
@@ -135,19 +162,33 @@ describe("the report's data", () => {
       { family: "agg", tables: 2, columns: 2 },
       { family: "mom", tables: 1, columns: 2 },
     ]);
-    expect(data.stages.map((s) => [s.name, s.startSeconds])).toEqual([["extract", 0], ["merge", 10], ["validate", 11], ["upload", 11.2]]);
+    expect(data.stages.map((s) => [s.name, s.startSeconds])).toEqual([
+      ["extract", 0],
+      ["merge", 10],
+      ["validate", 11],
+      ["upload", 11.2],
+    ]);
     // Finish times (start + seconds) in order: 1.5 (target), 3, 5, 7.
-    expect(data.extraction.progress).toEqual([{ x: 1.5, y: 1 }, { x: 3, y: 2 }, { x: 5, y: 3 }, { x: 7, y: 4 }]);
+    expect(data.extraction.progress).toEqual([
+      { x: 1.5, y: 1 },
+      { x: 3, y: 2 },
+      { x: 5, y: 3 },
+      { x: 7, y: 4 },
+    ]);
     expect(data.extraction.slowest.map((t) => t.table)).toEqual(["f.mom_eurusd", "f.agg_bqx_eurusd", "f.agg_eurusd", "a.targets_eurusd"]);
   });
 
   it("draws one heat-map cell per family and row group, and labels row groups by index without a key range", () => {
     const stats = statsOf({ interval_time: [0, 0], agg_a: [10, 0], mom_c: [0, 0], var_x: [1, 1] });
-    const html = renderReport(buildReportData(inputWith(stats, [
-      { table: "agg_eurusd", columns: ["agg_a"] },
-      { table: "mom_eurusd", columns: ["mom_c"] },
-      { table: "var_agg", columns: ["var_x"] },
-    ])));
+    const html = renderReport(
+      buildReportData(
+        inputWith(stats, [
+          { table: "agg_eurusd", columns: ["agg_a"] },
+          { table: "mom_eurusd", columns: ["mom_c"] },
+          { table: "var_agg", columns: ["var_x"] },
+        ]),
+      ),
+    );
     const heat = /<figure id="null-heat-map">(.*?)<\/figure>/s.exec(html)![1]!;
     expect(heat.match(/<rect class="cell /g)).toHaveLength(3 * 2);
     expect(heat).toContain("<title>agg, row group 0: 10.0% null</title>");
@@ -163,7 +204,12 @@ describe("the family table", () => {
     input.validation = validateTrainingFile({
       rows: 150,
       columnNames: stats.leafPaths,
-      nullCounts: new Map([["interval_time", 0], ["target_bqx45_h15", 25], ["agg_a", 10], ["agg_b", 80]]),
+      nullCounts: new Map([
+        ["interval_time", 0],
+        ["target_bqx45_h15", 25],
+        ["agg_a", 10],
+        ["agg_b", 80],
+      ]),
       key: { present: true, strictlyIncreasing: true },
       expectedRows: 150,
       tablesInFile: 2,
@@ -193,7 +239,17 @@ describe("escaping", () => {
     const column = `x'<img src=//e.example/p>&`;
     const stats = statsOf({ interval_time: [0, 0], [column]: [5, 5] });
     const input = inputWith(stats, [{ table: evil, columns: [column] }], {
-      schemaChange: { policy: "warn", previous: null, notCompared: "first <build>", added: [column], removed: [], retyped: [{ column, table: evil, from: "DOUBLE", to: "INT64" }], tablesAdded: [evil], tablesRemoved: [], rowsChange: null },
+      schemaChange: {
+        policy: "warn",
+        previous: null,
+        notCompared: "first <build>",
+        added: [column],
+        removed: [],
+        retyped: [{ column, table: evil, from: "DOUBLE", to: "INT64" }],
+        tablesAdded: [evil],
+        tablesRemoved: [],
+        rowsChange: null,
+      },
     });
     input.tables[1]!.seconds = 99; // the slowest table, so its name is drawn in the bar chart too
     const html = renderReport(buildReportData(input));
@@ -208,8 +264,21 @@ describe("the index across pairs", () => {
   it("takes each pair's shape, build time, size and report link from its manifest, and lists a bad one as unreadable", () => {
     expect(pairOfManifest("training_eurusd.manifest.json")).toBe("eurusd");
     expect(pairOfManifest("training_eurusd.parquet")).toBeUndefined();
-    const good = indexEntry("eurusd", "training_eurusd.manifest.json", JSON.stringify({ rows: 10, columns: 20, run: { createdAt: "2026-01-01T00:00:00Z", stageSeconds: { extract: 60, merge: 30 } }, file: { bytes: 2048 } }));
-    expect(good).toEqual({ pair: "eurusd", manifest: "training_eurusd.manifest.json", rows: 10, columns: 20, createdAt: "2026-01-01T00:00:00Z", buildSeconds: 90, fileBytes: 2048, report: "../training_eurusd.report.html" });
+    const good = indexEntry(
+      "eurusd",
+      "training_eurusd.manifest.json",
+      JSON.stringify({ rows: 10, columns: 20, run: { createdAt: "2026-01-01T00:00:00Z", stageSeconds: { extract: 60, merge: 30 } }, file: { bytes: 2048 } }),
+    );
+    expect(good).toEqual({
+      pair: "eurusd",
+      manifest: "training_eurusd.manifest.json",
+      rows: 10,
+      columns: 20,
+      createdAt: "2026-01-01T00:00:00Z",
+      buildSeconds: 90,
+      fileBytes: 2048,
+      report: "../training_eurusd.report.html",
+    });
     const bad = indexEntry("gbpusd", "training_gbpusd.manifest.json", "{not json");
     expect(bad).toMatchObject({ pair: "gbpusd", unreadable: expect.stringMatching(/^not JSON/) });
     expect(indexEntry("usdjpy", "m", "[]")).toMatchObject({ unreadable: "no rows and columns in it" });

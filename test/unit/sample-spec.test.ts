@@ -52,7 +52,11 @@ describe("sampleTables for eurusd", () => {
     const fam = (f: string) => keyed.filter((t) => t.family === f);
     const widths: Record<string, number> = { agg: 64, align: 42, mom: 43, vol: 31, reg: 232, der: 15, div: 6, mrt: 10, rev: 10 };
     for (const [f, width] of Object.entries(widths)) {
-      expect(fam(f).map((t) => t.name).sort()).toEqual([`${f}_${P}`, `${f}_bqx_${P}`, `${f}_idx_${P}`].sort());
+      expect(
+        fam(f)
+          .map((t) => t.name)
+          .sort(),
+      ).toEqual([`${f}_${P}`, `${f}_bqx_${P}`, `${f}_idx_${P}`].sort());
       for (const t of fam(f)) expect(t.columns).toHaveLength(width);
     }
     expect([fam("base").length, fam("cyc").length, fam("ext").length, fam("tmp").length]).toEqual([2, 1, 1, 1]);
@@ -162,7 +166,9 @@ describe("sampleTables for eurusd", () => {
     expect(new Set(decoys.map((t) => t.forPair))).toEqual(new Set([q1, q2]));
     for (const q of [q1, q2]) {
       expect(q.slice(0, 3) === "eur" || q.slice(0, 3) === "usd" || q.slice(3) === "eur" || q.slice(3) === "usd").toBe(false);
-      expect(decoys.map((t) => `${t.dataset}.${t.name}`)).toEqual(expect.arrayContaining([`features.agg_${q}`, `features.mom_bqx_${q}`, `features.lag_${q}_45`, `targets.targets_${q}`]));
+      expect(decoys.map((t) => `${t.dataset}.${t.name}`)).toEqual(
+        expect.arrayContaining([`features.agg_${q}`, `features.mom_bqx_${q}`, `features.lag_${q}_45`, `targets.targets_${q}`]),
+      );
     }
     for (const t of decoys) {
       expect(t.name.includes(P)).toBe(false);

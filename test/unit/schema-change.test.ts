@@ -4,13 +4,27 @@ import { compareSchemas, describeSchemaChange, hasDrift } from "../../src/schema
 const previous = {
   rows: 100,
   columns: 4,
-  file: { generation: "7", schema: { "t.targets_eurusd": { interval_time: "INT64 TIMESTAMP(MICROS,UTC)" }, "f.agg_eurusd": { agg_x: "INT64", agg_y: "DOUBLE" }, "f.mom_eurusd": { mom_z: "DOUBLE" } } },
+  file: {
+    generation: "7",
+    schema: {
+      "t.targets_eurusd": { interval_time: "INT64 TIMESTAMP(MICROS,UTC)" },
+      "f.agg_eurusd": { agg_x: "INT64", agg_y: "DOUBLE" },
+      "f.mom_eurusd": { mom_z: "DOUBLE" },
+    },
+  },
   run: { createdAt: "2026-01-01T00:00:00.000Z" },
 };
 
 describe("compareSchemas", () => {
   it("names added, removed and retyped columns and the tables that came and went", () => {
-    const current = { rows: 90, schema: { "t.targets_eurusd": { interval_time: "INT64 TIMESTAMP(MICROS,UTC)" }, "f.agg_eurusd": { agg_x: "DOUBLE", agg_w: "DOUBLE" }, "f.new_eurusd": { new_a: "INT64" } } };
+    const current = {
+      rows: 90,
+      schema: {
+        "t.targets_eurusd": { interval_time: "INT64 TIMESTAMP(MICROS,UTC)" },
+        "f.agg_eurusd": { agg_x: "DOUBLE", agg_w: "DOUBLE" },
+        "f.new_eurusd": { new_a: "INT64" },
+      },
+    };
     const change = compareSchemas("warn", current, previous);
     expect(change).toEqual({
       policy: "warn",
@@ -41,8 +55,16 @@ describe("compareSchemas", () => {
   });
 
   it("compares nothing on a first build, and only tables and rows with a manifest written before `schema`", () => {
-    expect(compareSchemas("fail", { rows: 1, schema: {} }, undefined)).toMatchObject({ previous: null, notCompared: expect.stringContaining("first build"), rowsChange: null });
-    const old = { rows: 100, query: { FEATURES_DATASET: "f", TARGETS_DATASET: "t" }, tables: { target: { table: "t.targets_eurusd" }, features: [{ table: "agg_eurusd" }, { table: "f.mom_eurusd" }] } };
+    expect(compareSchemas("fail", { rows: 1, schema: {} }, undefined)).toMatchObject({
+      previous: null,
+      notCompared: expect.stringContaining("first build"),
+      rowsChange: null,
+    });
+    const old = {
+      rows: 100,
+      query: { FEATURES_DATASET: "f", TARGETS_DATASET: "t" },
+      tables: { target: { table: "t.targets_eurusd" }, features: [{ table: "agg_eurusd" }, { table: "f.mom_eurusd" }] },
+    };
     const change = compareSchemas("fail", { rows: 100, schema: { "t.targets_eurusd": {}, "f.agg_eurusd": { agg_q: "DOUBLE" } } }, old);
     expect(change).toMatchObject({ added: [], tablesAdded: [], tablesRemoved: ["f.mom_eurusd"], notCompared: expect.stringContaining("no schema") });
   });

@@ -41,9 +41,17 @@ describe("training file validation", () => {
     ["a key out of order", { key: { present: true, strictlyIncreasing: false, firstViolationRow: 17 } }, /first violation at row 17/],
     ["tables in the file not matching discovery", { tablesInFile: 2 }, /^tables: 2 in the file but 3 discovered$/],
     ["no features", { columnNames: ["interval_time", ...TARGET_COLUMNS], minColumns: 1 }, /^features: none$/],
-    ["a missing horizon", { columnNames: ["interval_time", ...TARGET_COLUMNS.filter((c) => c !== "target_bqx45_h60"), ...features] }, /targets: 1 of 49 missing \(target_bqx45_h60\)/],
+    [
+      "a missing horizon",
+      { columnNames: ["interval_time", ...TARGET_COLUMNS.filter((c) => c !== "target_bqx45_h60"), ...features] },
+      /targets: 1 of 49 missing \(target_bqx45_h60\)/,
+    ],
     ["duplicate names", { columnNames: ["interval_time", ...TARGET_COLUMNS, "agg_x", "agg_x"] }, /^duplicate column names: agg_x$/],
-    ["join suffixes", { columnNames: ["interval_time", ...TARGET_COLUMNS, "agg_x", "agg_x_right", "agg_y", "agg_yright"] }, /^join-suffixed duplicate columns: agg_x_right, agg_yright$/],
+    [
+      "join suffixes",
+      { columnNames: ["interval_time", ...TARGET_COLUMNS, "agg_x", "agg_x_right", "agg_y", "agg_yright"] },
+      /^join-suffixed duplicate columns: agg_x_right, agg_yright$/,
+    ],
   ])("fails on %s", (_, overrides, message) => {
     const r = validateTrainingFile(input(overrides));
     expect(r.ok).toBe(false);
