@@ -8,8 +8,7 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import type { Bucket, ByteRange, Checksums, ComposeOptions, GetResult, ObjectInfo, PutResult, SourceObject } from "./bucket/port.ts";
 import { JobError } from "./errors.ts";
-import type { TableQuery } from "./extract/task.ts";
-import type { DateRange, KeyTypes, ReadEstimate, TableInfo, TableVersion, Warehouse } from "./warehouse/port.ts";
+import type { TableQuery, DateRange, KeyTypes, ReadEstimate, TableInfo, TableVersion, Warehouse } from "./warehouse/port.ts";
 
 export interface FaultSettings {
   /** Share of calls that fail, in (0, 0.5]. */

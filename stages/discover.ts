@@ -3,7 +3,7 @@
 // One code path for both, so a plan that passes is the run's own checks passing.
 import { KEY_COLUMN } from "../src/constants.ts";
 import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery, type PlannedTable } from "../src/discovery.ts";
-import type { TableQuery } from "../src/extract/task.ts";
+import type { TableQuery } from "../src/warehouse/port.ts";
 import { JobError } from "../src/errors.ts";
 import { footerBytesPerRowGroup, planRowGroups, sliceWorkingBytes, type RowGroupInputs, type RowGroupPlan } from "../src/parts/plan.ts";
 import { planMemory, type MemoryPlan } from "../src/memory-plan.ts";

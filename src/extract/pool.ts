@@ -6,9 +6,8 @@
 // abortable task alone on its thread, and aborting one terminates its thread, which inside
 // DuckDB's native code crashes the process (exit 134, not 130). On an abort no new task starts;
 // the ones in flight get ABORT_GRACE_MS to finish, then the pool is torn down.
-import { setTimeout as sleep } from "node:timers/promises";
 import { Piscina } from "piscina";
-import { backoffDelayMs } from "../retry.ts";
+import { withRetry } from "../retry.ts";
 import type { ExtractResult, ExtractTask, FaultDraw, WorkerFailure } from "./task.ts";
 
 const WORKER_FILE = new URL("./worker.ts", import.meta.url).href;
@@ -97,15 +96,26 @@ export class ExtractionPool {
    */
   async run(task: ExtractTask, reservedBytes: number): Promise<ExtractResult> {
     try {
-      for (let attempt = 1; ; attempt += 1) {
-        this.opts.signal.throwIfAborted();
-        const fault: FaultDraw | undefined = this.opts.faults ? { ...this.opts.faults, attempt } : undefined;
-        const result = await this.pool.run(fault ? { ...task, fault } : task);
-        if (!isFailure(result) || !result.retryable || attempt >= ATTEMPTS_PER_TASK) return result;
-        const delayMs = Math.max(50, backoffDelayMs(attempt, RETRY_BASE_MS, RETRY_MAX_MS));
-        this.opts.onRetry?.(task, attempt, delayMs, result);
-        await sleep(delayMs, undefined, { signal: this.opts.signal });
-      }
+      return await withRetry(
+        async (attempt) => {
+          const fault: FaultDraw | undefined = this.opts.faults ? { ...this.opts.faults, attempt } : undefined;
+          const result = await this.pool.run(fault ? { ...task, fault } : task);
+          if (isFailure(result) && result.retryable) throw new FailedTry(result);
+          return result;
+        },
+        {
+          attempts: ATTEMPTS_PER_TASK,
+          baseDelayMs: RETRY_BASE_MS,
+          maxDelayMs: RETRY_MAX_MS,
+          isRetryable: (err) => err instanceof FailedTry,
+          signal: this.opts.signal,
+          onRetry: ({ attempt, delayMs, error }) => this.opts.onRetry?.(task, attempt, delayMs, (error as FailedTry).failure),
+        },
+      );
+    } catch (err) {
+      // The last try's failure is the result: the stage names every table that failed.
+      if (err instanceof FailedTry) return err.failure;
+      throw err;
     } finally {
       this.release(reservedBytes);
     }
@@ -115,5 +125,15 @@ export class ExtractionPool {
     this.opts.signal.removeEventListener("abort", this.onAbort);
     clearTimeout(this.graceTimer);
     return (this.destroyed ??= this.pool.destroy());
+  }
+}
+
+/** A retryable worker failure, thrown so the one retry policy (src/retry.ts) can try the task again. */
+class FailedTry extends Error {
+  readonly failure: WorkerFailure;
+
+  constructor(failure: WorkerFailure) {
+    super(failure.message);
+    this.failure = failure;
   }
 }

@@ -3,7 +3,7 @@
 // the part file itself, and hands back a summary (the target's keys being the one exception:
 // 1.4 MB that every later task needs, shared read-only).
 import type { RowGroupInputs } from "../parts/plan.ts";
-import type { ColumnMapping, GcpTaskSettings } from "../warehouse/port.ts";
+import type { GcpTaskSettings, ReadFigures, SliceBounds, TableQuery } from "../warehouse/port.ts";
 
 /** Where a worker reads rows from. */
 export type SourceSettings = { backend: "local"; warehouse: string; duckdb: DuckDBSettings } | { backend: "gcp"; gcp: GcpTaskSettings };
@@ -12,21 +12,6 @@ export type SourceSettings = { backend: "local"; warehouse: string; duckdb: Duck
 export interface DuckDBSettings {
   memoryLimitBytes: number;
   threads: number;
-}
-
-/** The rows of one table that a task reads: the date range, the target's row rule, a row limit. */
-export interface TableQuery {
-  dataset: string;
-  table: string;
-  columns: ColumnMapping[];
-  dateFrom: string;
-  dateTo: string;
-  /** The first N rows by time only (ROW_LIMIT). */
-  rowLimit: number | undefined;
-  /** Only rows where this column is not null (the target table's row rule). */
-  notNullColumn: string | undefined;
-  /** The key has no time zone (BigQuery DATETIME, DuckDB TIMESTAMP): read as UTC. */
-  zonelessKey?: true;
 }
 
 /** Writer settings shared by every part, so parts of one file agree byte for byte. */
@@ -69,23 +54,6 @@ export interface PartTask {
   fault?: FaultDraw | undefined;
 }
 
-/** A run of whole output row groups, and the key range whose rows it reads. */
-export interface SliceBounds {
-  /** Output row groups [firstRowGroup, endRowGroup). */
-  firstRowGroup: number;
-  endRowGroup: number;
-  /** Target rows [firstRow, endRow). */
-  firstRow: number;
-  endRow: number;
-  /**
-   * Keys read: above `afterKey` (none for the first slice: from DATE_FROM) up to and including
-   * `throughKey` (none for the last slice: through DATE_TO). The slices of a table partition its
-   * date range, so every row is read once and a repeated key is found wherever it is.
-   */
-  afterKey: bigint | undefined;
-  throughKey: bigint | undefined;
-}
-
 /** FAULT_RATE's draw for one attempt (testing only). */
 export interface FaultDraw {
   rate: number;
@@ -105,13 +73,6 @@ export interface WrittenPart {
   footerCrc32c: number;
   rows: number;
   rowGroups: number;
-}
-
-/** How a BACKEND=gcp read went: its route, the bytes its read session estimated it scans, its streams. */
-export interface ReadFigures {
-  route: "table" | "query";
-  bytesScanned: number;
-  streams: number;
 }
 
 export interface TargetResult {

@@ -3,7 +3,8 @@
 // the same way. Any change to one of
 // these gives another fingerprint, so an old part is never taken for a new one.
 import { createHash } from "node:crypto";
-import type { PartWriting, TableQuery } from "../extract/task.ts";
+import type { PartWriting } from "../extract/task.ts";
+import type { TableQuery } from "../warehouse/port.ts";
 
 /** Bumped whenever the bytes a part is written with change (writer, codec, statistics). */
 export const PART_FORMAT_VERSION = 1;

@@ -13,14 +13,13 @@ import { DataType, MessageHeader, MessageReader, RecordBatchReader, TimeUnit } f
 import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { JobError } from "../errors.ts";
-import type { SliceBounds, TableQuery } from "../extract/task.ts";
+import type { SliceBounds, TableQuery, ExtractedRows, GcpTaskSettings, WarehouseExtraction } from "./port.ts";
 import type { FailureContext } from "../gcp/errors.ts";
 import { workerClients } from "./bigquery-clients.ts";
 import { runQueryJob } from "./bigquery-query.ts";
 import { READ_STREAMS_PER_SESSION } from "../concurrency.ts";
 import { bigQueryExtractionSql, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
 import { readTableArrow, type ReadSink } from "./bigquery-read.ts";
-import type { ExtractedRows, GcpTaskSettings, WarehouseExtraction } from "./port.ts";
 
 export { bigQueryExtractionSql, keyLiteral, readRouteFor, tableRowRestriction } from "./bigquery-sql.ts";
 

@@ -3,9 +3,8 @@
 // main thread (PLAN_ONLY's dry runs and read-session check) shares these with the workers without
 // loading polars, Arrow or (for a local plan) the Google clients.
 import { KEY_COLUMN } from "../constants.ts";
-import type { SliceBounds, TableQuery } from "../extract/task.ts";
+import type { SliceBounds, TableQuery, GcpTaskSettings } from "./port.ts";
 import { quoteBigQueryIdent } from "./bigquery-query.ts";
-import type { GcpTaskSettings } from "./port.ts";
 
 /**
  * A microsecond key as a GoogleSQL literal exact to the microsecond: a TIMESTAMP in UTC, or for a

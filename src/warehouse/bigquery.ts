@@ -9,12 +9,8 @@ import { JobError } from "../errors.ts";
 import { describeFault, toJobError, type FailureContext } from "../gcp/errors.ts";
 import { withRetry } from "../retry.ts";
 import { createBigQueryClient, retryPolicy, type BigQueryClientOptions, type RetryNotice } from "./bigquery-clients.ts";
-import type { TableQuery } from "../extract/task.ts";
-import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
-import { DRY_RUNS_AT_ONCE, READ_STREAMS_PER_SESSION, mapLimited } from "../concurrency.ts";
-import { bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
-import { KEY_COLUMN } from "../constants.ts";
 import {
+  type TableQuery,
   BIGQUERY_KEY_TYPES,
   type DateRange,
   type GcpRetrySettings,
@@ -23,6 +19,10 @@ import {
   type WarehouseDiscovery,
   type TableVersion,
 } from "./port.ts";
+import { dryRunQuery, fetchAllRows, quoteBigQueryIdent, runQueryJob } from "./bigquery-query.ts";
+import { DRY_RUNS_AT_ONCE, READ_STREAMS_PER_SESSION, mapLimited } from "../concurrency.ts";
+import { bigQueryExtractionSql, tableRowRestriction } from "./bigquery-sql.ts";
+import { KEY_COLUMN } from "../constants.ts";
 
 /** INFORMATION_SCHEMA.PARTITIONS reads at most 1,000 tables a query; larger lists are split. */
 export const PARTITIONS_TABLES_PER_QUERY = 1000;

@@ -31,10 +31,10 @@ import { BufferRegion, FieldNode, Message, RecordBatch as RecordBatchHeader } fr
 import pl from "nodejs-polars";
 import { KEY_COLUMN } from "../constants.ts";
 import { columnKind, type FeatureKind } from "../discovery.ts";
-import type { DuckDBSettings, SliceBounds, TableQuery } from "../extract/task.ts";
+import type { DuckDBSettings } from "../extract/task.ts";
+import type { SliceBounds, TableQuery, ColumnMapping, ExtractedRows, WarehouseExtraction } from "./port.ts";
 import { READ_BUFFERS_PER_WORKER_BYTES } from "../memory-plan.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import type { ColumnMapping, ExtractedRows, WarehouseExtraction } from "./port.ts";
 
 /** How a warehouse column travels: its Arrow type and the SQL that reads it as such (discovery has refused every other type). */
 export type ColumnKind = "key" | FeatureKind;

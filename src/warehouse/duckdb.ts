@@ -7,9 +7,8 @@ import { SIGNATURE_MEMORY_BYTES } from "../memory-plan.ts";
 import { JobError } from "../errors.ts";
 import { KEY_COLUMN } from "../constants.ts";
 import { nextDay, quoteIdent, quoteString } from "../sql.ts";
-import type { TableQuery } from "../extract/task.ts";
+import { type TableQuery, DUCKDB_KEY_TYPES, type DateRange, type ReadEstimate, type TableInfo, type WarehouseDiscovery, type TableVersion } from "./port.ts";
 import { BYTES_PER_VALUE } from "../parts/plan.ts";
-import { DUCKDB_KEY_TYPES, type DateRange, type ReadEstimate, type TableInfo, type WarehouseDiscovery, type TableVersion } from "./port.ts";
 
 function checkWarehouseFile(path: string): void {
   if (!existsSync(path)) {

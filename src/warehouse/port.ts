@@ -7,7 +7,6 @@
 //   SourceSettings (openExtraction, src/warehouse/extraction.ts), so no connection crosses threads.
 // test/contract/warehouse.contract.test.ts holds every adapter to both roles.
 import type pl from "nodejs-polars";
-import type { ReadFigures, SliceBounds, TableQuery } from "../extract/task.ts";
 
 export interface ColumnInfo {
   name: string;
@@ -156,3 +155,42 @@ export interface GcpTaskSettings {
 }
 
 export type BigQueryReadRoute = "table" | "query";
+
+/** The rows of one table that a task reads: the date range, the target's row rule, a row limit. */
+export interface TableQuery {
+  dataset: string;
+  table: string;
+  columns: ColumnMapping[];
+  dateFrom: string;
+  dateTo: string;
+  /** The first N rows by time only (ROW_LIMIT). */
+  rowLimit: number | undefined;
+  /** Only rows where this column is not null (the target table's row rule). */
+  notNullColumn: string | undefined;
+  /** The key has no time zone (BigQuery DATETIME, DuckDB TIMESTAMP): read as UTC. */
+  zonelessKey?: true;
+}
+
+/** A run of whole output row groups, and the key range whose rows it reads. */
+export interface SliceBounds {
+  /** Output row groups [firstRowGroup, endRowGroup). */
+  firstRowGroup: number;
+  endRowGroup: number;
+  /** Target rows [firstRow, endRow). */
+  firstRow: number;
+  endRow: number;
+  /**
+   * Keys read: above `afterKey` (none for the first slice: from DATE_FROM) up to and including
+   * `throughKey` (none for the last slice: through DATE_TO). The slices of a table partition its
+   * date range, so every row is read once and a repeated key is found wherever it is.
+   */
+  afterKey: bigint | undefined;
+  throughKey: bigint | undefined;
+}
+
+/** How a BACKEND=gcp read went: its route, the bytes its read session estimated it scans, its streams. */
+export interface ReadFigures {
+  route: "table" | "query";
+  bytesScanned: number;
+  streams: number;
+}

@@ -5,8 +5,7 @@
 import { JobError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { withRetry, type RetryPolicy } from "../retry.ts";
-import type { TableQuery } from "../extract/task.ts";
-import type { DateRange, KeyTypes, ReadEstimate, TableInfo, TableVersion, Warehouse } from "./port.ts";
+import type { TableQuery, DateRange, KeyTypes, ReadEstimate, TableInfo, TableVersion, Warehouse } from "./port.ts";
 
 /** An embedded warehouse's faults clear at once: short backoffs. */
 export const LOCAL_WAREHOUSE_RETRY = { attempts: 5, baseDelayMs: 20, maxDelayMs: 200 } as const;

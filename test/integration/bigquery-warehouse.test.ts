@@ -15,7 +15,8 @@ import { Piscina } from "piscina";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery } from "../../src/discovery.ts";
 import { JobError } from "../../src/errors.ts";
-import type { ExtractResult, ExtractTask, SliceBounds, TableQuery } from "../../src/extract/task.ts";
+import type { ExtractResult, ExtractTask } from "../../src/extract/task.ts";
+import { type SliceBounds, type TableQuery, DUCKDB_KEY_TYPES, type ColumnMapping, type GcpTaskSettings, type TableInfo } from "../../src/warehouse/port.ts";
 import { STANDIN_ACCESS_TOKEN, authClientForEndpoint } from "../../src/gcp/auth.ts";
 import { buildSampleWarehouse } from "../../standins/sample/build.ts";
 import { BigQueryWarehouse, closeWorkerClients } from "../../src/warehouse/bigquery.ts";
@@ -24,7 +25,6 @@ import { readBigQueryRows, tableRowRestriction } from "../../src/warehouse/bigqu
 import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
-import { DUCKDB_KEY_TYPES, type ColumnMapping, type GcpTaskSettings, type TableInfo } from "../../src/warehouse/port.ts";
 import { startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
 
 const PAIR = "eurusd";
