@@ -13,8 +13,8 @@ import { GcsBucket } from "../../src/bucket/gcs.ts";
 import { LocalDirectoryBucket } from "../../src/bucket/local.ts";
 import { isPreconditionFailure, type Bucket, type SourceObject } from "../../src/bucket/port.ts";
 import { crc32cBase64, fileChecksums } from "../../src/checksum.ts";
-import { JobError } from "../../src/errors.ts";
 import { startGcsStandIn } from "../../standins/gcs.ts";
+import { rejection } from "../support/rejection.ts";
 
 const GCS_BUCKET = "bqx-contract";
 
@@ -46,15 +46,6 @@ const runtimes: BucketRuntime[] = [
 ];
 
 const crcOf = (data: Buffer): string => crc32cBase64(crc32c(data));
-
-async function rejection(p: Promise<unknown>): Promise<JobError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(JobError);
-  return err as JobError;
-}
 
 describe.each(runtimes)("the bucket port on $name", (runtime) => {
   let dir: string;

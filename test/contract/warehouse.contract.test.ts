@@ -21,6 +21,7 @@ import { startBigQueryStandIns } from "../../standins/bigquery.ts";
 import { DUPLICATED_ROWS, FEATURES, ROWS, TABLES, TARGETS, buildContractWarehouse, expected, keyOf } from "../support/contract-warehouse.ts";
 import { onWarehouse } from "../support/job-process.ts";
 import { bigQueryType } from "../../standins/warehouse.ts";
+import { rejection } from "../support/rejection.ts";
 
 const FAST_RETRY = { attempts: 3, baseDelayMs: 20, maxDelayMs: 200 };
 const DAY = "2020-01-01";
@@ -109,15 +110,6 @@ function exact(df: pl.DataFrame, name: string): unknown[] {
 
 const keyStrings = (rows: readonly number[]) => rows.map((i) => keyOf(i).toString());
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k);
-
-async function rejection(p: Promise<unknown>): Promise<JobError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(JobError);
-  return err as JobError;
-}
 
 describe.each(runtimes)("the warehouse port on $name", (runtime) => {
   let wh: Opened;

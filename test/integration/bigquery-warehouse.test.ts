@@ -14,7 +14,6 @@ import pl from "nodejs-polars";
 import { Piscina } from "piscina";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TARGET_NOT_NULL_COLUMN, planTables, type Discovery } from "../../src/discovery.ts";
-import { JobError } from "../../src/errors.ts";
 import type { ExtractResult, ExtractTask } from "../../src/extract/task.ts";
 import { type SliceBounds, type TableQuery, DUCKDB_KEY_TYPES, type ColumnMapping, type GcpTaskSettings, type TableInfo } from "../../src/warehouse/port.ts";
 import { STANDIN_ACCESS_TOKEN, authClientForEndpoint } from "../../src/gcp/auth.ts";
@@ -26,6 +25,7 @@ import { createReadClient } from "../../src/warehouse/bigquery-clients.ts";
 import { DuckDBWarehouse } from "../../src/warehouse/duckdb.ts";
 import { readOrderedTable, readSlice, workerConnection } from "../../src/warehouse/duckdb-read.ts";
 import { startBigQueryStandIns, type StandIns } from "../../standins/bigquery.ts";
+import { rejection } from "../support/rejection.ts";
 
 const PAIR = "eurusd";
 const ROWS = 300;
@@ -182,15 +182,6 @@ function expectSameFrames(a: pl.DataFrame, b: pl.DataFrame): void {
   expect(a.dtypes.map(String)).toEqual(b.dtypes.map(String));
   expect(a.height).toBe(b.height);
   for (const name of b.columns) expect(exactValues(a, name), name).toEqual(exactValues(b, name));
-}
-
-async function rejection(p: Promise<unknown>): Promise<JobError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(JobError);
-  return err as JobError;
 }
 
 const DUCK_TO_BIGQUERY: Record<string, string> = { "TIMESTAMP WITH TIME ZONE": "TIMESTAMP", DOUBLE: "FLOAT64", VARCHAR: "STRING", BIGINT: "INT64" };

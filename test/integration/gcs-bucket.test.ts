@@ -10,9 +10,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { GcsBucket, type GcsBucketOptions } from "../../src/bucket/gcs.ts";
 import { LocalDirectoryBucket } from "../../src/bucket/local.ts";
 import { fileChecksums } from "../../src/checksum.ts";
-import { JobError } from "../../src/errors.ts";
 import { authClientForEndpoint, isLoopbackEndpoint, STANDIN_ACCESS_TOKEN } from "../../src/gcp/auth.ts";
 import { RESUMABLE_BLOCK_BYTES, startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
+import { rejection } from "../support/rejection.ts";
 
 const BUCKET = "bqx-training-test";
 const CHUNK = 2 * RESUMABLE_BLOCK_BYTES; // small chunks so a few MiB take several requests
@@ -43,15 +43,6 @@ function expectSameBytes(actual: Buffer, expected: Buffer): void {
   expect(actual.length).toBe(expected.length);
   const firstDifference = actual.findIndex((byte, i) => byte !== expected[i]);
   expect(actual.equals(expected) ? -1 : firstDifference).toBe(-1);
-}
-
-async function rejection(p: Promise<unknown>): Promise<JobError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(JobError);
-  return err as JobError;
 }
 
 beforeAll(async () => {

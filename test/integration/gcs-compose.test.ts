@@ -11,9 +11,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { GcsBucket, type GcsBucketOptions } from "../../src/bucket/gcs.ts";
 import type { SourceObject } from "../../src/bucket/port.ts";
 import { crc32cBase64 } from "../../src/checksum.ts";
-import { JobError } from "../../src/errors.ts";
 import { authClientForEndpoint } from "../../src/gcp/auth.ts";
 import { RESUMABLE_BLOCK_BYTES, startGcsStandIn, type GcsStandIn } from "../../standins/gcs.ts";
+import { rejection } from "../support/rejection.ts";
 
 const BUCKET = "bqx-compose-test";
 const DENIED = "bqx-compose-denied";
@@ -69,15 +69,6 @@ async function stageParts(bucket: GcsBucket, prefix: string, count: number, part
 function expectSameBytes(actual: Buffer, expected: Buffer): void {
   expect(actual.length).toBe(expected.length);
   expect(actual.equals(expected) ? -1 : actual.findIndex((byte, i) => byte !== expected[i])).toBe(-1);
-}
-
-async function rejection(p: Promise<unknown>): Promise<JobError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(JobError);
-  return err as JobError;
 }
 
 beforeAll(async () => {

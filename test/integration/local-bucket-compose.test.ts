@@ -14,6 +14,7 @@ import { FaultyBucket } from "../../src/faults.ts";
 import { crc32cBase64 } from "../../src/checksum.ts";
 import { JobError } from "../../src/errors.ts";
 import type { Logger } from "../../src/log.ts";
+import { rejection } from "../support/rejection.ts";
 
 let dir = "";
 let counter = 0;
@@ -53,15 +54,6 @@ async function filesIn(root: string): Promise<string[]> {
     .filter((e) => e.isFile())
     .map((e) => path.relative(root, path.join(e.parentPath, e.name)))
     .sort();
-}
-
-async function rejection(p: Promise<unknown>): Promise<JobError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(JobError);
-  return err as JobError;
 }
 
 /** A later mtime than the file has, so a rewrite is another generation even on a coarse clock. */
