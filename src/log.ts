@@ -84,3 +84,26 @@ export function loggerBase(config: Config): Record<string, unknown> {
   }
   return base;
 }
+
+/**
+ * A warning `@google-cloud/storage` 8 makes Node emit on every streamed download of more than
+ * ~100 KB (teeny-request 11 on node-fetch 3 adds an 11th error/close listener to a PassThrough;
+ * googleapis/google-cloud-node#9185): harmless, and known, so it is logged at debug only.
+ */
+const KNOWN_STORAGE_WARNING = /^Possible EventEmitter memory leak detected\. 11 (error|close) listeners added to \[PassThrough\]/;
+
+/**
+ * Node's process warnings go through the job's logger, as structured records, instead of Node's own
+ * lines on stderr (which Cloud Logging shows as unparsed error entries). Called once, in main.
+ */
+export function logProcessWarnings(log: Pick<Logger, "warn" | "debug">): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (warning: Error & { code?: string }) => {
+    const fields = { warning: warning.name, ...(warning.code ? { code: warning.code } : {}) };
+    if (warning.name === "MaxListenersExceededWarning" && KNOWN_STORAGE_WARNING.test(warning.message)) {
+      log.debug({ ...fields, upstream: "googleapis/google-cloud-node#9185" }, `${warning.name}: ${warning.message}`);
+    } else {
+      log.warn(fields, `${warning.name}: ${warning.message}`);
+    }
+  });
+}

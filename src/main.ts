@@ -5,7 +5,7 @@ import type { Bucket } from "./bucket/port.ts";
 import { parseConfig, realHostFacts, type Config, type Location } from "./config.ts";
 import { ConfigError, JobError, describeError } from "./errors.ts";
 import { buildTaskPairs } from "./fanout.ts";
-import { createLogger, loggerBase, type Logger } from "./log.ts";
+import { createLogger, logProcessWarnings, loggerBase, type Logger } from "./log.ts";
 import { EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED } from "./exit-codes.ts";
 import { runPipeline } from "./pipeline.ts";
 import { logFirstWarehouseRequest } from "./startup.ts";
@@ -73,6 +73,7 @@ async function main(): Promise<number> {
     throw err;
   }
   const log = createLogger({ level: config.logLevel, format: config.logFormat, base: loggerBase(config) });
+  logProcessWarnings(log);
   log.info(
     {
       backend: config.backend,
