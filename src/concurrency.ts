@@ -11,6 +11,8 @@ export const PART_UPLOADS_AT_ONCE = 4;
 export const REUSE_CHECKS_AT_ONCE = 8;
 /** Streams a Storage Read session is asked for, all read at once. */
 export const READ_STREAMS_PER_SESSION = 4;
+/** Manifests read at once while the index across pairs is rebuilt (28 pairs at most). */
+export const MANIFEST_READS_AT_ONCE = 8;
 /** BigQuery dry runs (PLAN_ONLY's cost estimate) at once. */
 export const DRY_RUNS_AT_ONCE = 16;
 /**

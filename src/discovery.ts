@@ -232,5 +232,10 @@ function checkKey(info: TableInfo, keyTypes: KeyTypes): { problem?: string; zone
   };
 }
 
+/** A feature table's family, as validation counts nulls and the report draws them: the first `_`-separated word of its name. */
+export function tableFamily(table: string): string {
+  return table.split("_")[0] || table;
+}
+
 /** The target table's row rule, shared by every backend's extraction. */
 export const TARGET_NOT_NULL_COLUMN = TARGET_ROW_FILTER_COLUMN;

@@ -9,6 +9,7 @@ import path from "node:path";
 import { crc32c } from "@node-rs/crc32";
 import { isPreconditionFailure, type Bucket } from "../src/bucket/port.ts";
 import { crc32cBase64 } from "../src/checksum.ts";
+import { MANIFEST_READS_AT_ONCE, mapLimited } from "../src/concurrency.ts";
 import { KEY_COLUMN, TARGET_COLUMNS } from "../src/constants.ts";
 import { JobError, describeError } from "../src/errors.ts";
 import { REPORT_INDEX_OBJECT, reportObjectName, trainingObjectName } from "../src/layout.ts";
@@ -17,8 +18,6 @@ import { buildReportData, indexEntry, pairOfManifest, renderIndex, renderReport,
 import { formatBytes } from "../src/units.ts";
 import type { Stage, StageContext } from "./types.ts";
 
-/** Manifests read at once while the index is rebuilt (28 pairs at most). */
-const MANIFEST_READS = 8;
 /** Times the index is rebuilt when manifests changed while it was being written (other tasks publishing). */
 const INDEX_REBUILDS = 5;
 
@@ -64,42 +63,42 @@ function reportHtml(ctx: StageContext): string {
   return renderReport(data);
 }
 
-/** The manifests in the bucket and their generations: what an index built now would show. */
-async function manifestGenerations(bucket: Bucket): Promise<string> {
-  const names = (await bucket.list("training_")).filter((n) => pairOfManifest(n) !== undefined);
-  const generations = await Promise.all(names.map(async (n) => `${n}@${(await bucket.stat(n))?.generation ?? "gone"}`));
-  return generations.join("\n");
+/** The manifests in the bucket. */
+async function manifestNames(bucket: Bucket): Promise<string[]> {
+  return (await bucket.list("training_")).filter((n) => pairOfManifest(n) !== undefined);
 }
 
-/** Every pair's latest manifest in the bucket, read through the port; one that cannot be read is listed as such. */
-async function indexEntries(ctx: StageContext, bucket: Bucket): Promise<IndexEntry[]> {
-  const names = (await bucket.list("training_")).filter((n) => pairOfManifest(n) !== undefined);
-  const entries: IndexEntry[] = [];
+/** The manifests in the bucket now and their generations, to compare with what an index was built from. */
+async function manifestGenerations(bucket: Bucket): Promise<string> {
+  const names = await manifestNames(bucket);
+  return (await mapLimited(names, MANIFEST_READS_AT_ONCE, async (n) => `${n}@${(await bucket.stat(n))?.generation ?? "gone"}`)).join("\n");
+}
+
+/**
+ * Every pair's latest manifest in the bucket, read through the port (one that cannot be read is
+ * listed as such), and the generations read: what the index built from them shows.
+ */
+async function indexEntries(ctx: StageContext, bucket: Bucket): Promise<{ entries: IndexEntry[]; read: string }> {
+  const names = await manifestNames(bucket);
   const dir = path.join(ctx.layout.root, "index-manifests");
   await mkdir(dir, { recursive: true });
   try {
-    for (let i = 0; i < names.length; i += MANIFEST_READS) {
-      const batch = names.slice(i, i + MANIFEST_READS);
-      entries.push(
-        ...(await Promise.all(
-          batch.map(async (name, j) => {
-            const pair = pairOfManifest(name)!;
-            const file = path.join(dir, `${i + j}.json`);
-            try {
-              await bucket.get(name, file);
-              return indexEntry(pair, name, await readFile(file, "utf8"));
-            } catch (err) {
-              // Gone since the listing (another task replacing it), or damaged: listed, not fatal.
-              return { pair, manifest: name, unreadable: describeError(err) };
-            }
-          }),
-        )),
-      );
-    }
+    const got = await mapLimited(names, MANIFEST_READS_AT_ONCE, async (name, i) => {
+      const pair = pairOfManifest(name)!;
+      const file = path.join(dir, `${i}.json`);
+      try {
+        const { generation } = await bucket.get(name, file);
+        return { entry: indexEntry(pair, name, await readFile(file, "utf8")), read: `${name}@${generation ?? "gone"}` };
+      } catch (err) {
+        // Gone since the listing (another task replacing it), or damaged: listed, not fatal.
+        const entry: IndexEntry = { pair, manifest: name, unreadable: describeError(err) };
+        return { entry, read: `${name}@${(await bucket.stat(name).catch(() => undefined))?.generation ?? "gone"}` };
+      }
+    });
+    return { entries: got.map((g) => g.entry), read: got.map((g) => g.read).join("\n") };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  return entries;
 }
 
 /**
@@ -111,8 +110,7 @@ async function indexEntries(ctx: StageContext, bucket: Bucket): Promise<IndexEnt
  */
 async function writeIndex(ctx: StageContext): Promise<{ entries: IndexEntry[]; bytes: number; rebuilds: number }> {
   for (let rebuilds = 0; ; rebuilds++) {
-    const before = await manifestGenerations(ctx.bucket);
-    const entries = await indexEntries(ctx, ctx.bucket);
+    const { entries, read } = await indexEntries(ctx, ctx.bucket);
     let put;
     try {
       put = await putPage(ctx, REPORT_INDEX_OBJECT, renderIndex(entries, new Date().toISOString()), {});
@@ -121,7 +119,7 @@ async function writeIndex(ctx: StageContext): Promise<{ entries: IndexEntry[]; b
       if (isPreconditionFailure(err) && rebuilds < INDEX_REBUILDS) continue;
       throw err;
     }
-    if (rebuilds >= INDEX_REBUILDS || (await manifestGenerations(ctx.bucket)) === before) return { entries, bytes: put.bytes, rebuilds };
+    if (rebuilds >= INDEX_REBUILDS || (await manifestGenerations(ctx.bucket)) === read) return { entries, bytes: put.bytes, rebuilds };
   }
 }
 

@@ -2,6 +2,7 @@
 // footer (rows, columns and their names, the 49 targets and 7 horizons, null counts from the
 // column chunks' statistics) and the target's keys (checked unique and strictly increasing when
 // they were read; every part was joined onto exactly those keys).
+import { tableFamily } from "../src/discovery.ts";
 import { KEY_COLUMN } from "../src/constants.ts";
 import { JobError } from "../src/errors.ts";
 import { summarizeFooter } from "../src/parquet/index.ts";
@@ -19,7 +20,7 @@ export const validateStage: Stage = {
     const summary = summarizeFooter(thrift, assembly.layout.dataEnd + thrift.length + 8);
     const familyByColumn = new Map<string, string>();
     for (const table of discovery.features) {
-      const family = table.table.split("_")[0] ?? table.table;
+      const family = tableFamily(table.table);
       for (const c of table.columns) familyByColumn.set(c.target, family);
     }
     const report = validateTrainingFile({

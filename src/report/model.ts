@@ -2,6 +2,7 @@
 // the discovery (which table, so which family, each column comes from), the merged footer's
 // statistics per row group (null counts, the key's min and max) and the validation report.
 // Pure: the report stage gathers the inputs, `renderReport` turns the result into a page.
+import { tableFamily } from "../discovery.ts";
 import type { FooterRowGroupStats } from "../parquet/index.ts";
 import type { SchemaChange } from "../schema-change.ts";
 import type { ValidationReport } from "../validation.ts";
@@ -74,11 +75,6 @@ export interface ReportData {
 
 export const SLOWEST_TABLES = 15;
 
-/** The family of a table, as validation counts nulls: the first `_`-separated word of its name. */
-export function familyOf(table: string): string {
-  return table.split("_")[0] || table;
-}
-
 /** An INT64 TIMESTAMP(MICROS) statistic (8 bytes, little-endian) as "YYYY-MM-DD HH:MM"; undefined otherwise. */
 export function microsLabel(bytes: Uint8Array | undefined): string | undefined {
   if (!bytes || bytes.length !== 8) return undefined;
@@ -111,13 +107,13 @@ export function buildReportData(input: ReportInput): ReportData {
   const leafIndex = new Map(stats.leafPaths.map((p, i) => [p, i]));
   const families = new Map<string, { tables: number; columns: number[] }>();
   for (const t of input.featureTables) {
-    const entry = families.get(familyOf(t.table)) ?? { tables: 0, columns: [] };
+    const entry = families.get(tableFamily(t.table)) ?? { tables: 0, columns: [] };
     entry.tables += 1;
     for (const c of t.columns) {
       const i = leafIndex.get(c);
       if (i !== undefined) entry.columns.push(i);
     }
-    families.set(familyOf(t.table), entry);
+    families.set(tableFamily(t.table), entry);
   }
   const familyNames = [...families.keys()].sort();
 

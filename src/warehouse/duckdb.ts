@@ -2,7 +2,7 @@
 // datasets. Discovery reads information_schema exactly as production reads INFORMATION_SCHEMA.
 import { existsSync, statSync } from "node:fs";
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader } from "@duckdb/node-api";
-import { SIGNATURE_CONNECTIONS, limiter, mapLimited } from "../concurrency.ts";
+import { SIGNATURE_CONNECTIONS, limiter } from "../concurrency.ts";
 import { SIGNATURE_MEMORY_BYTES } from "../memory-plan.ts";
 import { JobError } from "../errors.ts";
 import { KEY_COLUMN } from "../constants.ts";
@@ -152,14 +152,17 @@ export class DuckDBWarehouse implements WarehouseDiscovery {
     if (this.signatureCalls++ === 0) await this.connection.run(`SET memory_limit = '${SIGNATURES_MEMORY_LIMIT}'`);
     try {
       const versions = new Map<string, TableVersion>();
-      await mapLimited(tables, tables.length, (table) =>
-        this.onSignatureConnection(async (connection) => {
-          // A SIGTERM during discovery stops between two tables, not after all of them.
-          if (this.opts.signal?.aborted) throw this.opts.signal.reason;
-          const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
-          const [n, h] = reader.getRowsJS()[0] ?? [0, null];
-          versions.set(table, { version: `rows=${BigInt(n as bigint | number).toString()};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });
-        }),
+      // Every table queued at once; onSignatureConnection lets SIGNATURE_CONNECTIONS run.
+      await Promise.all(
+        tables.map((table) =>
+          this.onSignatureConnection(async (connection) => {
+            // A SIGTERM during discovery stops between two tables, not after all of them.
+            if (this.opts.signal?.aborted) throw this.opts.signal.reason;
+            const reader = await connection.runAndReadAll(signatureSql(dataset, table, range));
+            const [n, h] = reader.getRowsJS()[0] ?? [0, null];
+            versions.set(table, { version: `rows=${BigInt(n as bigint | number).toString()};xor=${h === null ? "0" : BigInt(h as bigint).toString(16)}` });
+          }),
+        ),
       );
       return versions;
     } finally {
